@@ -1,0 +1,43 @@
+"""chatd protocol v1: frames, codecs, op schemas, error and close codes (sans-I/O)."""
+
+from .codec import (
+    CODECS,
+    JSON,
+    MSGPACK,
+    SUBPROTOCOLS,
+    Codec,
+    codec_for,
+    decode_request,
+    decode_server_frame,
+    encode,
+)
+from .errors import Close, Err, FrameError, ProtocolError, RequestError, close_action
+from .frames import ErrorReply, Frame, Push, Reply, Request, RequestId, ServerFrame
+from .ops import OPS, check_args
+
+__all__ = [
+    "CODECS",
+    "JSON",
+    "MSGPACK",
+    "OPS",
+    "SUBPROTOCOLS",
+    "Close",
+    "Codec",
+    "Err",
+    "ErrorReply",
+    "Frame",
+    "FrameError",
+    "ProtocolError",
+    "Push",
+    "Reply",
+    "Request",
+    "RequestError",
+    "RequestId",
+    "ServerFrame",
+    "check_args",
+    "close_action",
+    "codec_for",
+    "decode_request",
+    "decode_server_frame",
+    "encode",
+]

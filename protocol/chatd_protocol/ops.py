@@ -1,0 +1,141 @@
+"""Argument schemas of every request op, and the one function that checks them.
+
+The table below *is* the specification of request arguments: protocol/README.md
+describes the same fields in prose, and both server and client call
+:func:`check_args` so that a bad request is refused identically everywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Err, RequestError
+
+USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}$")
+CATEGORIES = ("city", "interest", "profession", "family")
+USER_TYPES = ("fan", "deposit", "owner", "staff", "bot")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    kind: str  # "str", "int", "bool", "user", "conv", "users", "enum"
+    required: bool = False
+    min: int = 0
+    max: int = 0
+    choices: tuple[str, ...] = ()
+
+    def check(self, name: str, value: Any) -> None:
+        kind = self.kind
+        if kind in ("str", "user", "conv", "enum"):
+            if not isinstance(value, str):
+                raise _bad(name, "must be a string")
+            if kind == "user" and not USER_ID_RE.match(value):
+                raise _bad(name, "must be a user id ([A-Za-z0-9_.@-], 1-64 chars)")
+            if kind == "conv" and not CONV_ID_RE.match(value):
+                raise _bad(name, "must be a conversation id")
+            if kind == "enum" and value not in self.choices:
+                raise _bad(name, "must be one of " + ", ".join(self.choices))
+            if kind == "str" and not self.min <= len(value) <= self.max:
+                raise _bad(name, f"must have {self.min}-{self.max} characters")
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise _bad(name, "must be an integer")
+            if not self.min <= value <= self.max:
+                raise _bad(name, f"must be in [{self.min}, {self.max}]")
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                raise _bad(name, "must be true or false")
+        elif kind == "users":
+            if not isinstance(value, list) or len(value) > self.max:
+                raise _bad(name, f"must be a list of at most {self.max} user ids")
+            for item in value:
+                if not isinstance(item, str) or not USER_ID_RE.match(item):
+                    raise _bad(name, "must contain user ids only")
+        else:  # pragma: no cover - table error
+            raise AssertionError(kind)
+
+
+def _bad(name: str, what: str) -> RequestError:
+    return RequestError(Err.BAD_REQUEST, f"{name} {what}")
+
+
+MAX_SEQ = 2**53 - 1
+S = Field  # short alias for the table
+
+OPS: dict[str, dict[str, Field]] = {
+    "auth": {"token": S("str", True, 1, 8192)},
+    "ping": {},
+    "dm.open": {"user": S("user", True)},
+    "block": {"user": S("user", True)},
+    "unblock": {"user": S("user", True)},
+    "circle.create": {
+        "name": S("str", True, 1, 64),
+        "category": S("enum", True, choices=CATEGORIES),
+        "description": S("str", False, 0, 500),
+        "certified": S("bool"),
+    },
+    "circle.list": {
+        "category": S("enum", choices=CATEGORIES),
+        "after": S("conv"),
+        "limit": S("int", False, 1, 100),
+    },
+    "circle.join": {"conv": S("conv", True)},
+    "circle.leave": {"conv": S("conv", True)},
+    "circle.role": {
+        "conv": S("conv", True),
+        "user": S("user", True),
+        "role": S("enum", True, choices=("admin", "member")),
+    },
+    "circle.announce": {"conv": S("conv", True), "text": S("str", True, 0, 2000)},
+    "circle.mute": {
+        "conv": S("conv", True),
+        "user": S("user", True),
+        "seconds": S("int", True, 0, 30 * 86400),
+    },
+    "members": {
+        "conv": S("conv", True),
+        "after": S("user"),
+        "limit": S("int", False, 1, 200),
+    },
+    "send": {
+        "conv": S("conv", True),
+        "cid": S("str", True, 1, 64),
+        # The upper bound here is the protocol's; the server's configured
+        # message length limit (default 4000) is checked separately -> too_long.
+        "text": S("str", True, 1, 65536),
+        "mentions": S("users", max=50),
+        "mention_all": S("bool"),
+    },
+    "recall": {"conv": S("conv", True), "seq": S("int", True, 1, MAX_SEQ)},
+    "history": {
+        "conv": S("conv", True),
+        "before": S("int", False, 1, MAX_SEQ),
+        "limit": S("int", False, 1, 100),
+    },
+    "read": {"conv": S("conv", True), "seq": S("int", True, 0, MAX_SEQ)},
+    "sync": {"since": S("int", True, 0, MAX_SEQ), "limit": S("int", False, 1, 1000)},
+    "convs": {"after": S("conv"), "limit": S("int", False, 1, 200)},
+}
+
+
+def check_args(op: str, d: Any) -> None:
+    """Raise :class:`RequestError` unless ``d`` is valid for ``op``.
+
+    Unknown keys are refused too: a typo must not pass silently.
+    """
+    schema = OPS.get(op)
+    if schema is None:
+        raise RequestError(Err.UNKNOWN_OP, f"unknown op {op[:64]!r}")
+    if not isinstance(d, dict):
+        raise RequestError(Err.BAD_REQUEST, "d must be a map")
+    for name, value in d.items():
+        spec = schema.get(name) if isinstance(name, str) else None
+        if spec is None:
+            raise RequestError(Err.BAD_REQUEST, f"unknown field {str(name)[:64]!r}")
+        spec.check(name, value)
+    for name, spec in schema.items():
+        if spec.required and name not in d:
+            raise RequestError(Err.BAD_REQUEST, f"{name} is required")

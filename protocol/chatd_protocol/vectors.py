@@ -1,0 +1,98 @@
+"""Generate ``protocol/vectors/frames.json`` (run: ``python -m chatd_protocol.vectors``).
+
+The valid cases' bytes are produced by the reference encoder; the invalid cases are
+written by hand. Tests load the JSON file (not this module) so that a change to the
+encoder that alters bytes on the wire shows up as a failing vector.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import orjson
+
+_MSG = {
+    "conv": "c:12",
+    "seq": 7,
+    "pos": 1043,
+    "ts": 1763900000123,
+    "from": "alice",
+    "author": {"name": "Alice", "type": "owner", "badges": ["ES8 founder edition"], "roles": []},
+    "kind": "text",
+    "text": "hello @bob, 你好",
+    "cid": "k2x9",
+    "mentions": ["bob"],
+}
+
+VALID: list[tuple[str, dict[str, Any]]] = [
+    ("auth request", {"id": 1, "op": "auth", "d": {"token": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}}),
+    ("string request id", {"id": "req-7", "op": "ping", "d": {}}),
+    ("send request", {"id": 2, "op": "send", "d": {"conv": "c:12", "cid": "k2x9", "text": "hello @bob, 你好", "mentions": ["bob"]}}),
+    ("sync request", {"id": 3, "op": "sync", "d": {"since": 1040, "limit": 500}}),
+    ("send ack reply", {"id": 2, "d": {"conv": "c:12", "seq": 7, "pos": 1043, "ts": 1763900000123, "dup": False}}),
+    ("error reply", {"id": 2, "error": {"code": "not_member", "message": "not a member of c:12", "temporary": False}}),
+    ("rate limited reply", {"id": 9, "error": {"code": "rate_limited", "message": "send rate exceeded", "temporary": True, "retry_after_ms": 250}}),
+    ("msg push", {"push": "msg", "d": _MSG}),
+    ("system msg push", {"push": "msg", "d": {"conv": "c:12", "seq": 8, "pos": 1044, "ts": 1763900000200, "from": "alice", "author": _MSG["author"], "kind": "system", "event": {"type": "recall", "seq": 7}}}),
+    ("read push", {"push": "read", "d": {"conv": "dm:alice:bob", "user": "bob", "seq": 7}}),
+]
+
+# Client frames the server refuses by closing the socket.
+CLOSES: list[dict[str, Any]] = [
+    {"name": "not json", "json": "hello", "close": 4200},
+    {"name": "json array", "json": "[1,2]", "close": 4200},
+    {"name": "missing id", "json": '{"op":"ping","d":{}}', "close": 4200},
+    {"name": "negative id", "json": '{"id":-1,"op":"ping"}', "close": 4200},
+    {"name": "boolean id", "json": '{"id":true,"op":"ping"}', "close": 4200},
+    {"name": "id string too long", "json": '{"id":"' + "x" * 65 + '","op":"ping"}', "close": 4200},
+    {"name": "msgpack garbage", "msgpack_hex": "c1ffff", "close": 4200},
+    {"name": "msgpack int", "msgpack_hex": "2a", "close": 4200},
+    {"name": "truncated msgpack map", "msgpack_hex": "83a2696401", "close": 4200},
+]
+
+# Well-formed requests the server refuses with an error reply (after auth).
+ERRORS: list[dict[str, Any]] = [
+    {"name": "unknown op", "frame": {"id": 1, "op": "fly", "d": {}}, "error": "unknown_op"},
+    {"name": "op not a string", "frame": {"id": 1, "op": 5, "d": {}}, "error": "bad_request"},
+    {"name": "d not a map", "frame": {"id": 1, "op": "ping", "d": [1]}, "error": "bad_request"},
+    {"name": "extra envelope key", "frame": {"id": 1, "op": "ping", "d": {}, "x": 1}, "error": "bad_request"},
+    {"name": "missing required field", "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a"}}, "error": "bad_request"},
+    {"name": "wrong type", "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a", "text": 5}}, "error": "bad_request"},
+    {"name": "unknown field", "frame": {"id": 1, "op": "ping", "d": {"zzz": 1}}, "error": "bad_request"},
+    {"name": "bad conv id", "frame": {"id": 1, "op": "history", "d": {"conv": "c 1"}}, "error": "bad_request"},
+    {"name": "bool as int", "frame": {"id": 1, "op": "read", "d": {"conv": "c:1", "seq": True}}, "error": "bad_request"},
+    {"name": "limit out of range", "frame": {"id": 1, "op": "history", "d": {"conv": "c:1", "limit": 1000}}, "error": "bad_request"},
+    {"name": "bad category", "frame": {"id": 1, "op": "circle.create", "d": {"name": "x", "category": "cars"}}, "error": "bad_request"},
+    {"name": "mentions not user ids", "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a", "text": "x", "mentions": [1]}}, "error": "bad_request"},
+    {"name": "not a member", "frame": {"id": 1, "op": "history", "d": {"conv": "c:999999"}}, "error": "not_found"},
+]
+
+
+def build() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = []
+    for name, frame in VALID:
+        cases.append(
+            {
+                "name": name,
+                "frame": frame,
+                "json": orjson.dumps(frame).decode(),
+                "msgpack": msgpack.packb(frame, use_bin_type=True).hex(),
+            }
+        )
+    for case in CLOSES:
+        cases.append({**case, "side": "server"})
+    cases.extend(ERRORS)
+    return cases
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("vectors/frames.json")
+    out.write_bytes(orjson.dumps(build(), option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
