@@ -60,9 +60,7 @@ class MsgpackCodec:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise FrameError(Close.WRONG_FRAME_TYPE, "text frame on chatd.v1.msgpack")
         try:
-            return msgpack.unpackb(
-                data, raw=False, strict_map_key=True, max_buffer_size=len(data)
-            )
+            return msgpack.unpackb(data, raw=False, strict_map_key=True)
         except Exception:  # msgpack raises a zoo of types on garbage
             raise FrameError(Close.BAD_FRAME, "frame is not valid MessagePack") from None
 
@@ -120,11 +118,7 @@ def decode_server_frame(codec: Codec, data: bytes | str) -> ServerFrame:
         raise FrameError(Close.BAD_FRAME, "reply without a valid id")
     if "error" in obj:
         err = obj["error"]
-        if (
-            not isinstance(err, dict)
-            or not isinstance(err.get("code"), str)
-            or not isinstance(err.get("message"), str)
-        ):
+        if not isinstance(err, dict) or not isinstance(err.get("code"), str) or not isinstance(err.get("message"), str):
             raise FrameError(Close.BAD_FRAME, "malformed error reply")
         retry = err.get("retry_after_ms")
         return ErrorReply(

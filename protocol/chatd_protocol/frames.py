@@ -17,9 +17,9 @@ The frames are plain frozen dataclasses; turning them into bytes is the job of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
-RequestId = Union[int, str]
+RequestId = int | str
 
 MAX_ID = 2**53 - 1
 MAX_ID_STR = 64
@@ -83,5 +83,5 @@ class Push:
         return {"push": self.type, "d": self.d}
 
 
-Frame = Union[Request, Reply, ErrorReply, Push]
-ServerFrame = Union[Reply, ErrorReply, Push]
+Frame = Request | Reply | ErrorReply | Push
+ServerFrame = Reply | ErrorReply | Push

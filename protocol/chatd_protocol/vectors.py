@@ -30,13 +30,42 @@ _MSG = {
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("auth request", {"id": 1, "op": "auth", "d": {"token": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}}),
     ("string request id", {"id": "req-7", "op": "ping", "d": {}}),
-    ("send request", {"id": 2, "op": "send", "d": {"conv": "c:12", "cid": "k2x9", "text": "hello @bob, 你好", "mentions": ["bob"]}}),
+    (
+        "send request",
+        {"id": 2, "op": "send", "d": {"conv": "c:12", "cid": "k2x9", "text": "hello @bob, 你好", "mentions": ["bob"]}},
+    ),
     ("sync request", {"id": 3, "op": "sync", "d": {"since": 1040, "limit": 500}}),
     ("send ack reply", {"id": 2, "d": {"conv": "c:12", "seq": 7, "pos": 1043, "ts": 1763900000123, "dup": False}}),
     ("error reply", {"id": 2, "error": {"code": "not_member", "message": "not a member of c:12", "temporary": False}}),
-    ("rate limited reply", {"id": 9, "error": {"code": "rate_limited", "message": "send rate exceeded", "temporary": True, "retry_after_ms": 250}}),
+    (
+        "rate limited reply",
+        {
+            "id": 9,
+            "error": {
+                "code": "rate_limited",
+                "message": "send rate exceeded",
+                "temporary": True,
+                "retry_after_ms": 250,
+            },
+        },
+    ),
     ("msg push", {"push": "msg", "d": _MSG}),
-    ("system msg push", {"push": "msg", "d": {"conv": "c:12", "seq": 8, "pos": 1044, "ts": 1763900000200, "from": "alice", "author": _MSG["author"], "kind": "system", "event": {"type": "recall", "seq": 7}}}),
+    (
+        "system msg push",
+        {
+            "push": "msg",
+            "d": {
+                "conv": "c:12",
+                "seq": 8,
+                "pos": 1044,
+                "ts": 1763900000200,
+                "from": "alice",
+                "author": _MSG["author"],
+                "kind": "system",
+                "event": {"type": "recall", "seq": 7},
+            },
+        },
+    ),
     ("read push", {"push": "read", "d": {"conv": "dm:alice:bob", "user": "bob", "seq": 7}}),
 ]
 
@@ -59,14 +88,38 @@ ERRORS: list[dict[str, Any]] = [
     {"name": "op not a string", "frame": {"id": 1, "op": 5, "d": {}}, "error": "bad_request"},
     {"name": "d not a map", "frame": {"id": 1, "op": "ping", "d": [1]}, "error": "bad_request"},
     {"name": "extra envelope key", "frame": {"id": 1, "op": "ping", "d": {}, "x": 1}, "error": "bad_request"},
-    {"name": "missing required field", "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a"}}, "error": "bad_request"},
-    {"name": "wrong type", "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a", "text": 5}}, "error": "bad_request"},
+    {
+        "name": "missing required field",
+        "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a"}},
+        "error": "bad_request",
+    },
+    {
+        "name": "wrong type",
+        "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a", "text": 5}},
+        "error": "bad_request",
+    },
     {"name": "unknown field", "frame": {"id": 1, "op": "ping", "d": {"zzz": 1}}, "error": "bad_request"},
     {"name": "bad conv id", "frame": {"id": 1, "op": "history", "d": {"conv": "c 1"}}, "error": "bad_request"},
-    {"name": "bool as int", "frame": {"id": 1, "op": "read", "d": {"conv": "c:1", "seq": True}}, "error": "bad_request"},
-    {"name": "limit out of range", "frame": {"id": 1, "op": "history", "d": {"conv": "c:1", "limit": 1000}}, "error": "bad_request"},
-    {"name": "bad category", "frame": {"id": 1, "op": "circle.create", "d": {"name": "x", "category": "cars"}}, "error": "bad_request"},
-    {"name": "mentions not user ids", "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a", "text": "x", "mentions": [1]}}, "error": "bad_request"},
+    {
+        "name": "bool as int",
+        "frame": {"id": 1, "op": "read", "d": {"conv": "c:1", "seq": True}},
+        "error": "bad_request",
+    },
+    {
+        "name": "limit out of range",
+        "frame": {"id": 1, "op": "history", "d": {"conv": "c:1", "limit": 1000}},
+        "error": "bad_request",
+    },
+    {
+        "name": "bad category",
+        "frame": {"id": 1, "op": "circle.create", "d": {"name": "x", "category": "cars"}},
+        "error": "bad_request",
+    },
+    {
+        "name": "mentions not user ids",
+        "frame": {"id": 1, "op": "send", "d": {"conv": "c:1", "cid": "a", "text": "x", "mentions": [1]}},
+        "error": "bad_request",
+    },
     {"name": "not a member", "frame": {"id": 1, "op": "history", "d": {"conv": "c:999999"}}, "error": "not_found"},
 ]
 

@@ -1,0 +1,125 @@
+"""``chatd serve`` and ``chatd token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from .app import App
+from .auth import make_token
+from .config import Config
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: structured logs a collector can parse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    config = Config(
+        host=args.host,
+        port=args.port,
+        db_path=args.db,
+        secret=args.secret or os.environ.get("CHATD_SECRET") or None,
+        sync=args.sync,
+        max_text=args.max_text,
+        send_rate=args.send_rate,
+        send_burst=args.send_burst,
+        out_buffer=args.out_buffer,
+    )
+    try:
+        config.check()
+    except ValueError as exc:
+        print(f"chatd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+        pass
+    return asyncio.run(_run(config))
+
+
+async def _run(config: Config) -> int:
+    app = App(config)
+    await app.start()
+    print(f"chatd serving ws://{config.host}:{app.port}/  (healthz, metrics on the same port)", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = args.secret or os.environ.get("CHATD_SECRET")
+    try:
+        kwargs = {"secret": secret} if secret else {}
+        print(
+            make_token(args.user, args.type, name=args.name, badges=args.badge, roles=args.role, ttl=args.ttl, **kwargs)
+        )
+    except ValueError as exc:
+        print(f"chatd token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chatd", description="chatd chat and presence server")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("serve", help="run the server")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--db", default="chatd.db", help="SQLite file (created if missing)")
+    s.add_argument("--secret", help="token signing secret (or CHATD_SECRET); required off loopback")
+    s.add_argument("--sync", choices=("full", "normal"), default="full", help="SQLite synchronous mode")
+    s.add_argument("--max-text", type=int, default=4000)
+    s.add_argument("--send-rate", type=float, default=10.0, help="messages/s per user")
+    s.add_argument("--send-burst", type=int, default=30)
+    s.add_argument("--out-buffer", type=int, default=1024 * 1024, help="bytes queued per socket before 4001")
+    s.add_argument("--log-level", default="info")
+    s.add_argument("--log-format", choices=("text", "json"), default="text")
+    s.set_defaults(fn=_serve)
+
+    t = sub.add_parser("token", help="print a signed token (development secret unless --secret)")
+    t.add_argument("--user", required=True)
+    t.add_argument("--type", required=True, choices=("fan", "deposit", "owner", "staff", "bot"))
+    t.add_argument("--name")
+    t.add_argument("--badge", action="append", default=[])
+    t.add_argument("--role", action="append", default=[])
+    t.add_argument("--ttl", type=int, default=86400, help="seconds until expiry")
+    t.add_argument("--secret")
+    t.set_defaults(fn=_token)
+
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Server configuration: one frozen dataclass, filled by the CLI or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DEV_SECRET = "chatd-development-secret-loopback-only"
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    db_path: str = "chatd.db"
+    secret: str | None = None  # None: the development secret (loopback only)
+    sync: str = "full"  # SQLite synchronous: "full" (fsync per commit) or "normal"
+    max_frame: int = 64 * 1024  # bytes; larger frames are refused with 1009
+    max_text: int = 4000  # characters of message text
+    send_rate: float = 10.0  # messages per second per user (sustained)
+    send_burst: int = 30  # messages per user in a burst
+    request_rate: float = 200.0  # requests per second per connection
+    request_burst: int = 400
+    flood_strikes: int = 50  # refused requests in a row before closing with 4202
+    auth_timeout: float = 10.0  # seconds
+    out_buffer: int = 1024 * 1024  # bytes queued to one socket before 4001
+    recall_window_s: int = 120
+    read_receipt_max_members: int = 200
+    max_batch: int = 2000  # writes per store transaction (group commit)
+    drain_timeout: float = 5.0  # seconds to flush on shutdown
+    ping_interval: float | None = 20.0
+    clock: Callable[[], int] = field(default=wall_ms)  # wall time in ms
+
+    @property
+    def signing_secret(self) -> str:
+        return self.secret or DEV_SECRET
+
+    def check(self) -> None:
+        """Refuse configurations that must not start. Raises ValueError with why."""
+        if self.secret is None and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to bind {self.host!r} with the development secret: "
+                "set --secret (or CHATD_SECRET) to serve on a non-loopback address"
+            )
+        if self.sync not in ("full", "normal"):
+            raise ValueError("sync must be 'full' or 'normal'")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

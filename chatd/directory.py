@@ -1,0 +1,52 @@
+"""In-memory cache of conversation state for the hot path (membership, roles,
+mutes, DM blocks). Filled lazily from the store; updated by the ops layer after
+each committed change, in commit order.
+
+A load races with commits that land while it reads; every change bumps the
+conversation's epoch, and a load that saw the epoch move is redone, so the cache
+never keeps a state older than the last commit it was told about.
+
+One process owns its cache; when several processes share a store (a later
+issue), they invalidate each other's entries over the bus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .store import Store
+from .store.conversations import ConvState, load_state
+
+
+class Directory:
+    def __init__(self, store: Store, max_entries: int = 200_000) -> None:
+        self.store = store
+        self.max_entries = max_entries
+        self._convs: dict[str, ConvState] = {}
+        self._epochs: dict[str, int] = {}
+
+    async def get(self, conv: str) -> ConvState | None:
+        state = self._convs.get(conv)
+        while state is None:
+            epoch = self._epochs.get(conv, 0)
+            state = await load_state(self.store, conv)
+            if state is None:
+                return None
+            if self._epochs.get(conv, 0) != epoch:
+                state = None  # a commit landed while we read: read again
+                continue
+            if len(self._convs) >= self.max_entries:
+                self._convs.pop(next(iter(self._convs)))  # oldest loaded first
+            self._convs[conv] = state
+        return state
+
+    def changed(self, conv: str, update: Callable[[ConvState], None] | None = None) -> None:
+        """A committed change to ``conv``: apply it to the cached state, if any
+        (``update=None`` drops the entry so the next reader reloads it)."""
+        self._epochs[conv] = self._epochs.get(conv, 0) + 1
+        state = self._convs.get(conv)
+        if state is not None:
+            if update is None:
+                del self._convs[conv]
+            else:
+                update(state)

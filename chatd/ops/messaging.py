@@ -1,0 +1,126 @@
+"""Messages: send (the hot path), recall, history, read cursors, catch-up."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from chatd_protocol import Err, RequestError
+
+from ..interactions import Interaction
+from ..store import conversations, messages
+from ..store.messages import Appended
+from .base import commit, member_state
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from ..conn import Conn
+
+ADMIN_ROLES = ("owner", "admin")
+
+
+async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
+    svc = conn.svc
+    user = conn.user
+    conv = d["conv"]
+    state, role = await member_state(conn, conv)
+    text = d["text"]
+    if len(text) > svc.config.max_text:
+        raise RequestError(Err.TOO_LONG, f"text is over {svc.config.max_text} characters")
+    if state.blocked:
+        raise RequestError(Err.BLOCKED, "this conversation is blocked")
+    now = svc.now_ms()
+    if state.muted.get(user, 0) > now:
+        raise RequestError(Err.MUTED, "you are muted in this circle")
+    mention_all = d.get("mention_all", False)
+    if mention_all and (state.kind != "circle" or role not in ADMIN_ROLES):
+        raise RequestError(Err.FORBIDDEN, "only circle admins may mention everyone")
+    mentions = list(dict.fromkeys(m for m in d.get("mentions", ()) if m in state.members))
+    wait = svc.send_allowed(user)
+    if wait:
+        raise RequestError(Err.RATE_LIMITED, "send rate exceeded", retry_after_ms=int(wait * 1000) + 1)
+
+    cid = d["cid"]
+    assert conn.identity is not None
+    data: dict[str, Any] = {"a": conn.identity.author(), "t": text}
+    if mentions:
+        data["m"] = mentions
+    if mention_all:
+        data["ma"] = True
+
+    def on_commit(a: Appended) -> None:
+        conn.reply(rid, {"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
+        if a.dup:
+            return
+        svc.metrics.messages.labels("text").inc()
+        svc.hub.publish(conv, "msg", messages.wire(conv, a.seq, a.pos, user, cid, now, messages.TEXT, data))
+        svc.interactions.emit(Interaction("message.sent", user, conv, a.seq, now, {"kind": state.kind}))
+
+    def on_failure(fut: asyncio.Future[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            conn.error(rid, exc if isinstance(exc, RequestError) else RequestError(Err.INTERNAL, "internal error"))
+
+    op = partial(messages.append, conv=conv, sender=user, cid=cid, ts=now, kind=messages.TEXT, data=messages.pack(data))
+    svc.pipeline.submit(op, on_commit).add_done_callback(on_failure)
+    return None
+
+
+async def recall(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
+    conv, seq = d["conv"], d["seq"]
+    await member_state(conn, conv)
+    assert conn.identity is not None
+    svc = conn.svc
+    event = await commit(
+        svc,
+        partial(
+            conversations.recall,
+            conv=conv,
+            seq=seq,
+            actor=conn.user,
+            author=conn.identity.author(),
+            ts=svc.now_ms(),
+            window_ms=svc.config.recall_window_s * 1000,
+        ),
+    )
+    return {"seq": event.msg["seq"]}
+
+
+async def history(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
+    await member_state(conn, d["conv"])
+    msgs, more = await messages.history(conn.svc.store, d["conv"], d.get("before"), d.get("limit", 50))
+    return {"messages": msgs, "more": more}
+
+
+async def read(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
+    conv = d["conv"]
+    state, _ = await member_state(conn, conv)
+    svc = conn.svc
+    user = conn.user
+    receipts = len(state.members) <= svc.config.read_receipt_max_members
+
+    def after(result: tuple[int, int]) -> None:
+        if receipts:
+            svc.hub.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
+
+    read_seq, unread = await commit(svc, partial(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after)
+    return {"read_seq": read_seq, "unread": unread}
+
+
+async def sync(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
+    svc = conn.svc
+    since = d["since"]
+    limit = d.get("limit", 500)
+    head = svc.pipeline.head  # read before the query: everything <= head is in it
+    msgs, changed, more = await messages.since(svc.store, conn.user, since, limit)
+    if more:
+        pos = msgs[-1]["pos"]
+    else:
+        pos = max(head, since, msgs[-1]["pos"] if msgs else 0)
+    return {
+        "messages": msgs,
+        "pos": pos,
+        "more": more,
+        "convs": [{"conv": c, "last_seq": last, "read_seq": rs, "unread": last - rs} for c, last, rs in changed],
+    }

@@ -1,0 +1,187 @@
+"""Messages: the one table every conversation event lands in.
+
+Write operations here are plain functions of a ``sqlite3.Connection`` that run on
+the writer thread inside a batch (see engine.py). Reads are coroutines on the
+reader.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from chatd_protocol import Err, RequestError
+
+from .engine import Store
+
+TEXT = 0
+SYSTEM = 1
+_KIND_NAMES = ("text", "system")
+
+COLUMNS = "conv, seq, pos, sender, cid, ts, kind, data, recalled"
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What the store says about one appended (or deduplicated) message."""
+
+    conv: str
+    seq: int
+    pos: int
+    ts: int
+    dup: bool
+
+
+def pack(data: dict[str, Any]) -> bytes:
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def wire(
+    conv: str,
+    seq: int,
+    pos: int,
+    sender: str,
+    cid: str | None,
+    ts: int,
+    kind: int,
+    data: dict[str, Any],
+    recalled: bool = False,
+) -> dict[str, Any]:
+    """The wire form of a message (protocol/README.md §4). Empty fields are absent."""
+    msg: dict[str, Any] = {
+        "conv": conv,
+        "seq": seq,
+        "pos": pos,
+        "ts": ts,
+        "from": sender,
+        "author": data.get("a", {}),
+        "kind": _KIND_NAMES[kind],
+    }
+    if kind == TEXT:
+        if recalled:
+            msg["recalled"] = True
+        else:
+            msg["text"] = data.get("t", "")
+            if data.get("m"):
+                msg["mentions"] = data["m"]
+            if data.get("ma"):
+                msg["mention_all"] = True
+        if cid is not None:
+            msg["cid"] = cid
+    else:
+        msg["event"] = data.get("e", {})
+    return msg
+
+
+def row_to_wire(row: Any) -> dict[str, Any]:
+    conv, seq, pos, sender, cid, ts, kind, data, recalled = row
+    return wire(conv, seq, pos, sender, cid, ts, kind, msgpack.unpackb(data), bool(recalled))
+
+
+def append(
+    conn: sqlite3.Connection,
+    conv: str,
+    sender: str,
+    cid: str | None,
+    ts: int,
+    kind: int,
+    data: bytes,
+) -> Appended:
+    """Append one message, assigning the next seq and pos in this transaction.
+
+    Idempotent on (sender, cid): a known pair returns the original position with
+    ``dup=True`` and writes nothing.
+    """
+    if cid is not None:
+        row = conn.execute(
+            "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?",
+            (sender, cid),
+        ).fetchone()
+        if row is not None:
+            return Appended(row[0], row[1], row[2], row[3], True)
+    row = conn.execute(
+        "UPDATE conversations SET last_seq = last_seq + 1,"
+        " last_pos = (SELECT IFNULL(MAX(pos), 0) + 1 FROM messages)"
+        " WHERE id = ? RETURNING last_seq, last_pos",
+        (conv,),
+    ).fetchone()
+    if row is None:
+        raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
+    seq, pos = row
+    conn.execute(
+        "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (pos, conv, seq, sender, cid, ts, kind, data),
+    )
+    if kind == TEXT:  # one's own message counts as read
+        conn.execute(
+            "UPDATE members SET read_seq = ? WHERE conv = ? AND user = ?",
+            (seq, conv, sender),
+        )
+    return Appended(conv, seq, pos, ts, False)
+
+
+def get(conn: sqlite3.Connection, conv: str, seq: int) -> Any:
+    return conn.execute(f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+
+
+def wipe(conn: sqlite3.Connection, conv: str, seq: int, author: dict[str, Any]) -> None:
+    """Recall: the content is gone from the store; the seq stays."""
+    conn.execute(
+        "UPDATE messages SET recalled = 1, data = ? WHERE conv = ? AND seq = ?",
+        (pack({"a": author}), conv, seq),
+    )
+
+
+# -- reads ------------------------------------------------------------------
+
+
+async def history(store: Store, conv: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """Up to ``limit`` messages with seq < before, returned oldest first."""
+    bound = before if before is not None else 2**62
+    rows = await store.fetchall(
+        f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        (conv, bound, limit + 1),
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    rows.reverse()
+    return [row_to_wire(r) for r in rows], more
+
+
+async def head(store: Store) -> int:
+    row = await store.fetchone("SELECT IFNULL(MAX(pos), 0) FROM messages")
+    return int(row[0])
+
+
+async def since(
+    store: Store, user: str, pos: int, limit: int
+) -> tuple[list[dict[str, Any]], list[tuple[str, int, int]], bool]:
+    """Catch-up: messages of the user's conversations committed after ``pos``.
+
+    Only conversations whose ``last_pos`` moved are visited (one index probe per
+    membership, no rows for the others); for each, the messages come from the
+    (conv, pos) index. Returns (messages ordered by pos, [(conv, last_seq,
+    read_seq)] of the changed conversations, more).
+    """
+    changed = await store.fetchall(
+        "SELECT c.id, c.last_seq, m.read_seq, m.joined_seq FROM members m"
+        " JOIN conversations c ON c.id = m.conv"
+        " WHERE m.user = ? AND c.last_pos > ?",
+        (user, pos),
+    )
+    if not changed:
+        return [], [], False
+    # CROSS JOIN pins the join order: memberships first, then the (conv, pos) index.
+    rows = await store.fetchall(
+        "SELECT m.conv, m.seq, m.pos, m.sender, m.cid, m.ts, m.kind, m.data, m.recalled"
+        " FROM members mb CROSS JOIN conversations c CROSS JOIN messages m"
+        " WHERE mb.user = ? AND c.id = mb.conv AND c.last_pos > ?"
+        " AND m.conv = mb.conv AND m.pos > ? AND m.seq >= mb.joined_seq"
+        " ORDER BY m.pos LIMIT ?",
+        (user, pos, pos, limit + 1),
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [row_to_wire(r) for r in rows], [(c, last, read) for c, last, read, _ in changed], more
