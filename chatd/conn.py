@@ -192,6 +192,9 @@ class Conn:
             )
             return
         self.strikes = 0
+        if self.svc.draining:
+            self.error(req.id, RequestError(Err.UNAVAILABLE, "server is draining; retry after reconnecting"))
+            return
         try:
             check_args(req.op, req.d)
             handler = self.ops[req.op]
