@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from chatd_protocol import Err, RequestError
@@ -10,6 +9,7 @@ from chatd_protocol import Err, RequestError
 from ..interactions import Interaction
 from ..store import conversations
 from ..store.conversations import ConvState, Event
+from ..store.engine import write_op
 from .base import commit, member_state
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ async def create(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
 
     info, _ = await commit(
         svc,
-        partial(
+        write_op(
             conversations.create_circle,
             owner=conn.user,
             author=_author(conn),
@@ -61,7 +61,7 @@ async def join(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
         svc.hub.user_follow(user, conv)
         svc.interactions.emit(Interaction("circle.joined", user, conv, result[1].msg["seq"], now))
 
-    info, _ = await commit(svc, partial(conversations.join, conv=conv, user=user, author=_author(conn), ts=now), after)
+    info, _ = await commit(svc, write_op(conversations.join, conv=conv, user=user, author=_author(conn), ts=now), after)
     return info
 
 
@@ -78,7 +78,7 @@ async def leave(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
         svc.directory.changed(conv, forget)
         svc.hub.user_follow(user, conv, on=False)
 
-    await commit(svc, partial(conversations.leave, conv=conv, user=user, author=_author(conn), ts=svc.now_ms()), after)
+    await commit(svc, write_op(conversations.leave, conv=conv, user=user, author=_author(conn), ts=svc.now_ms()), after)
     return {}
 
 
@@ -87,7 +87,7 @@ async def role(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     await member_state(conn, conv)
     await commit(
         svc,
-        partial(
+        write_op(
             conversations.set_role,
             conv=conv,
             actor=conn.user,
@@ -106,7 +106,7 @@ async def announce(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     await member_state(conn, conv)
     event = await commit(
         svc,
-        partial(
+        write_op(
             conversations.announce, conv=conv, actor=conn.user, author=_author(conn), text=d["text"], ts=svc.now_ms()
         ),
     )
@@ -127,7 +127,9 @@ async def mute(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
 
     await commit(
         svc,
-        partial(conversations.mute, conv=conv, actor=conn.user, author=_author(conn), user=target, until=until, ts=now),
+        write_op(
+            conversations.mute, conv=conv, actor=conn.user, author=_author(conn), user=target, until=until, ts=now
+        ),
         lambda _: svc.directory.changed(conv, apply),
     )
     return {"until": until}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from chatd_protocol import Err, RequestError
 
 from ..store import conversations
+from ..store.engine import write_op
 from .base import commit
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ async def open_dm(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
             svc.hub.user_follow(conn.user, conv)
             svc.hub.user_follow(other, conv)
 
-    info = await commit(svc, partial(conversations.open_dm, a=conn.user, b=other, ts=svc.now_ms()), after)
+    info = await commit(svc, write_op(conversations.open_dm, a=conn.user, b=other, ts=svc.now_ms()), after)
     return info
 
 
@@ -41,7 +41,7 @@ async def _set_block(conn: Conn, d: dict[str, Any], on: bool) -> dict[str, Any]:
     # drop the cached DM state: the next send reloads whether either side blocks
     await commit(
         svc,
-        partial(conversations.set_block, blocker=conn.user, blocked=other, on=on),
+        write_op(conversations.set_block, blocker=conn.user, blocked=other, on=on),
         lambda _: svc.directory.changed(conv, None),
     )
     return {}

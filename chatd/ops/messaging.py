@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from chatd_protocol import Err, RequestError
 
 from ..interactions import Interaction
 from ..store import conversations, messages
+from ..store.engine import write_op
 from ..store.messages import Appended
 from .base import commit, member_state
 
@@ -62,7 +62,16 @@ async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
         if exc is not None:
             conn.error(rid, exc if isinstance(exc, RequestError) else RequestError(Err.INTERNAL, "internal error"))
 
-    op = partial(messages.append, conv=conv, sender=user, cid=cid, ts=now, kind=messages.TEXT, data=messages.pack(data))
+    op = write_op(
+        messages.append,
+        conv=conv,
+        sender=user,
+        cid=cid,
+        ts=now,
+        kind=messages.TEXT,
+        data=messages.pack(data),
+        savepoint=False,
+    )
     svc.pipeline.submit(op, on_commit).add_done_callback(on_failure)
     return None
 
@@ -74,7 +83,7 @@ async def recall(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     svc = conn.svc
     event = await commit(
         svc,
-        partial(
+        write_op(
             conversations.recall,
             conv=conv,
             seq=seq,
@@ -104,7 +113,7 @@ async def read(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
         if receipts:
             svc.hub.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
 
-    read_seq, unread = await commit(svc, partial(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after)
+    read_seq, unread = await commit(svc, write_op(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after)
     return {"read_seq": read_seq, "unread": unread}
 
 

@@ -8,14 +8,13 @@ back that operation alone.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from chatd_protocol import Err, RequestError
 
 from . import messages
-from .engine import Store
+from .engine import Store, Tx
 
 CONV_COLUMNS = "id, kind, name, category, certified, description, announcement, owner, member_count, last_seq"
 
@@ -52,28 +51,26 @@ def conv_wire(row: Any) -> dict[str, Any]:
     return out
 
 
-def _system(
-    conn: sqlite3.Connection, conv: str, actor: str, author: dict[str, Any], ts: int, event: dict[str, Any]
-) -> Event:
-    a = messages.append(conn, conv, actor, None, ts, messages.SYSTEM, messages.pack({"a": author, "e": event}))
+def _system(tx: Tx, conv: str, actor: str, author: dict[str, Any], ts: int, event: dict[str, Any]) -> Event:
+    a = messages.append(tx, conv, actor, None, ts, messages.SYSTEM, messages.pack({"a": author, "e": event}))
     return Event(messages.wire(conv, a.seq, a.pos, actor, None, ts, messages.SYSTEM, {"a": author, "e": event}))
 
 
-def _role(conn: sqlite3.Connection, conv: str, user: str) -> str | None:
-    row = conn.execute("SELECT role FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone()
+def _role(tx: Tx, conv: str, user: str) -> str | None:
+    row = tx.execute("SELECT role FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone()
     return row[0] if row else None
 
 
-def _circle(conn: sqlite3.Connection, conv: str) -> Any:
-    row = conn.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
+def _circle(tx: Tx, conv: str) -> Any:
+    row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     if row is None or row[1] != "circle":
         raise RequestError(Err.NOT_FOUND, f"no circle {conv}")
     return row
 
 
-def _require_admin(conn: sqlite3.Connection, conv: str, user: str) -> str:
-    _circle(conn, conv)
-    role = _role(conn, conv, user)
+def _require_admin(tx: Tx, conv: str, user: str) -> str:
+    _circle(tx, conv)
+    role = _role(tx, conv, user)
     if role is None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     if role not in ("owner", "admin"):
@@ -84,36 +81,36 @@ def _require_admin(conn: sqlite3.Connection, conv: str, user: str) -> str:
 # -- write ops ---------------------------------------------------------------
 
 
-def open_dm(conn: sqlite3.Connection, a: str, b: str, ts: int) -> dict[str, Any]:
+def open_dm(tx: Tx, a: str, b: str, ts: int) -> dict[str, Any]:
     conv = dm_id(a, b)
-    blocked = conn.execute(
+    blocked = tx.execute(
         "SELECT 1 FROM blocks WHERE (blocker = ? AND blocked = ?) OR (blocker = ? AND blocked = ?)",
         (a, b, b, a),
     ).fetchone()
     if blocked:
         raise RequestError(Err.BLOCKED, "this conversation is blocked")
-    cur = conn.execute(
+    cur = tx.execute(
         "INSERT OR IGNORE INTO conversations(id, kind, created_ts, member_count) VALUES (?, 'dm', ?, 2)",
         (conv, ts),
     )
     if cur.rowcount:
-        conn.executemany(
+        tx.conn.executemany(
             "INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')",
             ((conv, a), (conv, b)),
         )
-    row = conn.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
+    row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     return conv_wire(row)
 
 
-def set_block(conn: sqlite3.Connection, blocker: str, blocked: str, on: bool) -> None:
+def set_block(tx: Tx, blocker: str, blocked: str, on: bool) -> None:
     if on:
-        conn.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?)", (blocker, blocked))
+        tx.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?)", (blocker, blocked))
     else:
-        conn.execute("DELETE FROM blocks WHERE blocker = ? AND blocked = ?", (blocker, blocked))
+        tx.execute("DELETE FROM blocks WHERE blocker = ? AND blocked = ?", (blocker, blocked))
 
 
 def create_circle(
-    conn: sqlite3.Connection,
+    tx: Tx,
     owner: str,
     author: dict[str, Any],
     name: str,
@@ -122,83 +119,77 @@ def create_circle(
     certified: bool,
     ts: int,
 ) -> tuple[dict[str, Any], Event]:
-    (n,) = conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'circle' RETURNING value").fetchone()
+    (n,) = tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'circle' RETURNING value").fetchone()
     conv = f"c:{n}"
-    conn.execute(
+    tx.execute(
         "INSERT INTO conversations(id, kind, name, category, certified, description, owner,"
         " created_ts, member_count) VALUES (?, 'circle', ?, ?, ?, ?, ?, ?, 1)",
         (conv, name, category, int(certified), description, owner, ts),
     )
-    conn.execute("INSERT INTO members(conv, user, role, joined_seq) VALUES (?, ?, 'owner', 1)", (conv, owner))
-    event = _system(conn, conv, owner, author, ts, {"type": "created", "name": name})
-    row = conn.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
+    tx.execute("INSERT INTO members(conv, user, role, joined_seq) VALUES (?, ?, 'owner', 1)", (conv, owner))
+    event = _system(tx, conv, owner, author, ts, {"type": "created", "name": name})
+    row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     return conv_wire(row), event
 
 
-def join(
-    conn: sqlite3.Connection, conv: str, user: str, author: dict[str, Any], ts: int
-) -> tuple[dict[str, Any], Event]:
-    _circle(conn, conv)
-    if _role(conn, conv, user) is not None:
+def join(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int) -> tuple[dict[str, Any], Event]:
+    _circle(tx, conv)
+    if _role(tx, conv, user) is not None:
         raise RequestError(Err.CONFLICT, f"already a member of {conv}")
-    conn.execute("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", (conv, user))
-    conn.execute("UPDATE conversations SET member_count = member_count + 1 WHERE id = ?", (conv,))
-    event = _system(conn, conv, user, author, ts, {"type": "join", "user": user})
-    conn.execute(
+    tx.execute("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", (conv, user))
+    tx.execute("UPDATE conversations SET member_count = member_count + 1 WHERE id = ?", (conv,))
+    event = _system(tx, conv, user, author, ts, {"type": "join", "user": user})
+    tx.execute(
         "UPDATE members SET joined_seq = ?, read_seq = ? WHERE conv = ? AND user = ?",
         (event.msg["seq"], event.msg["seq"], conv, user),
     )
-    row = conn.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
+    row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     return conv_wire(row), event
 
 
-def leave(conn: sqlite3.Connection, conv: str, user: str, author: dict[str, Any], ts: int) -> Event:
-    _circle(conn, conv)
-    role = _role(conn, conv, user)
+def leave(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int) -> Event:
+    _circle(tx, conv)
+    role = _role(tx, conv, user)
     if role is None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     if role == "owner":
         raise RequestError(Err.CONFLICT, "the owner cannot leave the circle")
-    event = _system(conn, conv, user, author, ts, {"type": "leave", "user": user})
-    conn.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv, user))
-    conn.execute("UPDATE conversations SET member_count = member_count - 1 WHERE id = ?", (conv,))
+    event = _system(tx, conv, user, author, ts, {"type": "leave", "user": user})
+    tx.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv, user))
+    tx.execute("UPDATE conversations SET member_count = member_count - 1 WHERE id = ?", (conv,))
     return event
 
 
-def set_role(
-    conn: sqlite3.Connection, conv: str, actor: str, author: dict[str, Any], user: str, role: str, ts: int
-) -> Event:
-    _require_admin(conn, conv, actor)
-    current = _role(conn, conv, user)
+def set_role(tx: Tx, conv: str, actor: str, author: dict[str, Any], user: str, role: str, ts: int) -> Event:
+    _require_admin(tx, conv, actor)
+    current = _role(tx, conv, user)
     if current is None:
         raise RequestError(Err.NOT_MEMBER, f"{user} is not a member of {conv}")
     if current == "owner":
         raise RequestError(Err.FORBIDDEN, "the owner's role cannot change")
-    conn.execute("UPDATE members SET role = ? WHERE conv = ? AND user = ?", (role, conv, user))
-    return _system(conn, conv, actor, author, ts, {"type": "role", "user": user, "role": role})
+    tx.execute("UPDATE members SET role = ? WHERE conv = ? AND user = ?", (role, conv, user))
+    return _system(tx, conv, actor, author, ts, {"type": "role", "user": user, "role": role})
 
 
-def announce(conn: sqlite3.Connection, conv: str, actor: str, author: dict[str, Any], text: str, ts: int) -> Event:
-    _require_admin(conn, conv, actor)
-    conn.execute("UPDATE conversations SET announcement = ? WHERE id = ?", (text, conv))
-    return _system(conn, conv, actor, author, ts, {"type": "announce", "text": text})
+def announce(tx: Tx, conv: str, actor: str, author: dict[str, Any], text: str, ts: int) -> Event:
+    _require_admin(tx, conv, actor)
+    tx.execute("UPDATE conversations SET announcement = ? WHERE id = ?", (text, conv))
+    return _system(tx, conv, actor, author, ts, {"type": "announce", "text": text})
 
 
-def mute(
-    conn: sqlite3.Connection, conv: str, actor: str, author: dict[str, Any], user: str, until: int, ts: int
-) -> Event:
-    _require_admin(conn, conv, actor)
-    role = _role(conn, conv, user)
+def mute(tx: Tx, conv: str, actor: str, author: dict[str, Any], user: str, until: int, ts: int) -> Event:
+    _require_admin(tx, conv, actor)
+    role = _role(tx, conv, user)
     if role is None:
         raise RequestError(Err.NOT_MEMBER, f"{user} is not a member of {conv}")
     if role in ("owner", "admin"):
         raise RequestError(Err.FORBIDDEN, "admins cannot be muted")
-    conn.execute("UPDATE members SET muted_until = ? WHERE conv = ? AND user = ?", (until, conv, user))
-    return _system(conn, conv, actor, author, ts, {"type": "mute", "user": user, "until": until})
+    tx.execute("UPDATE members SET muted_until = ? WHERE conv = ? AND user = ?", (until, conv, user))
+    return _system(tx, conv, actor, author, ts, {"type": "mute", "user": user, "until": until})
 
 
 def recall(
-    conn: sqlite3.Connection,
+    tx: Tx,
     conv: str,
     seq: int,
     actor: str,
@@ -206,10 +197,10 @@ def recall(
     ts: int,
     window_ms: int,
 ) -> Event:
-    row = messages.get(conn, conv, seq)
+    row = messages.get(tx, conv, seq)
     if row is None or row[6] != messages.TEXT:
         raise RequestError(Err.NOT_FOUND, f"no message {seq} in {conv}")
-    role = _role(conn, conv, actor)
+    role = _role(tx, conv, actor)
     if role is None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     sender, sent_ts, recalled = row[3], row[5], row[8]
@@ -221,12 +212,12 @@ def recall(
     if sender == actor and not is_admin and ts - sent_ts > window_ms:
         raise RequestError(Err.RECALL_WINDOW, "the recall window has passed")
     original_author = messages.msgpack.unpackb(row[7]).get("a", {})
-    messages.wipe(conn, conv, seq, original_author)
-    return _system(conn, conv, actor, author, ts, {"type": "recall", "seq": seq})
+    messages.wipe(tx, conv, seq, original_author)
+    return _system(tx, conv, actor, author, ts, {"type": "recall", "seq": seq})
 
 
-def mark_read(conn: sqlite3.Connection, conv: str, user: str, seq: int) -> tuple[int, int]:
-    row = conn.execute(
+def mark_read(tx: Tx, conv: str, user: str, seq: int) -> tuple[int, int]:
+    row = tx.execute(
         "UPDATE members SET read_seq = MAX(read_seq, MIN(?, (SELECT last_seq FROM conversations WHERE id = ?)))"
         " WHERE conv = ? AND user = ? RETURNING read_seq,"
         " (SELECT last_seq FROM conversations WHERE id = ?)",

@@ -1,7 +1,7 @@
 """SQLite engine: one writer thread running batched transactions, aiosqlite readers.
 
-Writes are *operations*: plain functions ``op(conn) -> result`` that run on the
-writer thread. :meth:`Store.run_batch` runs a whole list of them in one
+Writes are *operations*: plain functions ``op(tx) -> result`` that run on the
+writer thread (see :class:`Tx` and :func:`write_op`). :meth:`Store.run_batch` runs a whole list of them in one
 transaction, each inside a savepoint so that one refused operation (a domain
 error) rolls back alone while the others commit. The caller is told the outcome
 only after COMMIT returned, which is what lets chatd ack a message only once it
@@ -16,18 +16,118 @@ beside the writer).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
+from chatd_protocol import Err, RequestError
 
 from .schema import migrate
 
 T = TypeVar("T")
-WriteOp = Callable[[sqlite3.Connection], Any]
+
+
+class Tx:
+    """One batch transaction as the write ops see it.
+
+    ``alloc(conv)`` hands out the next (seq, pos) from counters held in memory for
+    the batch: the conversation's ``last_seq`` is read once per batch and written
+    back once (``flush``), and ``pos`` continues from ``MAX(pos)`` read once. The
+    batch runs under BEGIN IMMEDIATE, so no other writer (thread or process) can
+    move those counters meanwhile.
+    """
+
+    __slots__ = ("_pos", "_reads", "_seqs", "_undo", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._pos: int | None = None
+        self._seqs: dict[str, list[int]] = {}  # conv -> [last_seq, last_pos]
+        self._reads: dict[tuple[str, str], int] = {}  # (conv, user) -> read_seq
+        self._undo: tuple[str, int, int, int] | None = None
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, args)
+
+    def alloc(self, conv: str) -> tuple[int, int]:
+        """Next (seq, pos) for a message in ``conv``. NOT_FOUND if no such conversation."""
+        entry = self._seqs.get(conv)
+        if entry is None:
+            row = self.conn.execute("SELECT last_seq, last_pos FROM conversations WHERE id = ?", (conv,)).fetchone()
+            if row is None:
+                raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
+            entry = self._seqs[conv] = [row[0], row[1]]
+        if self._pos is None:
+            self._pos = int(self.conn.execute("SELECT IFNULL(MAX(pos), 0) FROM messages").fetchone()[0])
+        self._undo = (conv, entry[0], entry[1], self._pos)
+        self._pos += 1
+        entry[0] += 1
+        entry[1] = self._pos
+        return entry[0], self._pos
+
+    def unalloc(self, conv: str) -> None:
+        """Give back the allocation just made for ``conv`` (its INSERT failed)."""
+        assert self._undo is not None and self._undo[0] == conv, "only the latest allocation can be undone"
+        _, seq, last_pos, pos = self._undo
+        self._seqs[conv] = [seq, last_pos]
+        self._pos = pos
+        self._undo = None
+
+    def last_seq(self, conv: str) -> int | None:
+        entry = self._seqs.get(conv)
+        if entry is not None:
+            return entry[0]
+        row = self.conn.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def mark_read(self, conv: str, user: str, seq: int) -> None:
+        """Deferred ``read_seq = max(read_seq, seq)``, written once per batch."""
+        self._reads[(conv, user)] = seq
+
+    def flush(self) -> None:
+        """Write the batch's counters back (before any op that reads them via SQL)."""
+        if self._seqs:
+            self.conn.executemany(
+                "UPDATE conversations SET last_seq = ?, last_pos = ? WHERE id = ?",
+                [(seq, pos, conv) for conv, (seq, pos) in self._seqs.items()],
+            )
+            self._seqs.clear()
+        if self._reads:
+            self.conn.executemany(
+                "UPDATE members SET read_seq = MAX(read_seq, ?) WHERE conv = ? AND user = ?",
+                [(seq, conv, user) for (conv, user), seq in self._reads.items()],
+            )
+            self._reads.clear()
+
+    def forget(self) -> None:
+        """After ROLLBACK TO a savepoint taken right after ``flush``: drop the
+        in-memory counters so they are read again from the database."""
+        self._seqs.clear()
+        self._reads.clear()
+        self._pos = None
+
+
+class WriteOp(Protocol):
+    """A write operation: runs on the writer thread inside a batch.
+
+    ``savepoint=False`` promises that the op either completes or raises
+    RequestError before writing anything (the text-message fast path); other ops
+    run inside a savepoint so that a refusal rolls back their partial writes.
+    """
+
+    savepoint: bool
+
+    def __call__(self, tx: Tx) -> Any: ...
+
+
+def write_op(fn: Callable[..., Any], /, *args: Any, savepoint: bool = True, **kwargs: Any) -> WriteOp:
+    op = functools.partial(fn, *args, **kwargs)
+    op.savepoint = savepoint  # type: ignore[attr-defined]
+    return op  # type: ignore[return-value]
 
 
 class StoreUnavailable(Exception):
@@ -95,16 +195,26 @@ class Store:
         if conn is None:
             raise StoreUnavailable("store is closed")
         results: list[Any] = []
+        tx = Tx(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
+                if not op.savepoint:
+                    try:
+                        results.append(op(tx))
+                    except RequestError as exc:  # refused before writing anything
+                        results.append(exc)
+                    continue
+                tx.flush()
                 conn.execute("SAVEPOINT op")
                 try:
-                    results.append(op(conn))
+                    results.append(op(tx))
                 except Exception as exc:  # a refused op: undo it alone
                     conn.execute("ROLLBACK TO op")
+                    tx.forget()
                     results.append(exc)
                 conn.execute("RELEASE op")
+            tx.flush()
             (head,) = conn.execute("SELECT IFNULL(MAX(pos), 0) FROM messages").fetchone()
             conn.execute("COMMIT")
         except BaseException:

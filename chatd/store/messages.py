@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from chatd_protocol import Err, RequestError
 
-from .engine import Store
+from .engine import Store, Tx
 
 TEXT = 0
 SYSTEM = 1
@@ -81,7 +80,7 @@ def row_to_wire(row: Any) -> dict[str, Any]:
 
 
 def append(
-    conn: sqlite3.Connection,
+    tx: Tx,
     conv: str,
     sender: str,
     cid: str | None,
@@ -89,46 +88,40 @@ def append(
     kind: int,
     data: bytes,
 ) -> Appended:
-    """Append one message, assigning the next seq and pos in this transaction.
+    """Append one message with the next seq and pos of this transaction.
 
-    Idempotent on (sender, cid): a known pair returns the original position with
-    ``dup=True`` and writes nothing.
+    Idempotent on (sender, cid): the unique index refuses a known pair, and the
+    original position comes back with ``dup=True``; nothing is written. Writes
+    nothing before it can fail with RequestError (a ``savepoint=False`` op).
     """
-    if cid is not None:
-        row = conn.execute(
-            "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?",
-            (sender, cid),
-        ).fetchone()
-        if row is not None:
-            return Appended(row[0], row[1], row[2], row[3], True)
-    row = conn.execute(
-        "UPDATE conversations SET last_seq = last_seq + 1,"
-        " last_pos = (SELECT IFNULL(MAX(pos), 0) + 1 FROM messages)"
-        " WHERE id = ? RETURNING last_seq, last_pos",
-        (conv,),
-    ).fetchone()
-    if row is None:
-        raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
-    seq, pos = row
-    conn.execute(
-        "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (pos, conv, seq, sender, cid, ts, kind, data),
-    )
-    if kind == TEXT:  # one's own message counts as read
-        conn.execute(
-            "UPDATE members SET read_seq = ? WHERE conv = ? AND user = ?",
-            (seq, conv, sender),
+    seq, pos = tx.alloc(conv)
+    try:
+        tx.execute(
+            "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (pos, conv, seq, sender, cid, ts, kind, data),
         )
+    except sqlite3.IntegrityError:
+        tx.unalloc(conv)
+        row = None
+        if cid is not None:
+            row = tx.execute(
+                "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
+            ).fetchone()
+        if row is None:
+            raise
+        return Appended(row[0], row[1], row[2], row[3], True)
+    if kind == TEXT:  # one's own message counts as read
+        tx.mark_read(conv, sender, seq)
     return Appended(conv, seq, pos, ts, False)
 
 
-def get(conn: sqlite3.Connection, conv: str, seq: int) -> Any:
-    return conn.execute(f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+def get(tx: Tx, conv: str, seq: int) -> Any:
+    return tx.execute(f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
 
 
-def wipe(conn: sqlite3.Connection, conv: str, seq: int, author: dict[str, Any]) -> None:
+def wipe(tx: Tx, conv: str, seq: int, author: dict[str, Any]) -> None:
     """Recall: the content is gone from the store; the seq stays."""
-    conn.execute(
+    tx.execute(
         "UPDATE messages SET recalled = 1, data = ? WHERE conv = ? AND seq = ?",
         (pack({"a": author}), conv, seq),
     )
