@@ -1,0 +1,106 @@
+"""Fixtures of the server test suite: an in-process chatd on a free loopback port
+with a real SQLite file, and a factory of raw test clients."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import FakeClock, stop_app, token, url
+from wsclient import WsClient
+
+from chatd.app import App
+from chatd.config import Config
+
+ServerFactory = Callable[..., Awaitable[App]]
+ClientFactory = Callable[..., Awaitable[WsClient]]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chatd.db"
+
+
+@pytest.fixture
+async def make_server(db_path: Path) -> AsyncIterator[ServerFactory]:
+    """``await make_server(**config_overrides)``: a started App, stopped at teardown."""
+    apps: list[App] = []
+
+    async def make(**overrides: Any) -> App:
+        cfg: dict[str, Any] = {
+            "host": "127.0.0.1",
+            "port": 0,
+            "db_path": str(db_path),
+            "sync": "normal",  # fsync per commit is tested by the kill -9 test
+            "ping_interval": None,
+        }
+        cfg.update(overrides)
+        app = App(Config(**cfg))
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in reversed(apps):
+        with contextlib.suppress(Exception):
+            await stop_app(app)
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> App:
+    return await make_server()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., Awaitable[WsClient]]]:
+    """``await clients(app, "alice")``: a client of ``app`` authenticated as alice.
+
+    ``user=None`` gives an unauthenticated socket; ``encoding="json"`` the JSON
+    subprotocol; ``type``, ``name``, ``badges``, ``roles``, ``ttl`` go into the token.
+    Every client is closed at teardown, and none may have received a frame that
+    does not decode.
+    """
+    made: list[WsClient] = []
+
+    async def make(
+        app: App | int,
+        user: str | None = None,
+        type: str = "owner",
+        *,
+        encoding: str = "msgpack",
+        **token_kw: Any,
+    ) -> WsClient:
+        c = await WsClient.connect(url(app), encoding)
+        made.append(c)
+        if user is not None:
+            await c.auth(token(user, type, **token_kw))
+        return c
+
+    yield make
+    for c in made:
+        await c.close()
+    for c in made:
+        assert not c.bad_frames, f"the server sent undecodable frames: {c.bad_frames}"
+
+
+@pytest.fixture
+def connect(server: App, clients: ClientFactory) -> ClientFactory:
+    """``await connect("alice")``: a client of the default ``server``."""
+
+    async def make(user: str | None = None, type: str = "owner", **kw: Any) -> WsClient:
+        return await clients(server, user, type, **kw)
+
+    return make
+
+
+@pytest.fixture(params=["msgpack", "json"])
+def encoding(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def fake_clock() -> Iterator[FakeClock]:
+    yield FakeClock()
