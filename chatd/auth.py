@@ -62,7 +62,7 @@ def make_token(
     ttl: int = 86400,
     secret: str = DEV_SECRET,
 ) -> str:
-    if not USER_ID_RE.match(user):
+    if not USER_ID_RE.fullmatch(user):
         raise ValueError("user id must match [A-Za-z0-9_.@-]{1,64}")
     if type not in USER_TYPES:
         raise ValueError("type must be one of " + ", ".join(USER_TYPES))
@@ -98,7 +98,7 @@ def verify_token(token: str, secret: str) -> Identity:
     except jwt.PyJWTError:
         raise AuthError(Close.AUTH_FAILED, "invalid token") from None
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not USER_ID_RE.match(sub):
+    if not isinstance(sub, str) or not USER_ID_RE.fullmatch(sub):
         raise AuthError(Close.AUTH_FAILED, "invalid user id")
     typ = claims.get("typ")
     if typ not in USER_TYPES:
