@@ -128,6 +128,7 @@ def create_circle(
     )
     tx.execute("INSERT INTO members(conv, user, role, joined_seq) VALUES (?, ?, 'owner', 1)", (conv, owner))
     event = _system(tx, conv, owner, author, ts, {"type": "created", "name": name})
+    tx.flush()  # write the batch counters back: the reply's last_seq counts this op's event
     row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     return conv_wire(row), event
 
@@ -143,6 +144,7 @@ def join(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int) -> tuple
         "UPDATE members SET joined_seq = ?, read_seq = ? WHERE conv = ? AND user = ?",
         (event.msg["seq"], event.msg["seq"], conv, user),
     )
+    tx.flush()  # write the batch counters back: the reply's last_seq counts this op's event
     row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     return conv_wire(row), event
 
