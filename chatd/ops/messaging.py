@@ -109,11 +109,13 @@ async def read(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     user = conn.user
     receipts = len(state.members) <= svc.config.read_receipt_max_members
 
-    def after(result: tuple[int, int]) -> None:
-        if receipts:
+    def after(result: tuple[int, int, bool]) -> None:
+        if receipts and result[2]:  # only when the cursor moved
             svc.hub.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
 
-    read_seq, unread = await commit(svc, write_op(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after)
+    read_seq, unread, _ = await commit(
+        svc, write_op(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after
+    )
     return {"read_seq": read_seq, "unread": unread}
 
 

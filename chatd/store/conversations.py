@@ -218,16 +218,18 @@ def recall(
     return _system(tx, conv, actor, author, ts, {"type": "recall", "seq": seq})
 
 
-def mark_read(tx: Tx, conv: str, user: str, seq: int) -> tuple[int, int]:
+def mark_read(tx: Tx, conv: str, user: str, seq: int) -> tuple[int, int, bool]:
+    """Move ``user``'s read cursor up to ``seq``: (read_seq, unread, whether it moved)."""
+    before = tx.execute("SELECT read_seq FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone()
+    if before is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     row = tx.execute(
         "UPDATE members SET read_seq = MAX(read_seq, MIN(?, (SELECT last_seq FROM conversations WHERE id = ?)))"
         " WHERE conv = ? AND user = ? RETURNING read_seq,"
         " (SELECT last_seq FROM conversations WHERE id = ?)",
         (seq, conv, conv, user, conv),
     ).fetchone()
-    if row is None:
-        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
-    return row[0], row[1] - row[0]
+    return row[0], row[1] - row[0], row[0] != before[0]
 
 
 # -- reads -------------------------------------------------------------------
