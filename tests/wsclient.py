@@ -95,6 +95,7 @@ class WsClient:
             for fut in self.pending.values():
                 if not fut.done():
                     fut.set_exception(ConnectionError(f"closed with {self.ws.close_code} before the reply"))
+                    fut.exception()  # awaiting it still raises; unawaited, it is not an error to log
             self.pending.clear()
 
     # -- requests --------------------------------------------------------------
