@@ -14,7 +14,7 @@ import pytest
 chatd_app = pytest.importorskip("chatd.app")
 from chatd_client import AuthError, Bot, ChatError, Client, ClientClosed  # noqa: E402
 from chatd_client.bot import IncomingMessage  # noqa: E402
-from chatd_client.client import SYNC_PAGE  # noqa: E402
+from chatd_client.delivery import SYNC_PAGE  # noqa: E402
 
 from chatd.auth import make_token  # noqa: E402
 

@@ -144,7 +144,7 @@ class Chat:
                     f"unread {conv.get('unread', 0)}"
                 )
         else:
-            self.fail(f"bad command {cmd} {' '.join(args)}; /help lists commands".replace("  ", " "))
+            self.fail(f"bad command {' '.join([cmd, *args])!r}; /help lists commands")
         return True
 
     def switch(self, conv: str) -> None:
@@ -153,11 +153,13 @@ class Chat:
 
 
 def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None]) -> None:
+    """Thread: blocking reads of stdin, handed to the event loop; None at EOF."""
     try:
         for line in sys.stdin:
             loop.call_soon_threadsafe(lines.put_nowait, line)
-    finally:
         loop.call_soon_threadsafe(lines.put_nowait, None)
+    except RuntimeError:
+        pass  # the loop closed (/quit) while this thread was still reading
 
 
 async def run(args: argparse.Namespace) -> int:

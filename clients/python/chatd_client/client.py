@@ -11,7 +11,7 @@ Three tasks share one :class:`Client`:
   the last ``pos``; pushes that arrive meanwhile wait behind the marker in the
   inbox, so they are merged after the catch-up. Every message goes through
   :class:`~chatd_client.ordering.Ordering` (dedup, seq order, gaps filled with
-  ``history``) before it reaches the application's :meth:`Client.events`.
+  ``history``, see ``delivery.py``) before it reaches :meth:`Client.events`.
 
 Requests wait until a socket is authenticated. If the socket drops before the
 reply, idempotent ops (reads, ``send`` with its ``cid``, ...) are sent again
@@ -28,7 +28,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -54,8 +54,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
+from .delivery import Delivery
 from .errors import AuthError, ChatError, ClientClosed, ConnectError, ConnectionLost
-from .ordering import Gap, Message, Ordering
 
 log = logging.getLogger("chatd_client")
 
@@ -80,8 +80,6 @@ IDEMPOTENT_OPS = frozenset(
     }
 )
 TEMPORARY_CODES = frozenset({"rate_limited", "unavailable", "internal"})
-HISTORY_PAGE = 100
-SYNC_PAGE = 500
 _STABLE_AFTER_S = 5.0  # a connection that lived this long resets the backoff
 
 
@@ -149,7 +147,7 @@ class Client:
         self._next_id = 0
         self._inbox: asyncio.Queue[Push | _CatchUp] = asyncio.Queue()
         self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._ordering = Ordering()
+        self._delivery = Delivery(self._call_idempotent, lambda m: self._events.put_nowait(Push("msg", m)))
         self._pos: int | None = None  # sync position from the last auth (first) / sync
         self._auth_pos: int | None = None  # pos of the latest auth reply
         self._supervisor: asyncio.Task[None] | None = None
@@ -370,6 +368,9 @@ class Client:
             log.info("%s: %s, retrying in %.2fs", op, err, delay)
             await asyncio.sleep(delay)
 
+    async def _call_idempotent(self, op: str, d: dict[str, Any]) -> dict[str, Any]:
+        return await self._call(op, d, idempotent=True)
+
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
@@ -456,6 +457,7 @@ class Client:
             await ws.close()
             raise ChatError(frame.code, frame.message, frame.temporary, frame.retry_after_ms)
         self.user = frame.d.get("user", {})
+        self._delivery.me = self.user.get("id")
         self.limits = frame.d.get("limits", {})
         self._auth_pos = frame.d.get("pos")
         self._ws = ws
@@ -560,93 +562,18 @@ class Client:
             item = await self._inbox.get()
             try:
                 if isinstance(item, _CatchUp):
-                    await self._catch_up()
+                    if self._pos is None:
+                        self._pos = self._auth_pos
+                    else:
+                        self._pos = await self._delivery.catch_up(self._pos, fallback=self._auth_pos)
                 elif item.type == "msg":
-                    await self._offer([item.d])
+                    await self._delivery.offer([item.d])
                 else:
                     self._events.put_nowait(item)
             except ClientClosed:
                 return
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("dropped malformed push %r: %r", item, exc)
-
-    async def _offer(self, messages: Iterable[Message]) -> None:
-        """Pass messages through dedup/ordering; fill gaps; emit what is ready."""
-        for msg in messages:
-            event = msg.get("event")
-            rejoin = (
-                isinstance(event, dict) and event.get("type") == "join" and event.get("user") == self.user.get("id")
-            )
-            self._emit(self._ordering.accept(msg, rebase=rejoin))
-            if self._ordering.gap(msg["conv"]) is not None:
-                await self._fill_gap(msg["conv"])
-
-    def _emit(self, messages: list[Message]) -> None:
-        for msg in messages:
-            self._events.put_nowait(Push("msg", msg))
-
-    async def _fill_gap(self, conv: str) -> None:
-        gap = self._ordering.gap(conv)
-        while gap is not None:
-            for msg in await self._fetch(gap):
-                self._emit(self._ordering.accept(msg))
-            after = self._ordering.gap(conv)
-            if after == gap:
-                log.warning("cannot fill %s, skipping it", gap)
-                self._emit(self._ordering.skip_gap(conv))
-                after = self._ordering.gap(conv)
-            gap = after
-
-    async def _fetch(self, gap: Gap) -> list[Message]:
-        """Messages ``gap.first..gap.last`` of ``gap.conv`` from ``history``, ascending."""
-        got: dict[int, Message] = {}
-        before = gap.before
-        while before > gap.first:
-            try:
-                page = await self._call(
-                    "history",
-                    {"conv": gap.conv, "before": before, "limit": min(HISTORY_PAGE, before - gap.first)},
-                    idempotent=True,
-                )
-            except ChatError as exc:
-                log.warning("history for %s failed: %s", gap, exc)
-                break
-            batch = page.get("messages") or []
-            for msg in batch:
-                if gap.first <= msg["seq"] <= gap.last:
-                    got[msg["seq"]] = msg
-            if not batch or not page.get("more"):
-                break
-            before = min(m["seq"] for m in batch)
-        return [got[s] for s in sorted(got)]
-
-    async def _catch_up(self) -> None:
-        """After a reconnect: sync from the last pos, page while ``more``."""
-        if self._pos is None:
-            self._pos = self._auth_pos
-            return
-        convs: list[dict[str, Any]] = []
-        while True:
-            try:
-                page = await self._call("sync", {"since": self._pos, "limit": SYNC_PAGE}, idempotent=True)
-            except ChatError as exc:
-                # Not expected from a correct server; continue from the new socket's
-                # position rather than looping on a refused sync.
-                log.warning("sync from %s refused (%s); resuming at %s", self._pos, exc, self._auth_pos)
-                self._pos = self._auth_pos
-                return
-            await self._offer(page.get("messages") or [])
-            self._pos = page.get("pos", self._pos)
-            convs = page.get("convs") or []
-            if not page.get("more"):
-                break
-        # A conversation whose last_seq is past what we delivered has a tail gap
-        # (messages we never saw and that sync did not return): fetch it.
-        for c in convs:
-            last = self._ordering.last(c.get("conv", ""))
-            if last is not None and isinstance(c.get("last_seq"), int) and c["last_seq"] > last:
-                for msg in await self._fetch(Gap(c["conv"], last + 1, c["last_seq"])):
-                    self._emit(self._ordering.accept(msg))
 
 
 def _close_code(ws: ClientConnection) -> tuple[int, str]:

@@ -1,0 +1,149 @@
+"""Server memory per idle connection: chatd against the bare websockets floor.
+
+For each server: start it (pinned to core 0), open ``--warm`` connections and take
+the baseline RSS (VmRSS of the server and its children, /proc/<pid>/status), then
+open ``--conns`` more in batches (chatd: each authenticates with its own user and
+waits for the reply; floor: each joins a room by URL path), let them sit idle
+for a few seconds, and take RSS again. Reported: (RSS after - baseline) / conns.
+
+    .venv/bin/python bench/idle.py            # 10,000 connections, ~1 min
+    .venv/bin/python bench/idle.py --quick    # 1,000 connections
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+import benchlib
+import uvloop
+import wsload
+
+
+async def open_conns(kind: str, st: wsload.Stats, port: int, n: int, offset: int, tokens: Any) -> list[Any]:
+    if kind == "floor":
+        return await wsload.connect_many(
+            n, lambda i: wsload.connect(st, benchlib.HOST, port, f"/room/{(offset + i) % 100}"), concurrency=200
+        )
+    users = [f"idle{offset + i}" for i in range(n)]
+    return await wsload.connect_many(
+        n, lambda i: benchlib.chatd_client(st, port, users[i], tokens.get(users[i])), concurrency=200
+    )
+
+
+async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]:
+    st = wsload.Stats()
+    tmp = tempfile.TemporaryDirectory(prefix="bench-idle-")
+    port = benchlib.free_port()
+    if kind == "floor":
+        proc = benchlib.start_server(
+            [sys.executable, str(benchlib.BENCH / "floor_server.py"), "--port", str(port)], core=0, name="floor"
+        )
+    else:
+        proc = benchlib.start_chatd(port, os.path.join(tmp.name, "chatd.db"))
+    conns: list[Any] = []
+    try:
+        await benchlib.wait_healthz(port, 30, proc)
+        tokens = benchlib.Tokens() if kind == "chatd" else None
+        await benchlib.wait_quiet(30, server_pid=proc.pid)
+        rss_start = benchlib.rss_kb(proc.pid)
+        conns += await open_conns(kind, st, port, warm, 0, tokens)
+        await asyncio.sleep(1.5)
+        rss0 = benchlib.rss_kb(proc.pid)
+        t0 = time.monotonic()
+        for off in range(0, n, 1000):
+            conns += await open_conns(kind, st, port, min(1000, n - off), warm + off, tokens)
+        open_s = time.monotonic() - t0
+        await asyncio.sleep(idle_s)
+        rss1 = benchlib.rss_kb(proc.pid)
+        alive = sum(1 for c in conns if not c.closed)
+        res = {
+            "server": kind,
+            "conns": n,
+            "rss_start_mib": round(rss_start / 1024, 1),
+            "rss_base_mib": round(rss0 / 1024, 1),
+            "rss_after_mib": round(rss1 / 1024, 1),
+            "kib_per_conn": round((rss1 - rss0) / n, 2),
+            "kb_per_conn": round((rss1 - rss0) * 1.024 / n, 2),
+            "open_s": round(open_s, 1),
+            "alive": alive,
+            "closes": dict(st.closes) or None,
+            "lost": st.lost or None,
+        }
+        print(
+            f"  {kind:5}: {n:,} idle conns: RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB = "
+            f"{res['kib_per_conn']} KiB/conn ({res['kb_per_conn']} kB); opened in {open_s:.1f} s; "
+            f"{alive:,} of {len(conns):,} still open",
+            flush=True,
+        )
+        return res
+    finally:
+        for c in conns:
+            c.abort()
+        benchlib.stop_server(proc)
+        tmp.cleanup()
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [await measure(k, args.conns, args.warm, args.idle) for k in args.targets]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1,000 connections")
+    ap.add_argument("--target", choices=["both", "floor", "chatd"], default="both")
+    ap.add_argument("--conns", type=int)
+    ap.add_argument("--warm", type=int, default=100, help="connections opened before the baseline")
+    ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before the reading")
+    args = ap.parse_args()
+    args.conns = args.conns or (1000 if args.quick else 10_000)
+    args.targets = ["floor", "chatd"] if args.target == "both" else [args.target]
+    if "chatd" in args.targets and not benchlib.chatd_available():
+        print("chatd is not installed yet: floor only")
+        args.targets.remove("chatd")
+    benchlib.install_watchdog(200)
+    need = args.conns + args.warm + 100
+    if wsload.raise_nofile() < need:
+        raise SystemExit(f"fd limit too low for {need} connections")
+    benchlib.pin_self(1)
+    try:
+        rows = uvloop.run(run(args))
+    finally:
+        benchlib.stop_all()
+    table = benchlib.md_table(
+        rows,
+        [
+            ("server", "server"),
+            ("idle conns", "conns"),
+            ("RSS base MiB", "rss_base_mib"),
+            ("RSS after MiB", "rss_after_mib"),
+            ("KiB/conn", "kib_per_conn"),
+            ("kB/conn", "kb_per_conn"),
+            ("open s", "open_s"),
+            ("still open", "alive"),
+            ("closes", "closes"),
+        ],
+    )
+    f = next((r for r in rows if r["server"] == "floor"), None)
+    c = next((r for r in rows if r["server"] == "chatd"), None)
+    note = ""
+    if f and c:
+        note = (
+            f"\n- chatd/floor memory per idle connection = {c['kib_per_conn'] / max(f['kib_per_conn'], 1e-9):.2f} "
+            "(goal ≤ 1.0)\n"
+        )
+    text = (
+        f"{args.conns:,} idle connections after {args.warm} warm-up ones, server on core 0; "
+        "chatd connections authenticated (one user each)\n\n" + table + "\n" + note
+    )
+    print("\n" + text)
+    benchlib.save_result({"bench": "idle", "rows": rows}, "idle memory (bench/idle.py)", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Durable ingest: acknowledged messages/s of chatd (server pinned to one core).
+
+``--conns`` connections (one user each) keep ``--outstanding`` sends in flight:
+each ack (sent by chatd only after the durable commit) releases the next send.
+By default every sender writes to its own circle; ``--shared K`` spreads the
+senders over K circles instead (every member then also receives the others'
+messages). Measured over a fixed window after a warm-up: acks/s, ack latency
+p50/p99 (send -> ack), server CPU per ack, generator CPU. Runs once per
+``--sync`` mode (full and normal, when chatd has the flag), each on a fresh
+SQLite file.
+
+    .venv/bin/python bench/ingest.py            # ~1 min
+    .venv/bin/python bench/ingest.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import tempfile
+import time
+from collections import Counter
+from typing import Any
+
+import benchlib
+import uvloop
+import wsload
+
+
+class Ingest:
+    def __init__(self, outstanding: int, size: int) -> None:
+        self.stats = wsload.Stats()
+        self.outstanding = outstanding
+        self.size = size
+        self.ids = itertools.count(1).__next__
+        self.running = False
+        self.acks = 0
+        self.sent = 0
+        self.lat: list[int] = []
+        self.recording = False
+        self.errors: Counter[str] = Counter()
+        self.conv: dict[wsload.WSConn, str] = {}
+
+    def send(self, conn: wsload.WSConn) -> None:
+        if not self.running or conn.closed:
+            return
+        i = self.ids()
+        t = wsload.now_ns()
+        conn.ctx[i] = t
+        text = wsload.make_text(self.size, t)
+        conn.send_obj({"id": i, "op": "send", "d": {"conv": self.conv[conn], "cid": f"i{i}", "text": text}})
+        self.sent += 1
+
+    def on_other(self, conn: wsload.WSConn, payload: bytes, t: int) -> None:
+        obj = conn.loads(payload)
+        rid = obj.get("id") if isinstance(obj, dict) else None
+        if rid is None:
+            return  # a push without our marker (system message)
+        if rid in conn.pending:  # setup requests
+            wsload.WSConn.dispatch_reply(conn, payload, t)
+            return
+        t0 = conn.ctx.pop(rid, None)
+        if t0 is None:
+            return
+        err = obj.get("error")
+        if err is not None:
+            self.errors[str(err.get("code"))] += 1
+            delay = (err.get("retry_after_ms") or 50) / 1000
+            asyncio.get_running_loop().call_later(delay, self.send, conn)
+            return
+        self.acks += 1
+        if self.recording:
+            self.lat.append(t - t0)
+        self.send(conn)
+
+
+async def run_mode(args: argparse.Namespace, sync: str | None) -> dict[str, Any]:
+    ing = Ingest(args.outstanding, args.size)
+    st = ing.stats
+    tmp = tempfile.TemporaryDirectory(prefix="bench-ingest-")
+    port = benchlib.free_port()
+    proc = benchlib.start_chatd(port, os.path.join(tmp.name, "chatd.db"), ["--sync", sync] if sync else [])
+    conns: list[wsload.WSConn] = []
+    label = f"sync={sync or 'default'}"
+    try:
+        await benchlib.wait_healthz(port, 30, proc)
+        tokens = benchlib.Tokens()
+        users = [f"ing{i}" for i in range(args.conns)]
+        conns = await wsload.connect_many(
+            args.conns,
+            lambda i: benchlib.chatd_client(st, port, users[i], tokens.get(users[i]), args.proto, ing.on_other),
+        )
+        for c in conns:
+            c.ctx = {}
+        n_circles = args.shared or args.conns
+        owners = conns[:n_circles]
+        reps = await asyncio.gather(
+            *(c.request("circle.create", {"name": f"ingest {i}", "category": "interest"}) for i, c in enumerate(owners))
+        )
+        convs = [benchlib.check_reply(r, "circle.create")["conv"] for r in reps]
+        joins = [
+            c.request("circle.join", {"conv": convs[i % n_circles]}) for i, c in enumerate(conns) if i >= n_circles
+        ]
+        for r in await asyncio.gather(*joins):
+            benchlib.check_reply(r, "circle.join")
+        for i, c in enumerate(conns):
+            ing.conv[c] = convs[i % n_circles]
+        await benchlib.wait_quiet(30, server_pid=proc.pid)
+        closes0 = Counter(st.closes)
+        ing.running = True
+        for c in conns:
+            for _ in range(args.outstanding):
+                ing.send(c)
+        await asyncio.sleep(args.warmup)
+        a0, s0 = ing.acks, ing.sent
+        ing.recording = True
+        su0, ss0 = benchlib.cpu_times(proc.pid)
+        g0, w0 = wsload.cpu_seconds(), time.monotonic()
+        others = benchlib.OtherLoad(proc.pid)
+        await asyncio.sleep(args.window)
+        ing.recording = False
+        su1, ss1 = benchlib.cpu_times(proc.pid)
+        g1, w1 = wsload.cpu_seconds(), time.monotonic()
+        other_pct, steal_pct = others.pct()
+        acks = ing.acks - a0
+        sent = ing.sent - s0
+        ing.running = False
+        # drain what is in flight, bounded
+        for _ in range(50):
+            if not any(c.ctx for c in conns if not c.closed):
+                break
+            await asyncio.sleep(0.1)
+        el = w1 - w0
+        a = max(acks, 1)
+        closes = st.closes - closes0
+        row = {
+            "mode": label,
+            "conns": args.conns,
+            "circles": n_circles,
+            "outstanding": args.outstanding,
+            "acks_per_s": round(acks / el),
+            "sent_per_s": round(sent / el),
+            **wsload.lat_summary_ms(ing.lat),
+            "server_us_per_ack": round(1e6 * ((su1 - su0) + (ss1 - ss0)) / a, 1),
+            "server_cpu_pct": round(100 * ((su1 - su0) + (ss1 - ss0)) / el, 1),
+            "gen_cpu_pct": round(100 * (g1 - g0) / el, 1),
+            "other_pct": other_pct,
+            "steal_pct": steal_pct,
+            "in_flight_left": sum(len(c.ctx) for c in conns if not c.closed),
+            "errors": dict(ing.errors) or None,
+            "closes": dict(closes) or None,
+            "lost": st.lost or None,
+        }
+        print(
+            f"  {label}: {row['acks_per_s']:,} acks/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+            f"server {row['server_us_per_ack']} µs/ack ({row['server_cpu_pct']}% core)  "
+            f"generator {row['gen_cpu_pct']}%  others {other_pct}%"
+            + (f"  errors {row['errors']}" if row["errors"] else "")
+            + (f"  closes {row['closes']}" if row["closes"] else ""),
+            flush=True,
+        )
+        return row
+    finally:
+        for c in conns:
+            c.abort()
+        benchlib.stop_server(proc)
+        tmp.cleanup()
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    return [await run_mode(args, m) for m in args.modes]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="50 connections, 3 s windows")
+    ap.add_argument("--conns", type=int)
+    ap.add_argument("--outstanding", type=int, default=8, help="sends in flight per connection (8)")
+    ap.add_argument("--shared", type=int, default=0, help="K shared circles instead of one per sender")
+    ap.add_argument("--size", type=int, default=120, help="message text bytes (120)")
+    ap.add_argument("--proto", choices=["json", "msgpack"], default="json")
+    ap.add_argument("--sync", choices=["full", "normal", "both"], default="both")
+    ap.add_argument("--warmup", type=float)
+    ap.add_argument("--window", type=float)
+    args = ap.parse_args()
+    q = args.quick
+    args.conns = args.conns or (50 if q else 200)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if q else 3.0)
+    args.window = args.window or (3.0 if q else 10.0)
+    if not benchlib.chatd_available():
+        raise SystemExit("chatd is not installed")
+    has_sync = "--sync" in benchlib.chatd_help()
+    if not has_sync:
+        args.modes = [None]
+    else:
+        args.modes = ["full", "normal"] if args.sync == "both" else [args.sync]
+    benchlib.install_watchdog(200)
+    wsload.raise_nofile()
+    benchlib.pin_self(1)
+    try:
+        rows = uvloop.run(run(args))
+    finally:
+        benchlib.stop_all()
+    table = benchlib.md_table(
+        rows,
+        [
+            ("mode", "mode"),
+            ("conns", "conns"),
+            ("circles", "circles"),
+            ("in flight/conn", "outstanding"),
+            ("acks/s", "acks_per_s"),
+            ("p50 ms", "p50_ms"),
+            ("p99 ms", "p99_ms"),
+            ("max ms", "max_ms"),
+            ("server µs/ack", "server_us_per_ack"),
+            ("server core %", "server_cpu_pct"),
+            ("generator CPU %", "gen_cpu_pct"),
+            ("others %", "other_pct"),
+            ("errors", "errors"),
+            ("closes", "closes"),
+        ],
+    )
+    text = (
+        f"{args.conns} senders x {args.outstanding} in flight, {args.size}-byte texts, "
+        f"warm-up {args.warmup} s, window {args.window} s, chatd on core 0, generator on core 1 "
+        "(goal ≥ 20,000 acks/s)\n\n" + table + "\n"
+    )
+    print("\n" + text)
+    benchlib.save_result({"bench": "ingest", "rows": rows}, "durable ingest (bench/ingest.py)", text)
+
+
+if __name__ == "__main__":
+    main()
