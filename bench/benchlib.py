@@ -284,19 +284,67 @@ def chatd_bin() -> str:
     raise SystemExit(f"chatd is not installed ({exe} missing)")
 
 
+_chatd_src: Path | None = None
+
+
+def chatd_source() -> Path | None:
+    """With ``BENCH_CHATD_REV`` set (a git revision), a private copy of that revision's
+    ``chatd/`` and ``protocol/chatd_protocol/``, so a run is not disturbed by edits in
+    progress in the working tree. Unset: None (the installed, editable working tree).
+    """
+    global _chatd_src
+    rev = os.environ.get("BENCH_CHATD_REV")
+    if not rev:
+        return None
+    if _chatd_src is None:
+        sha = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dest = Path(tempfile.gettempdir()) / f"bench-chatd-src-{sha[:12]}"
+        if not dest.exists():
+            tmp = Path(tempfile.mkdtemp(prefix="bench-chatd-src-"))
+            archive = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", sha, "chatd", "protocol/chatd_protocol"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+            (tmp / "protocol" / "chatd_protocol").rename(tmp / "chatd_protocol")
+            tmp.rename(dest)
+        print(f"  chatd from git {sha[:12]} ({rev}), copied to {dest}", flush=True)
+        _chatd_src = dest
+    return _chatd_src
+
+
+def chatd_argv() -> list[str]:
+    src = chatd_source()
+    if src is None:
+        return [chatd_bin()]
+    code = f"import sys; sys.path.insert(0, {str(src)!r}); from chatd.cli import main; sys.exit(main())"
+    return [sys.executable, "-c", code]
+
+
+def chatd_label() -> str:
+    src = chatd_source()
+    return f"git {src.name.rsplit('-', 1)[-1]}" if src else f"working tree (HEAD {git_rev()} + local edits)"
+
+
 def chatd_available() -> bool:
-    return (VENV_BIN / "chatd").exists() and (ROOT / "chatd" / "cli.py").exists()
+    return chatd_source() is not None or ((VENV_BIN / "chatd").exists() and (ROOT / "chatd" / "cli.py").exists())
 
 
 def chatd_help() -> str:
     try:
-        return subprocess.run([chatd_bin(), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
+        return subprocess.run([*chatd_argv(), "serve", "--help"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
 
 def start_chatd(port: int, db: str, extra: list[str] | None = None, core: int | None = 0) -> subprocess.Popen[bytes]:
-    argv = [chatd_bin(), "serve", "--host", HOST, "--port", str(port), "--db", db]
+    argv = [*chatd_argv(), "serve", "--host", HOST, "--port", str(port), "--db", db]
     h = chatd_help()
     if "--send-rate" in h:
         argv += ["--send-rate", "100000", "--send-burst", "100000"]
@@ -311,6 +359,9 @@ class Tokens:
     """
 
     def __init__(self) -> None:
+        src = chatd_source()
+        if src is not None and str(src) not in sys.path:
+            sys.path.insert(0, str(src))
         try:
             from chatd.auth import make_token
 
@@ -322,7 +373,7 @@ class Tokens:
         if self._mint is not None:
             return str(self._mint(user, "owner"))
         out = subprocess.run(
-            [chatd_bin(), "token", "--user", user, "--type", "owner"],
+            [*chatd_argv(), "token", "--user", user, "--type", "owner"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -385,7 +436,7 @@ def git_rev() -> str:
         return "?"
 
 
-def save_result(res: dict[str, Any], title: str, table: str = "") -> Path:
+def save_result(res: dict[str, Any], title: str, table: str = "", chatd: bool = False) -> Path:
     """Append a JSON line to results/results.jsonl and a section to results/<date>.md."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     now = _dt.datetime.now(_dt.UTC)
@@ -394,6 +445,7 @@ def save_result(res: dict[str, Any], title: str, table: str = "") -> Path:
         "git": git_rev(),
         "cmd": shlex.join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
+        **({"chatd": chatd_label()} if chatd else {}),
         **res,
     }
     with open(RESULTS / "results.jsonl", "a") as f:
@@ -401,7 +453,8 @@ def save_result(res: dict[str, Any], title: str, table: str = "") -> Path:
     md = RESULTS / f"{now.date().isoformat()}.md"
     with open(md, "a") as f:
         f.write(f"\n## {title} — {rec['time']} (git {rec['git']})\n\n")
-        f.write(f"`{rec['cmd']}` on {rec['machine']['cpu']}, {rec['machine']['cores']} cores\n\n")
+        f.write(f"`{rec['cmd']}` on {rec['machine']['cpu']}, {rec['machine']['cores']} cores")
+        f.write(f"; chatd: {rec['chatd']}\n\n" if chatd else "\n\n")
         if table:
             f.write(table.rstrip() + "\n")
         else:

@@ -340,7 +340,10 @@ def main() -> None:
     text = f"{setup}\n\n{table}\n" + ("\n" + "\n".join(ratios) + "\n" if ratios else "")
     print("\n" + text)
     benchlib.save_result(
-        {"bench": "fanout", "setup": setup, "rows": rows, "ratios": ratios}, "fan-out (bench/fanout.py)", text
+        {"bench": "fanout", "setup": setup, "rows": rows, "ratios": ratios},
+        "fan-out (bench/fanout.py)",
+        text,
+        chatd=True,
     )
 
 

@@ -142,7 +142,7 @@ def main() -> None:
         "chatd connections authenticated (one user each)\n\n" + table + "\n" + note
     )
     print("\n" + text)
-    benchlib.save_result({"bench": "idle", "rows": rows}, "idle memory (bench/idle.py)", text)
+    benchlib.save_result({"bench": "idle", "rows": rows}, "idle memory (bench/idle.py)", text, chatd=True)
 
 
 if __name__ == "__main__":

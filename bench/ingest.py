@@ -228,7 +228,7 @@ def main() -> None:
         "(goal ≥ 20,000 acks/s)\n\n" + table + "\n"
     )
     print("\n" + text)
-    benchlib.save_result({"bench": "ingest", "rows": rows}, "durable ingest (bench/ingest.py)", text)
+    benchlib.save_result({"bench": "ingest", "rows": rows}, "durable ingest (bench/ingest.py)", text, chatd=True)
 
 
 if __name__ == "__main__":

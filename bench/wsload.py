@@ -385,7 +385,7 @@ def lat_summary_ms(lat: list[int]) -> dict[str, float]:
 # -- self-test: how many frames/s can this generator take on one core? -------
 
 
-async def _blaster(port: int, size: int, rate: int) -> None:
+async def _blaster(port: int, size: int, rate: int, expect: int) -> None:
     """Raw server: 101 on any upgrade, then frames to every connection.
 
     ``rate`` 0: as fast as the sockets take them, 64 frames per write (the
@@ -444,6 +444,10 @@ async def _blaster(port: int, size: int, rate: int) -> None:
     async with server:
         if not rate:
             await asyncio.sleep(3600)
+        for _ in range(600):  # pace only once everyone is connected: no starved accepts
+            if len(conns) >= expect:
+                break
+            await asyncio.sleep(0.05)
         t0 = time.monotonic()
         sent = k = 0
         while True:
@@ -466,7 +470,7 @@ async def selftest(conns: int, seconds: float, size: int, rate: int) -> dict[str
 
     port = benchlib.free_port()
     proc = benchlib.start_server(
-        [sys.executable, SELF, "--blaster", str(port), "--size", str(size), "--rate", str(rate)],
+        [sys.executable, SELF, "--blaster", str(port), "--size", str(size), "--rate", str(rate), "--conns", str(conns)],
         core=0,
         name="blaster",
     )
@@ -521,7 +525,7 @@ def main() -> None:
     import uvloop
 
     if args.blaster:
-        uvloop.run(_blaster(args.blaster, args.size, (args.rate or [0])[0]))
+        uvloop.run(_blaster(args.blaster, args.size, (args.rate or [0])[0], args.conns or 1))
         return
     import benchlib
 
