@@ -214,11 +214,14 @@ class Conn:
     # -- output ----------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue one complete frame; close as slow consumer past the buffer cap."""
+        """Queue one complete frame; close as slow consumer when the bytes already
+        queued (not yet taken by the kernel) are past the cap. A frame is always
+        accepted below the cap, so one large reply never counts as slowness and
+        memory per socket stays under cap + one frame."""
         if self.state is not State.OPEN or self.proto.state is not WsState.OPEN:
             return
         transport = self.transport
-        if transport.get_write_buffer_size() + len(data) > self.svc.config.out_buffer:
+        if transport.get_write_buffer_size() > self.svc.config.out_buffer:
             self.slow()
             return
         transport.write(data)

@@ -110,8 +110,7 @@ def append(
         if row is None:
             raise
         return Appended(row[0], row[1], row[2], row[3], True)
-    if kind == TEXT:  # one's own message counts as read
-        tx.mark_read(conv, sender, seq)
+    tx.mark_read(conv, sender, seq)  # what one wrote or did oneself counts as read
     return Appended(conv, seq, pos, ts, False)
 
 
@@ -129,6 +128,20 @@ def wipe(tx: Tx, conv: str, seq: int, author: dict[str, Any]) -> None:
 
 # -- reads ------------------------------------------------------------------
 
+# A history or sync reply stops adding messages past this many stored bytes and
+# says ``more``: a reply stays well under 1 MiB whatever the message sizes.
+REPLY_BUDGET = 256 * 1024
+
+
+def _within_budget(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
+    """The first rows that fit both ``limit`` and REPLY_BUDGET, and whether more remain."""
+    used = 0
+    for i, row in enumerate(rows):
+        used += len(row[7]) + 64
+        if i == limit or (used > REPLY_BUDGET and i > 0):
+            return rows[:i], True
+    return rows, False
+
 
 async def history(store: Store, conv: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
     """Up to ``limit`` messages with seq < before, returned oldest first."""
@@ -137,8 +150,7 @@ async def history(store: Store, conv: str, before: int | None, limit: int) -> tu
         f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
         (conv, bound, limit + 1),
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, more = _within_budget(rows, limit)
     rows.reverse()
     return [row_to_wire(r) for r in rows], more
 
@@ -175,6 +187,5 @@ async def since(
         " ORDER BY m.pos LIMIT ?",
         (user, pos, pos, limit + 1),
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, more = _within_budget(rows, limit)
     return [row_to_wire(r) for r in rows], [(c, last, read) for c, last, read, _ in changed], more

@@ -32,9 +32,9 @@ class Field:
         if kind in ("str", "user", "conv", "enum"):
             if not isinstance(value, str):
                 raise _bad(name, "must be a string")
-            if kind == "user" and not USER_ID_RE.match(value):
+            if kind == "user" and not USER_ID_RE.fullmatch(value):
                 raise _bad(name, "must be a user id ([A-Za-z0-9_.@-], 1-64 chars)")
-            if kind == "conv" and not CONV_ID_RE.match(value):
+            if kind == "conv" and not CONV_ID_RE.fullmatch(value):
                 raise _bad(name, "must be a conversation id")
             if kind == "enum" and value not in self.choices:
                 raise _bad(name, "must be one of " + ", ".join(self.choices))
@@ -52,7 +52,7 @@ class Field:
             if not isinstance(value, list) or len(value) > self.max:
                 raise _bad(name, f"must be a list of at most {self.max} user ids")
             for item in value:
-                if not isinstance(item, str) or not USER_ID_RE.match(item):
+                if not isinstance(item, str) or not USER_ID_RE.fullmatch(item):
                     raise _bad(name, "must contain user ids only")
         else:  # pragma: no cover - table error
             raise AssertionError(kind)

@@ -7,7 +7,6 @@ import socket
 import time
 from typing import Any
 
-import pytest
 from support import token, url
 from wsclient import WsClient
 
@@ -77,12 +76,6 @@ async def test_slow_consumer_closed_4001_others_unaffected(make_server: Any, cli
     assert cids == [f"f{k}" for k in range(n)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG chatd/conn.py Conn.write: a single reply larger than out_buffer (1 MiB) closes the socket with "
-    "4001 even with an empty buffer; sync (limit 500) and history (limit 100) do not bound their reply by "
-    "bytes, so a client that missed 300 long messages is cut off on every catch-up attempt",
-)
 async def test_large_sync_reply_is_not_a_slow_consumer(make_server: Any, clients: Any) -> None:
     app = await make_server(send_rate=10_000.0, send_burst=10_000)  # default out_buffer, max_text
     alice = await clients(app, "alice")

@@ -106,15 +106,8 @@ def test_string_lengths() -> None:
     refused("auth", {"token": 5})
 
 
-TRAILING_NEWLINE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG protocol/chatd_protocol/ops.py USER_ID_RE/CONV_ID_RE use ^...$ with re.match: '$' also matches "
-    "before a final newline, so 'bob\\n' and 'c:1\\n' pass (fix: \\Z or fullmatch)",
-)
-
-
 @pytest.mark.parametrize(
-    "user", ["", "a b", "a/b", "x" * 65, "ü", "a\nb", 5, None, pytest.param("bob\n", marks=TRAILING_NEWLINE)]
+    "user", ["", "a b", "a/b", "x" * 65, "ü", "a\nb", 5, None, "bob\n"]
 )
 def test_user_ids(user: Any) -> None:
     refused("dm.open", {"user": user})
@@ -128,7 +121,7 @@ def test_valid_user_ids(user: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "conv", ["", "c 1", "c/1", "x" * 141, 1, None, ["c:1"], pytest.param("c:1\n", marks=TRAILING_NEWLINE)]
+    "conv", ["", "c 1", "c/1", "x" * 141, 1, None, ["c:1"], "c:1\n"]
 )
 def test_conv_ids(conv: Any) -> None:
     refused("history", {"conv": conv})
