@@ -13,6 +13,7 @@ from .directory import Directory
 from .hub import Hub
 from .interactions import Interactions
 from .metrics import Metrics
+from .output import Output
 from .pipeline import Pipeline
 from .server import SocketServer
 from .services import Services
@@ -28,14 +29,16 @@ class App:
         self.config = config
         metrics = Metrics()
         store = Store(config.db_path, sync=config.sync)
+        output = Output()
         self.svc = Services(
             config=config,
             store=store,
-            pipeline=Pipeline(store, metrics, config.max_batch),
+            pipeline=Pipeline(store, metrics, output, config.max_batch),
             hub=Hub(metrics),
             directory=Directory(store),
             metrics=metrics,
             interactions=Interactions(metrics),
+            output=output,
         )
         self.server = SocketServer(self.svc)
         self.port = 0

@@ -56,11 +56,14 @@ class State(enum.Enum):
 
 class Conn:
     __slots__ = (
+        "author",
         "bucket",
         "codec",
         "convs",
         "identity",
         "ops",
+        "out",
+        "pending",
         "proto",
         "slot",
         "state",
@@ -92,6 +95,9 @@ class Conn:
         self.bucket = TokenBucket(svc.config.request_rate, svc.config.request_burst, svc.monotonic())
         self.strikes = 0
         self.ops = ops
+        self.out = svc.output
+        self.pending: list[bytes] | None = None  # frames held while output is corked
+        self.author: dict[str, Any] = {}  # the identity's snapshot carried by its messages
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -152,6 +158,7 @@ class Conn:
         # commit before it is at or below ``pos`` (so sync from ``pos`` is whole).
         self.identity = identity
         self.user = identity.id
+        self.author = identity.author()
         self.state = State.OPEN
         self.svc.hub.add(self, convs)
         self.svc.metrics.connections.inc()
@@ -220,6 +227,22 @@ class Conn:
         memory per socket stays under cap + one frame."""
         if self.state is not State.OPEN or self.proto.state is not WsState.OPEN:
             return
+        if self.out.corked:
+            if self.pending is None:
+                self.pending = [data]
+                self.out.dirty.append(self)
+            else:
+                self.pending.append(data)
+            return
+        self._send(data)
+
+    def flush(self) -> None:
+        """Hand the frames held while corked to the transport in one write."""
+        pending, self.pending = self.pending, None
+        if pending and self.state is State.OPEN and self.proto.state is WsState.OPEN:
+            self._send(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _send(self, data: bytes) -> None:
         transport = self.transport
         if transport.get_write_buffer_size() > self.svc.config.out_buffer:
             self.slow()

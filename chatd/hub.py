@@ -96,7 +96,7 @@ class Hub:
                 for conn in tuple(conns):
                     conn.write(data)
                 sent += len(conns)
-        self.metrics.deliveries.inc(sent)
+        self.metrics.deliveries += sent
         return sent
 
     def to_user(self, user: str, kind: str, d: dict[str, Any]) -> None:

@@ -40,7 +40,8 @@ class Interactions:
         self.listeners: list[Callable[[Interaction], None]] = []
 
     def emit(self, event: Interaction) -> None:
-        self.metrics.interactions.labels(event.kind).inc()
+        counts = self.metrics.interactions
+        counts[event.kind] = counts.get(event.kind, 0) + 1
         for listener in self.listeners:
             try:
                 listener(event)

@@ -1,13 +1,15 @@
 """Group commit: many writers, one transaction per batch, results in commit order.
 
-``submit(op, on_commit)`` queues a write operation. A single task takes
+``submit(op, on_commit, on_error)`` queues a write operation. A single task takes
 everything queued (up to ``max_batch``), runs it as one transaction on the
-store's writer thread, then, in order, calls each ``on_commit(result)`` and
-resolves each future. While one batch commits, the next one fills up: batching
+store's writer thread, then, in order, calls each op's ``on_commit(result)`` (or
+``on_error(exc)``). While one batch commits, the next one fills up: batching
 grows with load and costs no latency at low load (no timer).
 
 ``on_commit`` callbacks run synchronously in commit (pos) order: that is where
-pushes are published, so every member sees a conversation in seq order.
+pushes are published, so every member sees a conversation in seq order. While
+they run, socket output is corked (see output.py), so a socket that receives
+several frames from one batch (acks, pushes) gets them in one write.
 """
 
 from __future__ import annotations
@@ -22,20 +24,27 @@ from typing import Any
 from chatd_protocol import Err, RequestError
 
 from .metrics import Metrics
+from .output import Output
 from .store import Store, StoreUnavailable
 from .store.engine import WriteOp
 
 log = logging.getLogger("chatd.pipeline")
 
 OnCommit = Callable[[Any], None]
+OnError = Callable[[RequestError], None]
+
+
+def _ignore(exc: RequestError) -> None:
+    pass
 
 
 class Pipeline:
-    def __init__(self, store: Store, metrics: Metrics, max_batch: int = 2000) -> None:
+    def __init__(self, store: Store, metrics: Metrics, output: Output, max_batch: int = 2000) -> None:
         self.store = store
         self.metrics = metrics
+        self.output = output
         self.max_batch = max_batch
-        self._queue: deque[tuple[WriteOp, asyncio.Future[Any], OnCommit | None]] = deque()
+        self._queue: deque[tuple[WriteOp, OnCommit | None, OnError]] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -47,19 +56,28 @@ class Pipeline:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="chatd-pipeline")
 
-    def submit(self, op: WriteOp, on_commit: OnCommit | None = None) -> asyncio.Future[Any]:
-        """Queue ``op``; the future resolves with its result after COMMIT (or
-        raises the RequestError the op raised, or RequestError(unavailable))."""
+    def submit(self, op: WriteOp, on_commit: OnCommit | None = None, on_error: OnError = _ignore) -> None:
+        """Queue ``op``. After COMMIT, ``on_commit(result)``; if the op was refused
+        or the batch failed, ``on_error(RequestError)`` (``unavailable`` when the
+        store could not commit: nothing of the batch was stored)."""
         if self._task is None or self._task.done():
             raise RequestError(Err.UNAVAILABLE, "the store is not accepting writes")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, fut, on_commit))
-        self._idle.clear()
-        self._wake.set()
-        return fut
+        self._queue.append((op, on_commit, on_error))
+        if self._idle.is_set():
+            self._idle.clear()
+            self._wake.set()
 
-    async def write(self, op: WriteOp) -> Any:
-        return await self.submit(op)
+    async def write(self, op: WriteOp, on_commit: OnCommit | None = None) -> Any:
+        """Submit and wait: the op's result, or its RequestError raised."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if on_commit is not None:
+                on_commit(result)
+            fut.set_result(result)
+
+        self.submit(op, done, fut.set_exception)
+        return await fut
 
     async def drain(self) -> None:
         """Wait until everything submitted so far has committed (or failed)."""
@@ -90,24 +108,27 @@ class Pipeline:
             except StoreUnavailable as exc:
                 log.error("store batch of %d failed: %s", n, exc)
                 self.metrics.store_failures.inc()
-                for _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(RequestError(Err.UNAVAILABLE, "the store could not take the write; retry"))
+                unavailable = RequestError(Err.UNAVAILABLE, "the store could not take the write; retry")
+                self._deliver(batch, [unavailable] * n)
                 continue
             self.metrics.batch_size.observe(n)
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
-            for (_, fut, on_commit), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
-                    if not isinstance(result, RequestError):
-                        log.error("write op failed", exc_info=result)
-                        result = RequestError(Err.INTERNAL, "internal error")
-                    if not fut.done():
-                        fut.set_exception(result)
-                    continue
-                if on_commit is not None:
-                    try:
+            self._deliver(batch, results)
+
+    def _deliver(self, batch: list[tuple[WriteOp, OnCommit | None, OnError]], results: list[Any]) -> None:
+        output = self.output
+        output.cork()
+        try:
+            for (_, on_commit, on_error), result in zip(batch, results, strict=True):
+                try:
+                    if isinstance(result, BaseException):
+                        if not isinstance(result, RequestError):
+                            log.error("write op failed", exc_info=result)
+                            result = RequestError(Err.INTERNAL, "internal error")
+                        on_error(result)
+                    elif on_commit is not None:
                         on_commit(result)
-                    except Exception:
-                        log.exception("on_commit callback failed")
-                if not fut.done():
-                    fut.set_result(result)
+                except Exception:
+                    log.exception("commit callback failed")
+        finally:
+            output.uncork()

@@ -11,6 +11,7 @@ from .hub import Hub
 from .interactions import Interactions
 from .limits import TokenBucket
 from .metrics import Metrics
+from .output import Output
 from .pipeline import Pipeline
 from .store import Store
 
@@ -24,6 +25,7 @@ class Services:
     directory: Directory
     metrics: Metrics
     interactions: Interactions
+    output: Output
     send_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     draining: bool = False
 

@@ -42,7 +42,7 @@ async def commit(svc: Services, op: WriteOp, after: Callable[[Any], None] | None
         if after is not None:
             after(result)
         for event in events_of(result):
-            svc.metrics.messages.labels("system").inc()
+            svc.metrics.system_messages += 1
             svc.hub.publish(event.msg["conv"], "msg", event.msg)
 
-    return await svc.pipeline.submit(op, on_commit)
+    return await svc.pipeline.write(op, on_commit)

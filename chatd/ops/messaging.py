@@ -13,8 +13,6 @@ from ..store.messages import Appended
 from .base import commit, member_state
 
 if TYPE_CHECKING:
-    import asyncio
-
     from ..conn import Conn
 
 ADMIN_ROLES = ("owner", "admin")
@@ -36,14 +34,15 @@ async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
     mention_all = d.get("mention_all", False)
     if mention_all and (state.kind != "circle" or role not in ADMIN_ROLES):
         raise RequestError(Err.FORBIDDEN, "only circle admins may mention everyone")
-    mentions = list(dict.fromkeys(m for m in d.get("mentions", ()) if m in state.members))
+    mentions = d.get("mentions")
+    if mentions:
+        mentions = list(dict.fromkeys(m for m in mentions if m in state.members))
     wait = svc.send_allowed(user)
     if wait:
         raise RequestError(Err.RATE_LIMITED, "send rate exceeded", retry_after_ms=int(wait * 1000) + 1)
 
     cid = d["cid"]
-    assert conn.identity is not None
-    data: dict[str, Any] = {"a": conn.identity.author(), "t": text}
+    data: dict[str, Any] = {"a": conn.author, "t": text}
     if mentions:
         data["m"] = mentions
     if mention_all:
@@ -53,14 +52,12 @@ async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
         conn.reply(rid, {"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
         if a.dup:
             return
-        svc.metrics.messages.labels("text").inc()
+        svc.metrics.text_messages += 1
         svc.hub.publish(conv, "msg", messages.wire(conv, a.seq, a.pos, user, cid, now, messages.TEXT, data))
         svc.interactions.emit(Interaction("message.sent", user, conv, a.seq, now, {"kind": state.kind}))
 
-    def on_failure(fut: asyncio.Future[Any]) -> None:
-        exc = fut.exception()
-        if exc is not None:
-            conn.error(rid, exc if isinstance(exc, RequestError) else RequestError(Err.INTERNAL, "internal error"))
+    def on_error(exc: RequestError) -> None:
+        conn.error(rid, exc)
 
     op = write_op(
         messages.append,
@@ -72,7 +69,7 @@ async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
         data=messages.pack(data),
         savepoint=False,
     )
-    svc.pipeline.submit(op, on_commit).add_done_callback(on_failure)
+    svc.pipeline.submit(op, on_commit, on_error)
     return None
 
 

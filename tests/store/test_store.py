@@ -13,6 +13,7 @@ from chatd_protocol import Err, RequestError
 from support import read_db
 
 from chatd.metrics import Metrics
+from chatd.output import Output
 from chatd.pipeline import Pipeline
 from chatd.store import Store, StoreUnavailable, messages
 from chatd.store import conversations as convs
@@ -152,10 +153,10 @@ async def test_unknown_conversation_refused_without_savepoint(store: Store, db_p
 async def test_seq_gapless_under_concurrent_submits(store: Store, db_path: Path) -> None:
     a = await new_circle(store)
     b = await new_circle(store)
-    pipeline = Pipeline(store, Metrics(), max_batch=7)  # many small batches
+    pipeline = Pipeline(store, Metrics(), Output(), max_batch=7)  # many small batches
     pipeline.start()
     try:
-        futs = [pipeline.submit(text_op(a if i % 3 else b, f"u{i % 5}", f"c{i}")) for i in range(400)]
+        futs = [pipeline.write(text_op(a if i % 3 else b, f"u{i % 5}", f"c{i}")) for i in range(400)]
         results = await asyncio.gather(*futs)
     finally:
         await pipeline.stop()
@@ -171,11 +172,11 @@ async def test_seq_gapless_under_concurrent_submits(store: Store, db_path: Path)
 
 async def test_on_commit_runs_in_commit_order_before_the_future(store: Store) -> None:
     conv = await new_circle(store)
-    pipeline = Pipeline(store, Metrics(), max_batch=3)
+    pipeline = Pipeline(store, Metrics(), Output(), max_batch=3)
     pipeline.start()
     seen: list[int] = []
     try:
-        futs = [pipeline.submit(text_op(conv, "alice", f"o{i}"), lambda r: seen.append(r.seq)) for i in range(10)]
+        futs = [asyncio.ensure_future(pipeline.write(text_op(conv, "alice", f"o{i}"), lambda r: seen.append(r.seq))) for i in range(10)]
         first = await futs[0]
         assert seen and seen[0] == first.seq
         await asyncio.gather(*futs)
@@ -270,7 +271,7 @@ async def test_closed_store_is_unavailable(db_path: Path) -> None:
 
 
 async def test_pipeline_refuses_after_stop(store: Store) -> None:
-    pipeline = Pipeline(store, Metrics())
+    pipeline = Pipeline(store, Metrics(), Output())
     pipeline.start()
     await pipeline.stop()
     with pytest.raises(RequestError) as info:
