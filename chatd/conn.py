@@ -6,13 +6,22 @@ All of a session's transitions live here (h11's ``_state.py`` idea)::
         |  no auth in time      -> close 4100
         |  other op first       -> close 4103
         |  bad / expired token  -> close 4101 / 4102
-        |  undecodable frame    -> close 4200 / 4201
-    OPEN: undecodable frame -> close 4200/4201; flood -> 4202;
-          outbound buffer over cap -> 4001 (slow consumer); drain -> 4000
+    any state: undecodable frame -> 4200, wrong frame type -> 4201,
+    OPEN: flood -> 4202; outbound buffer over cap -> 4001 (slow consumer);
+          drain -> 4000
 
-Frames to the client are written straight to the transport as complete,
-unmasked WebSocket frames (see wsframe.py): never awaited, so a push to
-thousands of sockets costs one ``transport.write`` each.
+Input: websockets parses frames (size limit, masking, control frames, close
+handshake); :class:`ChatdConnection` hands each data frame to
+:meth:`Conn.on_frame` synchronously, instead of queueing it for a reader task.
+``send`` — the hot op — is handled right there when the conversation's state is
+cached; every other request goes to a per-connection worker task that runs the
+connection's requests one at a time, in arrival order (a ``send`` that arrives
+while the worker is busy queues behind it, so order is kept).
+
+Output: frames are written straight to the transport as complete, unmasked
+WebSocket frames (see wsframe.py): never awaited, so a push to thousands of
+sockets costs one ``transport.write`` each; while the pipeline delivers a batch,
+output is corked and each socket gets one write (output.py).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from chatd_protocol import (
@@ -27,25 +37,31 @@ from chatd_protocol import (
     Codec,
     Err,
     FrameError,
+    Request,
     RequestError,
     check_args,
+    codec_for,
     decode_request,
 )
 from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 from websockets.protocol import State as WsState
 
 from . import wsframe
 from .auth import AuthError, Identity, verify_token
+from .hub import CODEC_SLOTS
 from .limits import TokenBucket
 from .store import StoreUnavailable
 from .store.conversations import user_convs
 
 if TYPE_CHECKING:
-    from .ops import Handler
+    from .ops import FastHandler, Handler
     from .services import Services
 
 log = logging.getLogger("chatd.conn")
+
+MAX_QUEUED = 1000  # requests waiting for the worker before the socket counts as flooding
 
 
 class State(enum.Enum):
@@ -54,23 +70,58 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class ChatdConnection(ServerConnection):
+    """websockets' server connection with data frames handed to chatd as they
+    are parsed. ``svc``, ``handlers`` and ``fast`` are set on a subclass made
+    per server (see server.py)."""
+
+    svc: Services
+    handlers: dict[str, Handler]
+    fast: dict[str, FastHandler]
+    chatd: Conn | None = None
+
+    def attach(self) -> Conn | None:
+        """The chatd side of this socket (made on first use), or None when no
+        chatd subprotocol was negotiated."""
+        if self.chatd is None:
+            try:
+                codec = codec_for(self.subprotocol)
+            except FrameError:
+                return None
+            self.chatd = Conn(self, self.svc, codec, self.handlers, self.fast)
+        return self.chatd
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode <= Opcode.BINARY:  # CONT, TEXT, BINARY
+            conn = self.attach()
+            if conn is not None:
+                conn.on_frame(event)
+                return
+        super().process_event(event)
+
+
 class Conn:
     __slots__ = (
+        "auth_timer",
         "author",
+        "closing",
         "bucket",
         "codec",
         "convs",
+        "fast",
+        "handlers",
         "identity",
-        "ops",
         "out",
         "pending",
         "proto",
+        "queue",
         "slot",
         "state",
         "strikes",
         "svc",
         "transport",
         "user",
+        "worker",
         "ws",
     )
 
@@ -79,141 +130,199 @@ class Conn:
         ws: ServerConnection,
         svc: Services,
         codec: Codec,
-        slot: int,
-        ops: dict[str, Handler],
+        handlers: dict[str, Handler],
+        fast: dict[str, FastHandler],
     ) -> None:
         self.ws = ws
         self.transport = ws.transport
         self.proto = ws.protocol
         self.svc = svc
         self.codec = codec
-        self.slot = slot
+        self.slot = CODEC_SLOTS.index(codec.name)
+        self.handlers = handlers
+        self.fast = fast
         self.state = State.AWAIT_AUTH
         self.identity: Identity | None = None
         self.user = ""
+        self.author: dict[str, Any] = {}  # the identity's snapshot carried by its messages
         self.convs: set[str] = set()
         self.bucket = TokenBucket(svc.config.request_rate, svc.config.request_burst, svc.monotonic())
         self.strikes = 0
-        self.ops = ops
+        self.queue: deque[Request] = deque()  # requests for the worker, in order
+        self.worker: asyncio.Task[None] | None = None
         self.out = svc.output
         self.pending: list[bytes] | None = None  # frames held while output is corked
-        self.author: dict[str, Any] = {}  # the identity's snapshot carried by its messages
+        self.auth_timer: asyncio.TimerHandle | None = None
+        self.closing = False  # a close is under way: no more input is taken
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def serve(self) -> None:
+        """The websockets handler's body: arm the auth timer, wait for the end."""
+        loop = asyncio.get_running_loop()
+        self.auth_timer = loop.call_later(self.svc.config.auth_timeout, self._auth_expired)
         try:
-            if not await self._authenticate():
-                return
-            try:
-                async for data in self.ws:
-                    if self.state is not State.OPEN:
-                        break
-                    await self._handle(data)
-            finally:
-                self._leave()
-        except ConnectionClosed:
-            pass
+            await self.ws.wait_closed()
         finally:
             self._leave()
+            if self.auth_timer is not None:
+                self.auth_timer.cancel()
 
     def _leave(self) -> None:
         if self.state is State.OPEN:
             self.svc.hub.remove(self)
             self.svc.metrics.connections.dec()
         self.state = State.CLOSED
+        self.queue.clear()
 
-    async def _authenticate(self) -> bool:
-        cfg = self.svc.config
-        try:
-            data = await asyncio.wait_for(self.ws.recv(), cfg.auth_timeout)
-        except TimeoutError:
-            await self.close(Close.AUTH_TIMEOUT, "no auth request in time")
-            return False
+    def _auth_expired(self) -> None:
+        if self.state is State.AWAIT_AUTH and self.worker is None:
+            self.close_soon(Close.AUTH_TIMEOUT, "no auth request in time")
+
+    # -- input -----------------------------------------------------------------
+
+    def on_frame(self, frame: Frame) -> None:
+        if self.closing or self.state is State.CLOSED:
+            return
+        if not frame.fin or frame.opcode is Opcode.CONT:
+            self.close_soon(Close.BAD_FRAME, "fragmented messages are not supported")
+            return
+        text = frame.opcode is Opcode.TEXT
+        if text is not self.codec.text:
+            self.close_soon(Close.WRONG_FRAME_TYPE, f"{'text' if text else 'binary'} frame on {self.codec.name}")
+            return
+        data: str | bytes
+        if text:
+            try:
+                data = bytes(frame.data).decode()
+            except UnicodeDecodeError:
+                self.close_soon(Close.BAD_FRAME, "text frame is not UTF-8")
+                return
+        else:
+            data = bytes(frame.data)
         try:
             req = decode_request(self.codec, data)
         except FrameError as exc:
-            await self.close(exc.code, exc.reason)
-            return False
-        except RequestError:
-            await self.close(Close.BAD_FRAME, "malformed request")
-            return False
-        if req.op != "auth":
-            await self.close(Close.NOT_AUTHENTICATED, "the first request must be auth")
-            return False
-        try:
-            check_args("auth", req.d)
-            identity = verify_token(req.d["token"], cfg.signing_secret)
-        except RequestError:
-            await self.close(Close.AUTH_FAILED, "auth needs a token")
-            return False
-        except AuthError as exc:
-            await self.close(exc.code, exc.reason)
-            return False
-        convs = await user_convs(self.svc.store, identity.id)
-        if self.proto.state is not WsState.OPEN or self.svc.draining:
-            return False
-        # From here on synchronously: follow conversations, then read the head
-        # position. Every commit after this point reaches us as a push; every
-        # commit before it is at or below ``pos`` (so sync from ``pos`` is whole).
-        self.identity = identity
-        self.user = identity.id
-        self.author = identity.author()
-        self.state = State.OPEN
-        self.svc.hub.add(self, convs)
-        self.svc.metrics.connections.inc()
-        self.reply(
-            req.id,
-            {
-                "user": identity.user(),
-                "pos": self.svc.pipeline.head,
-                "server_time": self.svc.now_ms(),
-                "limits": {
-                    "max_frame": cfg.max_frame,
-                    "max_text": cfg.max_text,
-                    "send_rate": cfg.send_rate,
-                    "send_burst": cfg.send_burst,
-                    "recall_window_s": cfg.recall_window_s,
-                },
-            },
-        )
-        return True
-
-    async def _handle(self, data: str | bytes) -> None:
-        try:
-            req = decode_request(self.codec, data)
-        except FrameError as exc:
-            await self.close(exc.code, exc.reason)
+            self.close_soon(exc.code, exc.reason)
             return
         except RequestError as exc:
-            self.error(exc.request_id if exc.request_id is not None else 0, exc)
+            if self.state is State.AWAIT_AUTH:
+                self.close_soon(Close.BAD_FRAME, "malformed request")
+            else:
+                self.error(exc.request_id if exc.request_id is not None else 0, exc)
+            return
+        if self.state is State.AWAIT_AUTH:
+            self._before_auth(req)
             return
         wait = self.bucket.take(self.svc.monotonic())
         if wait:
             self.strikes += 1
             if self.strikes >= self.svc.config.flood_strikes:
-                await self.close(Close.FLOOD, "request flood")
-                return
-            self.error(
-                req.id, RequestError(Err.RATE_LIMITED, "request rate exceeded", retry_after_ms=int(wait * 1000) + 1)
-            )
+                self.close_soon(Close.FLOOD, "request flood")
+            else:
+                self.error(
+                    req.id, RequestError(Err.RATE_LIMITED, "request rate exceeded", retry_after_ms=int(wait * 1000) + 1)
+                )
             return
         self.strikes = 0
+        if self.worker is None:
+            fast = self.fast.get(req.op)
+            if fast is not None and not self.svc.draining:
+                try:
+                    check_args(req.op, req.d)
+                    if fast(self, req.id, req.d):
+                        return
+                except RequestError as exc:
+                    self.error(req.id, exc)
+                    return
+        self._enqueue(req)
+
+    def _before_auth(self, req: Request) -> None:
+        if self.worker is not None:  # auth in progress: later requests wait for it
+            self._enqueue(req)
+            return
+        if req.op != "auth":
+            self.close_soon(Close.NOT_AUTHENTICATED, "the first request must be auth")
+            return
+        self.worker = asyncio.get_running_loop().create_task(self._authenticate(req))
+
+    def _enqueue(self, req: Request) -> None:
+        if len(self.queue) >= MAX_QUEUED:
+            self.close_soon(Close.FLOOD, "too many requests waiting")
+            return
+        self.queue.append(req)
+        if self.worker is None:
+            self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        try:
+            while self.queue and self.state is State.OPEN:
+                await self._dispatch(self.queue.popleft())
+        finally:
+            self.worker = None
+
+    async def _authenticate(self, req: Request) -> None:
+        try:
+            cfg = self.svc.config
+            try:
+                check_args("auth", req.d)
+                identity = verify_token(req.d["token"], cfg.signing_secret)
+            except RequestError:
+                self.close_soon(Close.AUTH_FAILED, "auth needs a token")
+                return
+            except AuthError as exc:
+                self.close_soon(exc.code, exc.reason)
+                return
+            convs = await user_convs(self.svc.store, identity.id)
+            if self.state is not State.AWAIT_AUTH or self.proto.state is not WsState.OPEN or self.svc.draining:
+                return
+            # From here on synchronously: follow conversations, then read the head
+            # position. Every commit after this point reaches us as a push; every
+            # commit before it is at or below ``pos`` (so sync from ``pos`` is whole).
+            self.identity = identity
+            self.user = identity.id
+            self.author = identity.author()
+            self.state = State.OPEN
+            if self.auth_timer is not None:
+                self.auth_timer.cancel()
+            self.svc.hub.add(self, convs)
+            self.svc.metrics.connections.inc()
+            self.reply(
+                req.id,
+                {
+                    "user": identity.user(),
+                    "pos": self.svc.pipeline.head,
+                    "server_time": self.svc.now_ms(),
+                    "limits": {
+                        "max_frame": cfg.max_frame,
+                        "max_text": cfg.max_text,
+                        "send_rate": cfg.send_rate,
+                        "send_burst": cfg.send_burst,
+                        "recall_window_s": cfg.recall_window_s,
+                    },
+                },
+            )
+        except StoreUnavailable:
+            self.close_soon(Close.INTERNAL, "store unavailable")
+            return
+        finally:
+            self.worker = None
+        if self.queue:  # requests that arrived during auth, in order
+            self.worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _dispatch(self, req: Request) -> None:
         if self.svc.draining:
             self.error(req.id, RequestError(Err.UNAVAILABLE, "server is draining; retry after reconnecting"))
             return
         try:
             check_args(req.op, req.d)
-            handler = self.ops[req.op]
-            result = await handler(self, req.id, req.d)
+            result = await self.handlers[req.op](self, req.id, req.d)
             if result is not None:
                 self.reply(req.id, result)
         except RequestError as exc:
             self.error(req.id, exc)
         except StoreUnavailable:
             self.error(req.id, RequestError(Err.UNAVAILABLE, "the store is unavailable; retry"))
-        except ConnectionClosed:
-            raise
         except Exception:
             log.exception("op %s failed for %s", req.op, self.user)
             self.error(req.id, RequestError(Err.INTERNAL, "internal error"))
@@ -221,10 +330,7 @@ class Conn:
     # -- output ----------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue one complete frame; close as slow consumer when the bytes already
-        queued (not yet taken by the kernel) are past the cap. A frame is always
-        accepted below the cap, so one large reply never counts as slowness and
-        memory per socket stays under cap + one frame."""
+        """Queue one complete frame for this socket (see _send for the cap)."""
         if self.state is not State.OPEN or self.proto.state is not WsState.OPEN:
             return
         if self.out.corked:
@@ -243,6 +349,10 @@ class Conn:
             self._send(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _send(self, data: bytes) -> None:
+        """Close as slow consumer when the bytes already queued (not yet taken by
+        the kernel) are past the cap. A frame is always accepted below the cap,
+        so one large reply never counts as slowness and memory per socket stays
+        under cap + one frame."""
         transport = self.transport
         if transport.get_write_buffer_size() > self.svc.config.out_buffer:
             self.slow()
@@ -263,11 +373,28 @@ class Conn:
         """Outbound buffer over its cap: stop pushing to this socket and close it
         with 4001 so the client reconnects and catches up with ``sync``."""
         if self.state is State.OPEN:
+            self.close_soon(Close.SLOW_CONSUMER, "slow consumer")
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from synchronous code. Input stops now; requests accepted before
+        are still answered (protocol violations, flood) unless the close is for
+        slowness, which stops all output at once."""
+        if self.closing or self.state is State.CLOSED:
+            return
+        self.closing = True
+        if code == Close.SLOW_CONSUMER:
             self._leave()
-            asyncio.get_running_loop().create_task(self.close(Close.SLOW_CONSUMER, "slow consumer"))
+        asyncio.get_running_loop().create_task(self.close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
+        self.closing = True
         self.svc.metrics.closes.labels(str(code)).inc()
+        worker = self.worker
+        if worker is not None and self.state is State.OPEN:
+            try:  # let the requests accepted before the close be answered
+                await asyncio.wait_for(asyncio.shield(worker), self.svc.config.drain_timeout)
+            except Exception:
+                pass
         self._leave()
         try:
             await self.ws.close(code, reason)

@@ -40,6 +40,10 @@ class Directory:
             self._convs[conv] = state
         return state
 
+    def cached(self, conv: str) -> ConvState | None:
+        """The cached state, without loading (the synchronous hot path)."""
+        return self._convs.get(conv)
+
     def changed(self, conv: str, update: Callable[[ConvState], None] | None = None) -> None:
         """A committed change to ``conv``: apply it to the cached state, if any
         (``update=None`` drops the entry so the next reader reloads it)."""

@@ -7,16 +7,15 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from chatd_protocol import JSON, MSGPACK, Close, codec_for
+from chatd_protocol import JSON, MSGPACK, Close
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from .conn import Conn
-from .hub import CODEC_SLOTS
+from .conn import ChatdConnection
 from .metrics import CONTENT_TYPE_LATEST
-from .ops import HANDLERS
+from .ops import FAST, HANDLERS
 from .services import Services
 
 log = logging.getLogger("chatd.server")
@@ -30,6 +29,9 @@ class SocketServer:
 
     async def start(self) -> int:
         cfg = self.svc.config
+        connection_class = type(
+            "ChatdConnection", (ChatdConnection,), {"svc": self.svc, "handlers": HANDLERS, "fast": FAST}
+        )
         self.server = await serve(
             self._handler,
             cfg.host,
@@ -44,6 +46,7 @@ class SocketServer:
             close_timeout=2,
             server_header="chatd",
             reuse_address=True,
+            create_connection=connection_class,
         )
         self.ready = True
         sock = next(iter(self.server.sockets))
@@ -64,14 +67,19 @@ class SocketServer:
         return None
 
     async def _handler(self, ws: ServerConnection) -> None:
-        try:
-            codec = codec_for(ws.subprotocol)
-        except Exception:
+        assert isinstance(ws, ChatdConnection)
+        conn = ws.attach()
+        if conn is None:
             self.svc.metrics.closes.labels(str(Close.UNSUPPORTED_SUBPROTOCOL.value)).inc()
             await ws.close(Close.UNSUPPORTED_SUBPROTOCOL, "offer chatd.v1.msgpack or chatd.v1.json")
             return
-        conn = Conn(ws, self.svc, codec, CODEC_SLOTS.index(codec.name), HANDLERS)
-        await conn.run()
+        # The handshake's headers (~3 KB) are not needed once the socket is open;
+        # websockets would keep them for the socket's lifetime.
+        if ws.request is not None:
+            ws.request.headers.clear()
+        if ws.response is not None:
+            ws.response.headers.clear()
+        await conn.serve()
 
     async def drain(self) -> None:
         """Graceful shutdown: stop accepting, let committed writes be acked and

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from ..conn import Conn
 
 Handler = Callable[["Conn", Any, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+# A synchronous fast path: True if it handled the request (replying itself,
+# maybe later), False to fall back to the async handler. Raises RequestError.
+FastHandler = Callable[["Conn", Any, dict[str, Any]], bool]
 
 
 async def _already(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any] | None:
@@ -46,5 +49,7 @@ HANDLERS: dict[str, Handler] = {
     "read": messaging.read,
     "sync": messaging.sync,
 }
+
+FAST: dict[str, FastHandler] = {"send": messaging.send_now}
 
 assert set(HANDLERS) == set(OPS), "every protocol op has exactly one handler"

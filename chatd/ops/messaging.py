@@ -18,11 +18,19 @@ if TYPE_CHECKING:
 ADMIN_ROLES = ("owner", "admin")
 
 
-async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
+def send_now(conn: Conn, rid: Any, d: dict[str, Any]) -> bool:
+    """The hot path, run synchronously as the frame is parsed. Returns False
+    (nothing done) when the conversation's state is not cached; ``send`` then
+    loads it and comes back here."""
     svc = conn.svc
     user = conn.user
     conv = d["conv"]
-    state, role = await member_state(conn, conv)
+    state = svc.directory.cached(conv)
+    if state is None:
+        return False
+    role = state.members.get(user)
+    if role is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     text = d["text"]
     if len(text) > svc.config.max_text:
         raise RequestError(Err.TOO_LONG, f"text is over {svc.config.max_text} characters")
@@ -70,7 +78,14 @@ async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
         savepoint=False,
     )
     svc.pipeline.submit(op, on_commit, on_error)
-    return None
+    return True
+
+
+async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
+    """``send`` when the fast path could not run: load the state, then run it."""
+    await member_state(conn, d["conv"])
+    if not send_now(conn, rid, d):  # evicted meanwhile: refuse rather than loop
+        raise RequestError(Err.UNAVAILABLE, "conversation state is loading; retry")
 
 
 async def recall(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
