@@ -104,8 +104,8 @@ class Conn:
     __slots__ = (
         "auth_timer",
         "author",
-        "closing",
         "bucket",
+        "closing",
         "codec",
         "convs",
         "fast",

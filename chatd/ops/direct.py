@@ -32,7 +32,7 @@ async def open_dm(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
             svc.hub.user_follow(other, conv)
 
     info = await commit(svc, write_op(conversations.open_dm, a=conn.user, b=other, ts=svc.now_ms()), after)
-    return info
+    return {**info, "peer": other}
 
 
 async def _set_block(conn: Conn, d: dict[str, Any], on: bool) -> dict[str, Any]:

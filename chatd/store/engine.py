@@ -36,16 +36,17 @@ class Tx:
 
     ``alloc(conv)`` hands out the next (seq, pos) from counters held in memory for
     the batch: the conversation's ``last_seq`` is read once per batch and written
-    back once (``flush``), and ``pos`` continues from ``MAX(pos)`` read once. The
+    back once (``flush``), and so is the global ``pos`` counter. The
     batch runs under BEGIN IMMEDIATE, so no other writer (thread or process) can
     move those counters meanwhile.
     """
 
-    __slots__ = ("_pos", "_reads", "_seqs", "_undo", "conn")
+    __slots__ = ("_pos", "_pos_dirty", "_reads", "_seqs", "_undo", "conn")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self._pos: int | None = None
+        self._pos_dirty = False
         self._seqs: dict[str, list[int]] = {}  # conv -> [last_seq, last_pos]
         self._reads: dict[tuple[str, str], int] = {}  # (conv, user) -> read_seq
         self._undo: tuple[str, int, int, int] | None = None
@@ -62,7 +63,8 @@ class Tx:
                 raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
             entry = self._seqs[conv] = [row[0], row[1]]
         if self._pos is None:
-            self._pos = int(self.conn.execute("SELECT IFNULL(MAX(pos), 0) FROM messages").fetchone()[0])
+            self._pos = read_pos(self.conn)
+        self._pos_dirty = True
         self._undo = (conv, entry[0], entry[1], self._pos)
         self._pos += 1
         entry[0] += 1
@@ -90,6 +92,9 @@ class Tx:
 
     def flush(self) -> None:
         """Write the batch's counters back (before any op that reads them via SQL)."""
+        if self._pos_dirty:
+            self.conn.execute("UPDATE counters SET value = ? WHERE name = 'pos'", (self._pos,))
+            self._pos_dirty = False
         if self._seqs:
             self.conn.executemany(
                 "UPDATE conversations SET last_seq = ?, last_pos = ? WHERE id = ?",
@@ -109,6 +114,12 @@ class Tx:
         self._seqs.clear()
         self._reads.clear()
         self._pos = None
+        self._pos_dirty = False
+
+
+def read_pos(conn: sqlite3.Connection) -> int:
+    """The highest committed message position."""
+    return int(conn.execute("SELECT value FROM counters WHERE name = 'pos'").fetchone()[0])
 
 
 class WriteOp(Protocol):
@@ -215,7 +226,7 @@ class Store:
                     results.append(exc)
                 conn.execute("RELEASE op")
             tx.flush()
-            (head,) = conn.execute("SELECT IFNULL(MAX(pos), 0) FROM messages").fetchone()
+            head = read_pos(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -8,6 +8,7 @@ reader.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,8 +34,14 @@ class Appended:
     dup: bool
 
 
+_local = threading.local()  # msgpack Packers are not thread-safe; one per thread
+
+
 def pack(data: dict[str, Any]) -> bytes:
-    return msgpack.packb(data, use_bin_type=True)
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(data)
 
 
 def wire(
@@ -156,7 +163,7 @@ async def history(store: Store, conv: str, before: int | None, limit: int) -> tu
 
 
 async def head(store: Store) -> int:
-    row = await store.fetchone("SELECT IFNULL(MAX(pos), 0) FROM messages")
+    row = await store.fetchone("SELECT value FROM counters WHERE name = 'pos'")
     return int(row[0])
 
 
