@@ -50,11 +50,17 @@ class JsonCodec:
 
 
 class MsgpackCodec:
+    """Not thread-safe (one Packer per instance): use it from one thread."""
+
     name = MSGPACK
     text = False
 
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+
     def dumps(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+        data: bytes = self._packer.pack(obj)
+        return data
 
     def loads(self, data: bytes | str) -> Any:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -73,6 +79,9 @@ def codec_for(subprotocol: str | None) -> Codec:
     if codec is None:
         raise FrameError(Close.UNSUPPORTED_SUBPROTOCOL, "no chatd subprotocol")
     return codec
+
+
+_ENVELOPE = frozenset(("id", "op", "d"))
 
 
 def decode_request(codec: Codec, data: bytes | str) -> Request:
@@ -94,7 +103,7 @@ def decode_request(codec: Codec, data: bytes | str) -> Request:
     d = obj.get("d", {})
     if not isinstance(d, dict):
         raise RequestError(Err.BAD_REQUEST, "d must be a map", request_id=rid)
-    if len(obj) > 3 or any(k not in ("id", "op", "d") for k in obj):
+    if not obj.keys() <= _ENVELOPE:
         raise RequestError(Err.BAD_REQUEST, "unknown key in request", request_id=rid)
     return Request(rid, op, d)  # type: ignore[arg-type]
 
