@@ -61,7 +61,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatd.conn")
 
-MAX_QUEUED = 1000  # requests waiting for the worker before the socket counts as flooding
+# Requests waiting for the worker: past HIGH_WATER bytes of frames the socket stops
+# being read (TCP pushes back on the client) until the queue is under LOW_WATER.
+# The hard limits only trip on frames already read when reading paused.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+MAX_QUEUED = 1000
+MAX_QUEUED_BYTES = 4 << 20
 
 
 class State(enum.Enum):
@@ -111,16 +117,22 @@ class Conn:
         "fast",
         "handlers",
         "identity",
+        "inflight",
+        "left",
         "out",
+        "paused",
         "pending",
+        "pending_size",
         "proto",
         "queue",
+        "queued_bytes",
         "slot",
         "state",
         "strikes",
         "svc",
         "transport",
         "user",
+        "waiter",
         "worker",
         "ws",
     )
@@ -148,10 +160,16 @@ class Conn:
         self.convs: set[str] = set()
         self.bucket = TokenBucket(svc.config.request_rate, svc.config.request_burst, svc.monotonic())
         self.strikes = 0
-        self.queue: deque[Request] = deque()  # requests for the worker, in order
+        self.queue: deque[tuple[Request, int]] = deque()  # (request, frame size) for the worker, in order
+        self.queued_bytes = 0
+        self.paused = False  # reading paused while the queue is over HIGH_WATER
+        self.inflight = 0  # sends in the pipeline whose reply is still to come
+        self.waiter: asyncio.Future[None] | None = None  # a close waiting for inflight == 0
+        self.left: set[str] | None = None  # during auth: conversations left meanwhile
         self.worker: asyncio.Task[None] | None = None
         self.out = svc.output
         self.pending: list[bytes] | None = None  # frames held while output is corked
+        self.pending_size = 0
         self.auth_timer: asyncio.TimerHandle | None = None
         self.closing = False  # a close is under way: no more input is taken
 
@@ -170,14 +188,19 @@ class Conn:
 
     def _leave(self) -> None:
         if self.state is State.OPEN:
-            self.svc.hub.remove(self)
             self.svc.metrics.connections.dec()
+        if self.user:
+            self.svc.hub.remove(self)
         self.state = State.CLOSED
         self.queue.clear()
+        self.queued_bytes = 0
 
     def _auth_expired(self) -> None:
         if self.state is State.AWAIT_AUTH and self.worker is None:
             self.close_soon(Close.AUTH_TIMEOUT, "no auth request in time")
+
+    def _token_expired(self) -> None:
+        self.close_soon(Close.TOKEN_EXPIRED, "token expired")
 
     # -- input -----------------------------------------------------------------
 
@@ -200,6 +223,7 @@ class Conn:
                 return
         else:
             data = bytes(frame.data)
+        size = len(frame.data)
         try:
             req = decode_request(self.codec, data)
         except FrameError as exc:
@@ -211,7 +235,7 @@ class Conn:
             else:
                 self.error(exc.request_id if exc.request_id is not None else 0, exc)
             return
-        if self.state is State.AWAIT_AUTH:
+        if self.state is State.AWAIT_AUTH and self.worker is None:
             self._before_auth(req)
             return
         wait = self.bucket.take(self.svc.monotonic())
@@ -225,39 +249,51 @@ class Conn:
                 )
             return
         self.strikes = 0
-        if self.worker is None:
+        if self.state is State.AWAIT_AUTH:  # auth in flight: wait behind it
+            self._enqueue(req, size)
+            return
+        try:  # refuse bad arguments now: only checked requests wait in the queue
+            check_args(req.op, req.d)
+        except RequestError as exc:
+            self.error(req.id, exc)
+            return
+        if self.worker is None and not self.svc.draining:
             fast = self.fast.get(req.op)
-            if fast is not None and not self.svc.draining:
+            if fast is not None:
                 try:
-                    check_args(req.op, req.d)
                     if fast(self, req.id, req.d):
                         return
-                except RequestError as exc:
-                    self.error(req.id, exc)
-                    return
-        self._enqueue(req)
+                except RequestError:
+                    pass  # the async handler decides (a retried cid gets its original ack)
+        self._enqueue(req, size)
 
     def _before_auth(self, req: Request) -> None:
-        if self.worker is not None:  # auth in progress: later requests wait for it
-            self._enqueue(req)
-            return
         if req.op != "auth":
             self.close_soon(Close.NOT_AUTHENTICATED, "the first request must be auth")
             return
         self.worker = asyncio.get_running_loop().create_task(self._authenticate(req))
 
-    def _enqueue(self, req: Request) -> None:
-        if len(self.queue) >= MAX_QUEUED:
+    def _enqueue(self, req: Request, size: int) -> None:
+        if len(self.queue) >= MAX_QUEUED or self.queued_bytes + size > MAX_QUEUED_BYTES:
             self.close_soon(Close.FLOOD, "too many requests waiting")
             return
-        self.queue.append(req)
+        self.queue.append((req, size))
+        self.queued_bytes += size
+        if self.queued_bytes > HIGH_WATER and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._work())
 
     async def _work(self) -> None:
         try:
             while self.queue and self.state is State.OPEN:
-                await self._dispatch(self.queue.popleft())
+                req, size = self.queue.popleft()
+                self.queued_bytes -= size
+                if self.paused and self.queued_bytes < LOW_WATER:
+                    self.paused = False
+                    self.transport.resume_reading()
+                await self._dispatch(req)
         finally:
             self.worker = None
 
@@ -273,19 +309,31 @@ class Conn:
             except AuthError as exc:
                 self.close_soon(exc.code, exc.reason)
                 return
+            # Register before reading the memberships: a join, leave or dm.open
+            # that commits while we read then reaches this socket too (``left``
+            # keeps the snapshot from re-adding a conversation left meanwhile).
+            self.user = identity.id
+            self.left = set()
+            self.svc.hub.register(self)
             convs = await user_convs(self.svc.store, identity.id)
             if self.state is not State.AWAIT_AUTH or self.proto.state is not WsState.OPEN or self.svc.draining:
                 return
-            # From here on synchronously: follow conversations, then read the head
-            # position. Every commit after this point reaches us as a push; every
-            # commit before it is at or below ``pos`` (so sync from ``pos`` is whole).
+            # From here on synchronously: follow, then read the head position.
+            # Every commit after this point reaches us as a push; every commit
+            # before it is at or below ``pos`` (so sync from ``pos`` is whole).
+            for conv in convs:
+                if conv not in self.left:
+                    self.svc.hub.follow(self, conv)
+            self.left = None
             self.identity = identity
-            self.user = identity.id
             self.author = identity.author()
             self.state = State.OPEN
+            loop = asyncio.get_running_loop()
             if self.auth_timer is not None:
                 self.auth_timer.cancel()
-            self.svc.hub.add(self, convs)
+            self.auth_timer = loop.call_at(
+                loop.time() + max(0.0, identity.exp - self.svc.now_ms() / 1000), self._token_expired
+            )
             self.svc.metrics.connections.inc()
             self.reply(
                 req.id,
@@ -334,6 +382,11 @@ class Conn:
         if self.state is not State.OPEN or self.proto.state is not WsState.OPEN:
             return
         if self.out.corked:
+            if self.pending and self.pending_size + len(data) > self.svc.config.out_buffer:
+                self.flush()  # bound what is held back; slowness is judged in _send
+                if self.state is not State.OPEN:
+                    return
+            self.pending_size += len(data)
             if self.pending is None:
                 self.pending = [data]
                 self.out.dirty.append(self)
@@ -345,14 +398,16 @@ class Conn:
     def flush(self) -> None:
         """Hand the frames held while corked to the transport in one write."""
         pending, self.pending = self.pending, None
+        self.pending_size = 0
         if pending and self.state is State.OPEN and self.proto.state is WsState.OPEN:
             self._send(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def _send(self, data: bytes) -> None:
         """Close as slow consumer when the bytes already queued (not yet taken by
         the kernel) are past the cap. A frame is always accepted below the cap,
-        so one large reply never counts as slowness and memory per socket stays
-        under cap + one frame."""
+        so one large reply never counts as slowness. Memory per socket stays
+        under twice the cap plus one frame (the transport's buffer, plus frames
+        held while corked, which are handed over early past the cap)."""
         transport = self.transport
         if transport.get_write_buffer_size() > self.svc.config.out_buffer:
             self.slow()
@@ -375,6 +430,12 @@ class Conn:
         if self.state is State.OPEN:
             self.close_soon(Close.SLOW_CONSUMER, "slow consumer")
 
+    def sent(self) -> None:
+        """A send of this socket got its reply (ack or error)."""
+        self.inflight -= 1
+        if not self.inflight and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
     def close_soon(self, code: int, reason: str) -> None:
         """Close from synchronous code. Input stops now; requests accepted before
         are still answered (protocol violations, flood) unless the close is for
@@ -384,15 +445,26 @@ class Conn:
         self.closing = True
         if code == Close.SLOW_CONSUMER:
             self._leave()
-        asyncio.get_running_loop().create_task(self.close(code, reason))
+        asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
+        if self.closing:  # already under way
+            return
         self.closing = True
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
         self.svc.metrics.closes.labels(str(code)).inc()
-        worker = self.worker
-        if worker is not None and self.state is State.OPEN:
-            try:  # let the requests accepted before the close be answered
-                await asyncio.wait_for(asyncio.shield(worker), self.svc.config.drain_timeout)
+        if self.state is State.OPEN:
+            # answer what was accepted before the close: queued requests, and
+            # sends whose commit is still under way
+            try:
+                async with asyncio.timeout(self.svc.config.drain_timeout):
+                    if self.worker is not None:
+                        await asyncio.shield(self.worker)
+                    if self.inflight:
+                        self.waiter = asyncio.get_running_loop().create_future()
+                        await self.waiter
             except Exception:
                 pass
         self._leave()

@@ -2,8 +2,8 @@
 mutes, DM blocks). Filled lazily from the store; updated by the ops layer after
 each committed change, in commit order.
 
-A load races with commits that land while it reads; every change bumps the
-conversation's epoch, and a load that saw the epoch move is redone, so the cache
+A load races with commits that land while it reads; a change to a conversation
+being loaded is counted, and a load that saw a change is redone, so the cache
 never keeps a state older than the last commit it was told about.
 
 One process owns its cache; when several processes share a store (a later
@@ -23,16 +23,26 @@ class Directory:
         self.store = store
         self.max_entries = max_entries
         self._convs: dict[str, ConvState] = {}
-        self._epochs: dict[str, int] = {}
+        # conv -> [loads in flight, changes seen while loading]; only conversations
+        # being loaded have an entry, so it cannot grow with the number of conversations
+        self._loading: dict[str, list[int]] = {}
 
     async def get(self, conv: str) -> ConvState | None:
         state = self._convs.get(conv)
         while state is None:
-            epoch = self._epochs.get(conv, 0)
-            state = await load_state(self.store, conv)
+            entry = self._loading.setdefault(conv, [0, 0])
+            entry[0] += 1
+            seen = entry[1]
+            try:
+                state = await load_state(self.store, conv)
+            finally:
+                entry[0] -= 1
+                changed = entry[1] != seen
+                if not entry[0]:
+                    del self._loading[conv]
             if state is None:
                 return None
-            if self._epochs.get(conv, 0) != epoch:
+            if changed:
                 state = None  # a commit landed while we read: read again
                 continue
             if len(self._convs) >= self.max_entries:
@@ -47,7 +57,9 @@ class Directory:
     def changed(self, conv: str, update: Callable[[ConvState], None] | None = None) -> None:
         """A committed change to ``conv``: apply it to the cached state, if any
         (``update=None`` drops the entry so the next reader reloads it)."""
-        self._epochs[conv] = self._epochs.get(conv, 0) + 1
+        loading = self._loading.get(conv)
+        if loading is not None:
+            loading[1] += 1
         state = self._convs.get(conv)
         if state is not None:
             if update is None:

@@ -38,10 +38,9 @@ class Hub:
 
     # -- registry -------------------------------------------------------------
 
-    def add(self, conn: Conn, convs: list[str]) -> None:
+    def register(self, conn: Conn) -> None:
+        """``conn`` gets the user's follow/unfollow changes from now on."""
         self.users.setdefault(conn.user, set()).add(conn)
-        for conv in convs:
-            self.follow(conn, conv)
 
     def remove(self, conn: Conn) -> None:
         for conv in conn.convs:
@@ -63,6 +62,8 @@ class Hub:
             topic = self.topics[conv] = (set(), set())
         topic[conn.slot].add(conn)
         conn.convs.add(conv)
+        if conn.left is not None:
+            conn.left.discard(conv)
 
     def unfollow(self, conn: Conn, conv: str) -> None:
         topic = self.topics.get(conv)
@@ -71,6 +72,8 @@ class Hub:
             if not topic[0] and not topic[1]:
                 del self.topics[conv]
         conn.convs.discard(conv)
+        if conn.left is not None:
+            conn.left.add(conv)
 
     def user_follow(self, user: str, conv: str, on: bool = True) -> None:
         """All of ``user``'s local sockets start (or stop) following ``conv``."""
@@ -98,16 +101,6 @@ class Hub:
                 sent += len(conns)
         self.metrics.deliveries += sent
         return sent
-
-    def to_user(self, user: str, kind: str, d: dict[str, Any]) -> None:
-        conns = self.users.get(user)
-        if conns:
-            frames: dict[int, bytes] = {}
-            for conn in tuple(conns):
-                data = frames.get(conn.slot)
-                if data is None:
-                    data = frames[conn.slot] = encode_push(conn.slot, kind, d)
-                conn.write(data)
 
     def connections(self) -> list[Conn]:
         return [c for conns in self.users.values() for c in conns]

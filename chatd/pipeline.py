@@ -72,9 +72,11 @@ class Pipeline:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def done(result: Any) -> None:
-            if on_commit is not None:
-                on_commit(result)
-            fut.set_result(result)
+            try:
+                if on_commit is not None:
+                    on_commit(result)
+            finally:
+                fut.set_result(result)
 
         self.submit(op, done, fut.set_exception)
         return await fut
@@ -105,8 +107,11 @@ class Pipeline:
             started = time.perf_counter()
             try:
                 results, self.head = await self.store.run_batch([op for op, _, _ in batch])
-            except StoreUnavailable as exc:
-                log.error("store batch of %d failed: %s", n, exc)
+            except Exception as exc:  # nothing of the batch was committed
+                if isinstance(exc, StoreUnavailable):
+                    log.error("store batch of %d failed: %s", n, exc)
+                else:
+                    log.exception("store batch of %d failed", n)
                 self.metrics.store_failures.inc()
                 unavailable = RequestError(Err.UNAVAILABLE, "the store could not take the write; retry")
                 self._deliver(batch, [unavailable] * n)

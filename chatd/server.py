@@ -98,8 +98,10 @@ class SocketServer:
             return_exceptions=True,
         )
         # sockets still authenticating (or never authenticated) go the same way
-        for ws in list(self.server.connections):
-            await ws.close(Close.SHUTDOWN, "server shutting down; reconnect")
+        await asyncio.gather(
+            *(ws.close(Close.SHUTDOWN, "server shutting down; reconnect") for ws in list(self.server.connections)),
+            return_exceptions=True,
+        )
         try:
             await asyncio.wait_for(self.server.wait_closed(), self.svc.config.drain_timeout)
         except TimeoutError:

@@ -39,10 +39,12 @@ async def commit(svc: Services, op: WriteOp, after: Callable[[Any], None] | None
     (cache and subscription updates), then push every system event it produced."""
 
     def on_commit(result: Any) -> None:
-        if after is not None:
-            after(result)
-        for event in events_of(result):
-            svc.metrics.system_messages += 1
-            svc.hub.publish(event.msg["conv"], "msg", event.msg)
+        try:
+            if after is not None:
+                after(result)
+        finally:  # what was stored is pushed even if a cache update failed
+            for event in events_of(result):
+                svc.metrics.system_messages += 1
+                svc.hub.publish(event.msg["conv"], "msg", event.msg)
 
     return await svc.pipeline.write(op, on_commit)

@@ -57,6 +57,7 @@ def send_now(conn: Conn, rid: Any, d: dict[str, Any]) -> bool:
         data["ma"] = True
 
     def on_commit(a: Appended) -> None:
+        conn.sent()
         conn.reply(rid, {"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
         if a.dup:
             return
@@ -65,6 +66,7 @@ def send_now(conn: Conn, rid: Any, d: dict[str, Any]) -> bool:
         svc.interactions.emit(Interaction("message.sent", user, conv, a.seq, now, {"kind": state.kind}))
 
     def on_error(exc: RequestError) -> None:
+        conn.sent()
         conn.error(rid, exc)
 
     op = write_op(
@@ -78,14 +80,24 @@ def send_now(conn: Conn, rid: Any, d: dict[str, Any]) -> bool:
         savepoint=False,
     )
     svc.pipeline.submit(op, on_commit, on_error)
+    conn.inflight += 1
     return True
 
 
-async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> None:
-    """``send`` when the fast path could not run: load the state, then run it."""
-    await member_state(conn, d["conv"])
-    if not send_now(conn, rid, d):  # evicted meanwhile: refuse rather than loop
-        raise RequestError(Err.UNAVAILABLE, "conversation state is loading; retry")
+async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any] | None:
+    """``send`` when the fast path could not run or refused: load the state and
+    run it; before refusing, look for the same ``cid``: a retry of a message that
+    was stored (say, before the sender was muted) gets its original ack."""
+    try:
+        await member_state(conn, d["conv"])
+        if not send_now(conn, rid, d):  # evicted meanwhile: refuse rather than loop
+            raise RequestError(Err.UNAVAILABLE, "conversation state is loading; retry")
+        return None
+    except RequestError:
+        original = await messages.find(conn.svc.store, conn.user, d["cid"])
+        if original is None:
+            raise
+        return {"conv": original.conv, "seq": original.seq, "pos": original.pos, "ts": original.ts, "dup": True}
 
 
 async def recall(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
@@ -108,10 +120,26 @@ async def recall(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     return {"seq": event.msg["seq"]}
 
 
+# Encoded replies stay under this size whatever the codec: JSON escapes control
+# characters as 6 bytes each, so the store's byte budget alone is not enough.
+MAX_REPLY = 768 * 1024
+
+
+def _fit(conn: Conn, msgs: list[dict[str, Any]], keep_newest: bool) -> tuple[list[dict[str, Any]], bool]:
+    """Drop messages (the oldest or the newest end) until the encoded list fits MAX_REPLY."""
+    trimmed = False
+    while len(msgs) > 1 and len(conn.codec.dumps(msgs)) > MAX_REPLY:
+        half = len(msgs) // 2
+        msgs = msgs[half:] if keep_newest else msgs[:half]
+        trimmed = True
+    return msgs, trimmed
+
+
 async def history(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     await member_state(conn, d["conv"])
     msgs, more = await messages.history(conn.svc.store, d["conv"], d.get("before"), d.get("limit", 50))
-    return {"messages": msgs, "more": more}
+    msgs, trimmed = _fit(conn, msgs, keep_newest=True)
+    return {"messages": msgs, "more": more or trimmed}
 
 
 async def read(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
@@ -137,6 +165,8 @@ async def sync(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     limit = d.get("limit", 500)
     head = svc.pipeline.head  # read before the query: everything <= head is in it
     msgs, changed, more = await messages.since(svc.store, conn.user, since, limit)
+    msgs, trimmed = _fit(conn, msgs, keep_newest=False)
+    more = more or trimmed
     if more:
         pos = msgs[-1]["pos"]
     else:

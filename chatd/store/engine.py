@@ -79,13 +79,6 @@ class Tx:
         self._pos = pos
         self._undo = None
 
-    def last_seq(self, conv: str) -> int | None:
-        entry = self._seqs.get(conv)
-        if entry is not None:
-            return entry[0]
-        row = self.conn.execute("SELECT last_seq FROM conversations WHERE id = ?", (conv,)).fetchone()
-        return None if row is None else int(row[0])
-
     def mark_read(self, conv: str, user: str, seq: int) -> None:
         """Deferred ``read_seq = max(read_seq, seq)``, written once per batch."""
         self._reads[(conv, user)] = seq

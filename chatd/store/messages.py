@@ -162,6 +162,12 @@ async def history(store: Store, conv: str, before: int | None, limit: int) -> tu
     return [row_to_wire(r) for r in rows], more
 
 
+async def find(store: Store, sender: str, cid: str) -> Appended | None:
+    """The message ``sender`` sent with client id ``cid``, if stored."""
+    row = await store.fetchone("SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid))
+    return None if row is None else Appended(row[0], row[1], row[2], row[3], True)
+
+
 async def head(store: Store) -> int:
     row = await store.fetchone("SELECT value FROM counters WHERE name = 'pos'")
     return int(row[0])

@@ -1,0 +1,132 @@
+"""Edges of the delivery guarantees found in review: what a user sees at the seams
+(auth in flight, a protocol close with sends in flight, a retry after a state
+change, token expiry, reply size)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from chatd_protocol import Reply
+from support import token, url
+from websockets.asyncio.client import connect
+
+import chatd.conn
+
+
+async def test_conversation_opened_while_auth_reads_memberships_is_pushed(
+    server: Any, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+    reading = asyncio.Event()
+    real = chatd.conn.user_convs
+
+    async def slow_user_convs(store: Any, user: str) -> list[str]:
+        if user == "bob":
+            reading.set()
+            await release.wait()
+        return await real(store, user)
+
+    monkeypatch.setattr(chatd.conn, "user_convs", slow_user_convs)
+    alice = await clients(server, "alice")
+    bob = await clients(server, None)
+    auth = bob.start("auth", {"token": token("bob", "owner")})
+    await asyncio.wait_for(reading.wait(), 5)
+    conv = (await alice.call("dm.open", user="bob"))["conv"]  # commits during bob's auth
+    release.set()
+    assert isinstance(await asyncio.wait_for(auth, 5), Reply)
+    await alice.call("send", conv=conv, cid="m1", text="are you there?")
+    msg = await bob.next_msg()
+    assert (msg["conv"], msg["text"]) == (conv, "are you there?")
+
+
+async def test_circle_left_while_auth_reads_memberships_is_not_pushed(
+    server: Any, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = await clients(server, "owner1")
+    conv = (await owner.call("circle.create", name="leaving", category="city"))["conv"]
+    bob1 = await clients(server, "bob")
+    await bob1.call("circle.join", conv=conv)
+    release = asyncio.Event()
+    reading = asyncio.Event()
+    real = chatd.conn.user_convs
+
+    async def slow_user_convs(store: Any, user: str) -> list[str]:
+        convs = await real(store, user)  # the snapshot still has the circle
+        if user == "bob":
+            reading.set()
+            await release.wait()
+        return convs
+
+    monkeypatch.setattr(chatd.conn, "user_convs", slow_user_convs)
+    bob2 = await clients(server, None)
+    auth = bob2.start("auth", {"token": token("bob", "owner")})
+    await asyncio.wait_for(reading.wait(), 5)
+    await bob1.call("circle.leave", conv=conv)  # bob leaves from his other device
+    release.set()
+    assert isinstance(await asyncio.wait_for(auth, 5), Reply)
+    await owner.call("send", conv=conv, cid="s1", text="not for bob any more")
+    await bob2.no_push(0.3, "msg")
+
+
+async def test_protocol_close_still_acks_sends_already_accepted(server: Any, clients: Any) -> None:
+    c = await clients(server, "alice")
+    conv = (await c.call("circle.create", name="acks", category="city"))["conv"]
+    futs = []
+    for k in range(5):
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        c.pending[100 + k] = fut
+        futs.append(fut)
+        await c.send_frame({"id": 100 + k, "op": "send", "d": {"conv": conv, "cid": f"a{k}", "text": "x"}})
+    await c.send_raw(b"\xc1")  # garbage right behind them
+    acks = await asyncio.wait_for(asyncio.gather(*futs), 5)
+    assert [a.d["seq"] for a in acks] == [2, 3, 4, 5, 6]
+    assert await c.closed() == 4200
+
+
+async def test_retry_after_being_muted_gets_the_original_ack(server: Any, clients: Any) -> None:
+    owner = await clients(server, "owner2")
+    conv = (await owner.call("circle.create", name="mutes", category="city"))["conv"]
+    bob = await clients(server, "bob")
+    await bob.call("circle.join", conv=conv)
+    first = await bob.call("send", conv=conv, cid="once", text="stored before the mute")
+    await owner.call("circle.mute", conv=conv, user="bob", seconds=600)
+    retry = await bob.call("send", conv=conv, cid="once", text="stored before the mute")
+    assert (retry["seq"], retry["dup"]) == (first["seq"], True)
+    await bob.fail("send", "muted", conv=conv, cid="new", text="a new message is refused")
+
+
+async def test_token_expiry_during_the_session_closes_4102(server: Any, clients: Any) -> None:
+    c = await clients(server, None)
+    await c.auth(token("alice", "owner", ttl=1))
+    assert await c.closed(4) == 4102
+
+
+async def test_json_sync_reply_stays_under_one_mib(server: Any, clients: Any) -> None:
+    app = server
+    alice = await clients(app, "alice", encoding="json")
+    conv = (await alice.call("dm.open", user="bob"))["conv"]
+    bob = await clients(app, "bob", encoding="json")
+    pos = bob.pos
+    await bob.close()
+    app.svc.config.__dict__["send_rate"] = 1e6  # frozen dataclass: tests may bend it
+    app.svc.config.__dict__["send_burst"] = 10**6
+    for k in range(64):  # control characters: 1 byte stored, 6 bytes in JSON
+        await alice.call("send", conv=conv, cid=f"c{k}", text="\x01" * 4000)
+    # a client with websockets' default 1 MiB limit pages through all of it
+    async with connect(url(app), subprotocols=["chatd.v1.json"]) as ws:  # type: ignore[list-item]
+        await ws.send(orjson.dumps({"id": 1, "op": "auth", "d": {"token": token("bob", "owner")}}).decode())
+        await ws.recv()
+        got, more, rid = 0, True, 2
+        while more:
+            await ws.send(orjson.dumps({"id": rid, "op": "sync", "d": {"since": pos}}).decode())
+            while True:
+                frame = orjson.loads(await ws.recv())
+                if frame.get("id") == rid:
+                    break
+            d = frame["d"]
+            got += sum(1 for m in d["messages"] if m["kind"] == "text")
+            pos, more, rid = d["pos"], d["more"], rid + 1
+    assert got == 64
