@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redisproc import redis_proc  # noqa: F401  (the fixture: a real redis-server per test)
 from support import FakeClock, stop_app, token, url
 from wsclient import WsClient
 
