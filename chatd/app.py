@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 
+from .bus import make_bus
 from .config import Config
 from .directory import Directory
+from .fanout import Fanout
 from .hub import Hub
 from .interactions import Interactions
 from .metrics import Metrics
@@ -30,15 +32,24 @@ class App:
         metrics = Metrics()
         store = Store(config.db_path, sync=config.sync)
         output = Output()
+        bus = make_bus(config.redis_url, config.bus_shards, config.bus_prefix)
+        hub = Hub(metrics)
+
+        async def ready(conv: str) -> None:
+            await bus.ready("c:" + conv)
+
+        directory = Directory(store, ready=ready)
         self.svc = Services(
             config=config,
             store=store,
             pipeline=Pipeline(store, metrics, output, config.max_batch),
-            hub=Hub(metrics),
-            directory=Directory(store),
+            hub=hub,
+            directory=directory,
             metrics=metrics,
             interactions=Interactions(metrics),
             output=output,
+            bus=bus,
+            fanout=Fanout(hub, directory, bus, store, metrics),
         )
         self.server = SocketServer(self.svc)
         self.port = 0
@@ -47,11 +58,14 @@ class App:
         await self.svc.store.open()
         self.svc.pipeline.head = await head(self.svc.store)
         self.svc.pipeline.start()
+        await self.svc.bus.start()
         self.port = await self.server.start()
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
 
     async def stop(self) -> None:
         await self.server.drain()
         await self.svc.pipeline.stop()
+        await self.svc.fanout.stop()
+        await self.svc.bus.stop()
         await self.svc.store.close()
         log.info("chatd stopped")

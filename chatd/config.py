@@ -35,6 +35,10 @@ class Config:
     max_batch: int = 2000  # writes per store transaction (group commit)
     drain_timeout: float = 5.0  # seconds to flush on shutdown
     ping_interval: float | None = 20.0
+    redis_url: str | None = None  # None: in-memory bus (this process only)
+    bus_shards: int = 1024  # channels per key family (docs/design.md, fan-out across processes)
+    bus_prefix: str = "chatd"
+    reuse_port: bool = False  # SO_REUSEPORT (``--workers``)
     clock: Callable[[], int] = field(default=wall_ms)  # wall time in ms
 
     @property
@@ -48,6 +52,10 @@ class Config:
                 f"refusing to bind {self.host!r} with the development secret: "
                 "set --secret (or CHATD_SECRET) to serve on a non-loopback address"
             )
+        if self.bus_shards < 1:
+            raise ValueError("bus shards must be at least 1")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("--redis-url must be a redis://, rediss:// or unix:// URL")
         if self.sync not in ("full", "normal"):
             raise ValueError("sync must be 'full' or 'normal'")
 

@@ -54,6 +54,7 @@ from .hub import CODEC_SLOTS
 from .limits import TokenBucket
 from .store import StoreUnavailable
 from .store.conversations import user_convs
+from .store.messages import head
 
 if TYPE_CHECKING:
     from .ops import FastHandler, Handler
@@ -285,6 +286,12 @@ class Conn:
         if self.worker is None:
             self.worker = asyncio.get_running_loop().create_task(self._work())
 
+    async def _bus_ready(self) -> None:
+        """Wait until the bus delivers this socket's conversations (one wait per channel)."""
+        bus = self.svc.bus
+        keys = {bus.channel(k): k for k in ("u:" + self.user, *("c:" + conv for conv in self.convs))}
+        await asyncio.gather(*(bus.ready(k) for k in keys.values()))
+
     async def _work(self) -> None:
         try:
             while self.queue and self.state is State.OPEN:
@@ -313,6 +320,10 @@ class Conn:
             # that commits while we read then reaches this socket too (``left``
             # keeps the snapshot from re-adding a conversation left meanwhile).
             self.user = identity.id
+            shared = self.svc.bus.shared
+            # Another node's commits do not move our pipeline's head: read the
+            # store's before registering (a lower pos only means a longer sync).
+            pos = await head(self.svc.store) if shared else 0
             self.left = set()
             self.svc.hub.register(self)
             convs = await user_convs(self.svc.store, identity.id)
@@ -325,6 +336,12 @@ class Conn:
                 if conv not in self.left:
                     self.svc.hub.follow(self, conv)
             self.left = None
+            if shared:  # pushes from other nodes reach us from here on
+                await self._bus_ready()
+                if self.state is not State.AWAIT_AUTH or self.proto.state is not WsState.OPEN:
+                    return
+            else:
+                pos = self.svc.pipeline.head
             self.identity = identity
             self.author = identity.author()
             self.state = State.OPEN
@@ -339,7 +356,7 @@ class Conn:
                 req.id,
                 {
                     "user": identity.user(),
-                    "pos": self.svc.pipeline.head,
+                    "pos": pos,
                     "server_time": self.svc.now_ms(),
                     "limits": {
                         "max_frame": cfg.max_frame,

@@ -6,21 +6,27 @@ A load races with commits that land while it reads; a change to a conversation
 being loaded is counted, and a load that saw a change is redone, so the cache
 never keeps a state older than the last commit it was told about.
 
-One process owns its cache; when several processes share a store (a later
-issue), they invalidate each other's entries over the bus.
+When several processes share a store, they invalidate each other's entries over
+the bus (``Fanout.changed``); an entry is trusted only while a local socket
+follows the conversation (the node is subscribed to its channel then).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .store import Store
 from .store.conversations import ConvState, load_state
 
 
 class Directory:
-    def __init__(self, store: Store, max_entries: int = 200_000) -> None:
+    def __init__(
+        self, store: Store, max_entries: int = 200_000, ready: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
         self.store = store
+        # awaited before a load: returns once changes to the conversation made on
+        # other nodes reach us over the bus (so the load cannot miss one)
+        self.ready = ready
         self.max_entries = max_entries
         self._convs: dict[str, ConvState] = {}
         # conv -> [loads in flight, changes seen while loading]; only conversations
@@ -34,6 +40,8 @@ class Directory:
             entry[0] += 1
             seen = entry[1]
             try:
+                if self.ready is not None:
+                    await self.ready(conv)
                 state = await load_state(self.store, conv)
             finally:
                 entry[0] -= 1
@@ -66,3 +74,9 @@ class Directory:
                 del self._convs[conv]
             else:
                 update(state)
+
+    def clear(self) -> None:
+        """Forget every entry (the bus lost envelopes: any of them may be stale)."""
+        for entry in self._loading.values():
+            entry[1] += 1
+        self._convs.clear()

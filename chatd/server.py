@@ -46,6 +46,7 @@ class SocketServer:
             close_timeout=2,
             server_header="chatd",
             reuse_address=True,
+            reuse_port=cfg.reuse_port or None,
             create_connection=connection_class,
         )
         self.ready = True
@@ -55,9 +56,11 @@ class SocketServer:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            if self.ready and not self.svc.draining:
-                return conn.respond(200, "ok\n")
-            return conn.respond(503, "not ready\n")
+            if not self.ready or self.svc.draining:
+                return conn.respond(503, "not ready\n")
+            if not self.svc.bus.up:
+                return conn.respond(503, "not ready: bus down\n")
+            return conn.respond(200, "ok\n")
         if path == "/metrics":
             body = self.svc.metrics.render()
             headers = Headers([("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))])

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .bus import Bus
 from .config import Config
 from .directory import Directory
+from .fanout import Fanout
 from .hub import Hub
 from .interactions import Interactions
 from .limits import TokenBucket
@@ -26,6 +28,8 @@ class Services:
     metrics: Metrics
     interactions: Interactions
     output: Output
+    bus: Bus
+    fanout: Fanout
     send_buckets: dict[str, TokenBucket] = field(default_factory=dict)
     draining: bool = False
 

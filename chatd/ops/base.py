@@ -45,6 +45,6 @@ async def commit(svc: Services, op: WriteOp, after: Callable[[Any], None] | None
         finally:  # what was stored is pushed even if a cache update failed
             for event in events_of(result):
                 svc.metrics.system_messages += 1
-                svc.hub.publish(event.msg["conv"], "msg", event.msg)
+                svc.fanout.publish(event.msg["conv"], "msg", event.msg)
 
     return await svc.pipeline.write(op, on_commit)

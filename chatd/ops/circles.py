@@ -28,7 +28,7 @@ async def create(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     svc = conn.svc
 
     def after(result: tuple[dict[str, Any], Event]) -> None:
-        svc.hub.user_follow(conn.user, result[0]["conv"])
+        svc.fanout.user_follow(conn.user, result[0]["conv"])
 
     info, _ = await commit(
         svc,
@@ -57,8 +57,8 @@ async def join(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     now = svc.now_ms()
 
     def after(result: tuple[dict[str, Any], Event]) -> None:
-        svc.directory.changed(conv, lambda s: s.members.__setitem__(user, "member"))
-        svc.hub.user_follow(user, conv)
+        svc.fanout.changed(conv, lambda s: s.members.__setitem__(user, "member"))
+        svc.fanout.user_follow(user, conv)
         svc.interactions.emit(Interaction("circle.joined", user, conv, result[1].msg["seq"], now))
 
     info, _ = await commit(svc, write_op(conversations.join, conv=conv, user=user, author=_author(conn), ts=now), after)
@@ -75,8 +75,8 @@ async def leave(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     def after(result: Event) -> None:
         # the leave event is published after this: the leaver's own sockets
         # stop following first, and learn of it from the reply
-        svc.directory.changed(conv, forget)
-        svc.hub.user_follow(user, conv, on=False)
+        svc.fanout.changed(conv, forget)
+        svc.fanout.user_follow(user, conv, on=False)
 
     await commit(svc, write_op(conversations.leave, conv=conv, user=user, author=_author(conn), ts=svc.now_ms()), after)
     return {}
@@ -96,7 +96,7 @@ async def role(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
             role=new_role,
             ts=svc.now_ms(),
         ),
-        lambda _: svc.directory.changed(conv, lambda s: s.members.__setitem__(target, new_role)),
+        lambda _: svc.fanout.changed(conv, lambda s: s.members.__setitem__(target, new_role)),
     )
     return {}
 
@@ -130,7 +130,7 @@ async def mute(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
         write_op(
             conversations.mute, conv=conv, actor=conn.user, author=_author(conn), user=target, until=until, ts=now
         ),
-        lambda _: svc.directory.changed(conv, apply),
+        lambda _: svc.fanout.changed(conv, apply),
     )
     return {"until": until}
 

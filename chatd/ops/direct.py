@@ -27,9 +27,9 @@ async def open_dm(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
     def after(info: dict[str, Any]) -> None:
         conv = info["conv"]
         if conv not in conn.convs:  # first open on this process: both sides follow
-            svc.directory.changed(conv, None)
-            svc.hub.user_follow(conn.user, conv)
-            svc.hub.user_follow(other, conv)
+            svc.fanout.changed(conv, None)
+            svc.fanout.user_follow(conn.user, conv)
+            svc.fanout.user_follow(other, conv)
 
     info = await commit(svc, write_op(conversations.open_dm, a=conn.user, b=other, ts=svc.now_ms()), after)
     return {**info, "peer": other}
@@ -42,7 +42,7 @@ async def _set_block(conn: Conn, d: dict[str, Any], on: bool) -> dict[str, Any]:
     await commit(
         svc,
         write_op(conversations.set_block, blocker=conn.user, blocked=other, on=on),
-        lambda _: svc.directory.changed(conv, None),
+        lambda _: svc.fanout.changed(conv, None),
     )
     return {}
 

@@ -62,7 +62,7 @@ def send_now(conn: Conn, rid: Any, d: dict[str, Any]) -> bool:
         if a.dup:
             return
         svc.metrics.text_messages += 1
-        svc.hub.publish(conv, "msg", messages.wire(conv, a.seq, a.pos, user, cid, now, messages.TEXT, data))
+        svc.fanout.publish(conv, "msg", messages.wire(conv, a.seq, a.pos, user, cid, now, messages.TEXT, data))
         svc.interactions.emit(Interaction("message.sent", user, conv, a.seq, now, {"kind": state.kind}))
 
     def on_error(exc: RequestError) -> None:
@@ -151,7 +151,7 @@ async def read(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
 
     def after(result: tuple[int, int, bool]) -> None:
         if receipts and result[2]:  # only when the cursor moved
-            svc.hub.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
+            svc.fanout.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
 
     read_seq, unread, _ = await commit(
         svc, write_op(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after

@@ -202,3 +202,13 @@ async def since(
     )
     rows, more = _within_budget(rows, limit)
     return [row_to_wire(r) for r in rows], [(c, last, read) for c, last, read, _ in changed], more
+
+
+async def between(store: Store, conv: str, after: int, before: int) -> list[dict[str, Any]]:
+    """Messages of ``conv`` with ``after < seq < before``, oldest first (the fan-out
+    layer fills a seq gap with them)."""
+    rows = await store.fetchall(
+        f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT 1000",
+        (conv, after, before),
+    )
+    return [row_to_wire(r) for r in rows]
