@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import logging
@@ -49,19 +50,88 @@ def _serve(args: argparse.Namespace) -> int:
         send_rate=args.send_rate,
         send_burst=args.send_burst,
         out_buffer=args.out_buffer,
+        redis_url=args.redis_url or os.environ.get("CHATD_REDIS_URL") or None,
+        bus_shards=args.bus_shards,
+        reuse_port=args.workers > 1 or args.reuse_port,
     )
     try:
         config.check()
+        if args.workers > 1 and not config.redis_url:
+            raise ValueError("--workers needs --redis-url: the processes fan out to each other through Redis")
+        if args.workers > 1 and not config.port:
+            raise ValueError("--workers needs a fixed --port (the processes share it with SO_REUSEPORT)")
     except ValueError as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return _supervise(config, args.workers)
+    _install_uvloop()
+    return asyncio.run(_run(config))
+
+
+def _supervise(config: Config, workers: int) -> int:
+    """``--workers N``: N processes share the port (SO_REUSEPORT), the store file
+    and Redis. This process migrates the store, forks the workers, restarts one
+    that dies, and passes SIGTERM/SIGINT on (each worker drains on its own)."""
+    import sqlite3
+    import time
+
+    from .store.schema import migrate
+
+    conn = sqlite3.connect(config.db_path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    migrate(conn)
+    conn.close()
+    log = logging.getLogger("chatd.supervisor")
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                _install_uvloop()
+                code = asyncio.run(_run(config, worker=index))
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for index in range(workers):
+        spawn(index)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, -1)
+        if not stopping and index >= 0:
+            log.warning("worker %d (pid %d) exited with status %d; restarting it", index, pid, status)
+            time.sleep(0.5)
+            spawn(index)
+    return 0
+
+
+def _install_uvloop() -> None:
     try:
         import uvloop
 
         uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency; keep running without it
+    except ImportError:  # pragma: no cover - uvloop is a dependency
         pass
-    return asyncio.run(_run(config))
 
 
 def _tune_gc() -> None:
@@ -78,11 +148,16 @@ def _tune_gc() -> None:
     gc.set_threshold(700, 50, 1000)
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, worker: int | None = None) -> int:
     _tune_gc()
     app = App(config)
     await app.start()
-    print(f"chatd serving ws://{config.host}:{app.port}/  (healthz, metrics on the same port)", flush=True)
+    who = f"worker {worker} (pid {os.getpid()}) " if worker is not None else ""
+    bus = f"bus {config.redis_url}" if config.redis_url else "in-memory bus"
+    print(
+        f"chatd {who}serving ws://{config.host}:{app.port}/  (healthz, metrics on the same port; {bus})",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--send-rate", type=float, default=10.0, help="messages/s per user")
     s.add_argument("--send-burst", type=int, default=30)
     s.add_argument("--out-buffer", type=int, default=1024 * 1024, help="bytes queued per socket before 4001")
+    s.add_argument("--redis-url", help="Redis for fan-out and presence across processes (or CHATD_REDIS_URL)")
+    s.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs --redis-url)")
+    s.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (for separate processes)")
+    s.add_argument("--bus-shards", type=int, default=1024, help="pub/sub channels per key family")
     s.add_argument("--log-level", default="info")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
     s.set_defaults(fn=_serve)
