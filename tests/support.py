@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,15 @@ async def stop_app(app: App) -> None:
         return
     app._stopped_by_test = True  # type: ignore[attr-defined]
     await app.stop()
+
+
+async def http_get(port: int, path: str) -> tuple[int, bytes]:
+    """A plain HTTP GET on loopback: (status, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body

@@ -151,20 +151,27 @@ class RedisBus:
         try:
             while self._out:
                 batch, self._out = self._out, []
-                try:
-                    if len(batch) == 1:
-                        await self.client.publish(*batch[0])
-                    else:
-                        pipe = self.client.pipeline(transaction=False)
-                        for channel, envelope in batch:
-                            pipe.publish(channel, envelope)
-                        await pipe.execute()
-                    self.published += len(batch)
-                except (RedisError, OSError) as exc:
-                    self.dropped += len(batch)
-                    log.warning("bus: publish of %d envelopes failed: %s", len(batch), exc)
+                for attempt in (1, 2):  # a pooled connection from before a Redis restart fails once
+                    try:
+                        await self._send(batch)
+                        self.published += len(batch)
+                        break
+                    except (RedisError, OSError) as exc:
+                        if attempt == 2 or not self._up:
+                            self.dropped += len(batch)
+                            log.warning("bus: publish of %d envelopes failed: %s", len(batch), exc)
+                            break
         finally:
             self._flushing = False
+
+    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        if len(batch) == 1:
+            await self.client.publish(*batch[0])
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for channel, envelope in batch:
+            pipe.publish(channel, envelope)
+        await pipe.execute()
 
     # -- subscriber ------------------------------------------------------------
 

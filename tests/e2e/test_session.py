@@ -9,7 +9,7 @@ from typing import Any
 
 import jwt
 import pytest
-from support import read_db, stop_app, token, url
+from support import http_get, read_db, stop_app, token, url
 from wsclient import WsClient
 
 from chatd.app import App
@@ -169,17 +169,6 @@ async def test_request_rate_limited_then_recovers(make_server: Any, clients: Any
     assert [getattr(r, "code", "ok") for r in replies].count("rate_limited") >= 1
     await asyncio.sleep(0.15)
     assert (await c.call("ping"))["server_time"] > 0
-
-
-async def http_get(port: int, path: str) -> tuple[int, bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    await writer.wait_closed()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 async def test_healthz_and_metrics(server: App, connect: Any) -> None:

@@ -1,0 +1,206 @@
+"""Two chatd nodes, one service: two servers (in this process) on one SQLite file,
+fanning out through a real redis-server. Real processes: test_workers.py."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from redisproc import RedisProc
+from support import http_get
+from wsclient import WsClient
+
+from chatd.app import App
+
+Nodes = tuple[App, App]
+
+
+@pytest.fixture
+async def nodes(make_server: Any, redis_proc: RedisProc) -> Nodes:
+    a = await make_server(redis_url=redis_proc.url, bus_shards=64, send_rate=1e4, send_burst=10_000)
+    b = await make_server(redis_url=redis_proc.url, bus_shards=64, send_rate=1e4, send_burst=10_000)
+    assert a.svc.bus.up and b.svc.bus.up
+    return a, b
+
+
+async def eventually(cond: Callable[[], Any], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def eventually_async(cond: Callable[[], Awaitable[Any]], within: float = 8.0) -> None:
+    deadline = time.monotonic() + within
+    while not await cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def circle(owner: WsClient, *members: WsClient) -> str:
+    conv: str = (await owner.call("circle.create", name="Model Y owners", category="interest"))["conv"]
+    for m in members:
+        await m.call("circle.join", conv=conv)
+    return conv
+
+
+async def texts(c: WsClient, conv: str, n: int, wait: float = 5.0, frm: str | None = None) -> list[dict[str, Any]]:
+    """The next ``n`` text messages of ``conv`` (from ``frm``) pushed to ``c``."""
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        m = await c.next_msg(wait)
+        if m["conv"] == conv and m["kind"] == "text" and frm in (None, m["from"]):
+            out.append(m)
+    return out
+
+
+async def test_message_sent_on_one_node_reaches_members_on_the_other(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob = await clients(b, "bob")
+    carol = await clients(b, "carol", encoding="json")
+    conv = await circle(alice, bob, carol)
+    ack = await alice.call("send", conv=conv, cid="m1", text="charging at the new swap station?")
+    for c in (bob, carol):
+        m = (await texts(c, conv, 1))[0]
+        assert (m["seq"], m["text"], m["from"]) == (ack["seq"], "charging at the new swap station?", "alice")
+    ack2 = await bob.call("send", conv=conv, cid="m2", text="yes, 3 minutes")
+    m = (await texts(alice, conv, 1, frm="bob"))[0]
+    assert m["seq"] == ack2["seq"] == ack["seq"] + 1
+
+
+async def test_dm_opened_on_one_node_is_followed_by_the_peer_on_the_other(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob = await clients(b, "bob")
+    conv = (await alice.call("dm.open", user="bob"))["conv"]
+    await eventually(lambda: conv in b.svc.hub.topics)
+    await alice.call("send", conv=conv, cid="d1", text="hi bob")
+    assert (await texts(bob, conv, 1))[0]["text"] == "hi bob"
+
+
+async def test_two_nodes_writing_one_circle_keep_seq_gapless_and_in_order(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob = await clients(b, "bob")
+    watchers = [await clients(a, "w1"), await clients(b, "w2"), await clients(b, "w3", encoding="json")]
+    conv = await circle(alice, bob, *watchers)
+    for w in watchers:  # the join messages of later members
+        w.drain_pushes()
+    await asyncio.sleep(0.2)
+    for w in watchers:
+        w.drain_pushes()
+    n = 150
+
+    async def burst(c: WsClient, tag: str) -> list[int]:
+        futs = [c.start("send", {"conv": conv, "cid": f"{tag}{i}", "text": f"{tag} {i}"}) for i in range(n)]
+        return [r.d["seq"] for r in await asyncio.gather(*futs)]  # type: ignore[union-attr]
+
+    sa, sb = await asyncio.gather(burst(alice, "a"), burst(bob, "b"))
+    seqs = sorted(sa + sb)
+    assert seqs == list(range(seqs[0], seqs[0] + 2 * n)), "seq has a gap or a duplicate"
+    for w in watchers:
+        got = await texts(w, conv, 2 * n, wait=10)
+        assert [m["seq"] for m in got] == seqs, "pushes out of seq order, missing or doubled"
+        await w.no_push(0.3, "msg")
+
+
+async def test_leave_on_one_node_stops_the_users_other_device(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob_a = await clients(a, "bob")
+    bob_b = await clients(b, "bob")
+    conv = await circle(alice, bob_b)
+    await eventually(lambda: any(c.user == "bob" for c in a.svc.hub.topics.get(conv, (set(), set()))[0]))
+    await alice.call("send", conv=conv, cid="1", text="before")
+    assert (await texts(bob_a, conv, 1))[0]["text"] == "before"
+    await bob_b.call("circle.leave", conv=conv)
+    # bob's device on node a stops following, and node a's cache forgets bob
+    await eventually(lambda: not any(c.user == "bob" for c in a.svc.hub.topics.get(conv, (set(), set()))[0]))
+    await alice.call("send", conv=conv, cid="2", text="after")
+    await bob_a.no_push(0.3, "msg")
+    await bob_a.fail("send", "not_member", conv=conv, cid="x", text="still here?")
+
+
+async def test_mute_on_one_node_applies_on_the_other(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob_b = await clients(b, "bob")
+    conv = await circle(alice, bob_b)
+    await bob_b.call("send", conv=conv, cid="ok", text="warm cache on b")
+    await alice.call("circle.mute", conv=conv, user="bob", seconds=600)
+
+    async def refused() -> bool:
+        r = await bob_b.request("send", conv=conv, cid=f"t{time.monotonic()}", text="x")
+        return getattr(r, "code", None) == "muted"
+
+    await eventually_async(refused, within=3)
+
+
+async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
+    nodes: Nodes, clients: Any, redis_proc: RedisProc
+) -> None:
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob = await clients(b, "bob")
+    conv = await circle(alice, bob)
+    await alice.call("send", conv=conv, cid="0", text="before the outage")
+    first = (await texts(bob, conv, 1))[0]
+
+    redis_proc.kill()
+    await eventually(lambda: not a.svc.bus.up and not b.svc.bus.up)
+    assert (await http_get(a.port, "/healthz"))[0] == 503
+    # acknowledged and stored while Redis is away
+    acks = [await alice.call("send", conv=conv, cid=f"o{i}", text=f"during {i}") for i in range(5)]
+    assert [x["seq"] for x in acks] == list(range(first["seq"] + 1, first["seq"] + 6))
+    assert (await alice.call("history", conv=conv, limit=5))["messages"][-1]["text"] == "during 4"
+
+    t0 = time.monotonic()
+    await asyncio.get_running_loop().run_in_executor(None, redis_proc.start)
+    await eventually(lambda: a.svc.bus.up and b.svc.bus.up, within=5)
+    assert time.monotonic() - t0 < 5.0
+    assert (await http_get(b.port, "/healthz"))[0] == 200
+    await bob.next_push(5, "resync")  # told to catch up
+    got = await bob.call("sync", since=bob.pos)
+    assert [m["text"] for m in got["messages"] if m["conv"] == conv and m["kind"] == "text"][-5:] == [f"during {i}" for i in range(5)]
+    # and fan-out works again (subscriptions came back)
+    ack = await alice.call("send", conv=conv, cid="back", text="after")
+    m = (await texts(bob, conv, 1, frm="alice"))[0]
+    assert (m["text"], m["seq"]) == ("after", ack["seq"])
+
+
+async def test_healthz_not_ready_while_redis_is_unreachable_at_start(make_server: Any, redis_proc: RedisProc) -> None:
+    redis_proc.kill()
+    app = await make_server(redis_url=redis_proc.url)
+    assert (await http_get(app.port, "/healthz"))[0] == 503
+    await asyncio.get_running_loop().run_in_executor(None, redis_proc.start)
+    await eventually(lambda: app.svc.bus.up, within=5)
+    assert (await http_get(app.port, "/healthz"))[0] == 200
+
+
+async def test_order_gate_fills_a_gap_from_the_store(nodes: Nodes, clients: Any) -> None:
+    """A message that arrives ahead of an earlier one (lost on the bus) is held
+    while the missing ones are read from the store: the socket sees seq order."""
+    a, b = nodes
+    alice = await clients(a, "alice")
+    bob = await clients(b, "bob")
+    conv = await circle(alice, bob)
+    await alice.call("send", conv=conv, cid="s", text="start")
+    await texts(bob, conv, 1)
+    # drop node b's bus input for two messages
+    real = b.svc.fanout.bus_message
+    b.svc.fanout.bus_message = lambda key, payload: None  # type: ignore[method-assign]
+    await alice.call("send", conv=conv, cid="g1", text="lost 1")
+    await alice.call("send", conv=conv, cid="g2", text="lost 2")
+    await asyncio.sleep(0.2)
+    b.svc.fanout.bus_message = real  # type: ignore[method-assign]
+    await alice.call("send", conv=conv, cid="g3", text="arrives")
+    got = await texts(bob, conv, 3)
+    assert [m["text"] for m in got] == ["lost 1", "lost 2", "arrives"]
+    assert got[0]["seq"] + 2 == got[2]["seq"]
+    assert b.svc.fanout.gaps_filled >= 1
