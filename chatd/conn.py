@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatd.conn")
 
+CLOSE_WAIT = 2.0  # s for the close handshake before the socket is dropped
+
 # Requests waiting for the worker: past HIGH_WATER bytes of frames the socket stops
 # being read (TCP pushes back on the client) until the queue is under LOW_WATER.
 # The hard limits only trip on frames already read when reading paused.
@@ -486,6 +488,11 @@ class Conn:
                 pass
         self._leave()
         try:
-            await self.ws.close(code, reason)
-        except Exception:  # the transport may already be gone
+            # websockets' close() first drains the write buffer, with no time
+            # limit: a peer that never reads again (a slow consumer, whose close
+            # frame sits behind a full buffer) would keep the socket and its
+            # buffer. Give the close handshake CLOSE_WAIT s, then drop the socket.
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.ws.close(code, reason)
+        except Exception:  # timed out, or the transport is already gone
             self.transport.abort()
