@@ -76,10 +76,11 @@ def _supervise(config: Config, workers: int) -> int:
     import sqlite3
     import time
 
+    from .store.engine import set_wal
     from .store.schema import migrate
 
-    conn = sqlite3.connect(config.db_path)
-    conn.execute("PRAGMA journal_mode = WAL")
+    conn = sqlite3.connect(config.db_path, isolation_level=None)
+    set_wal(conn)
     migrate(conn)
     conn.close()
     log = logging.getLogger("chatd.supervisor")

@@ -19,6 +19,7 @@ import asyncio
 import functools
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
@@ -110,6 +111,20 @@ class Tx:
         self._pos_dirty = False
 
 
+def set_wal(conn: sqlite3.Connection, wait: float = 10.0) -> None:
+    """Switch to WAL. Two processes opening a new file at once: the switch needs an
+    exclusive lock and SQLite does not wait for it (no busy handler): retry."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def read_pos(conn: sqlite3.Connection) -> int:
     """The highest committed message position."""
     return int(conn.execute("SELECT value FROM counters WHERE name = 'pos'").fetchone()[0])
@@ -155,7 +170,7 @@ class Store:
 
     def _open_writer(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        conn.execute("PRAGMA journal_mode = WAL")
+        set_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
         conn.execute("PRAGMA foreign_keys = OFF")
         migrate(conn)
