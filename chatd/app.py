@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from .bus import make_bus
+from .bus.redis import RedisBus
 from .config import Config
 from .directory import Directory
 from .fanout import Fanout
@@ -17,6 +18,7 @@ from .interactions import Interactions
 from .metrics import Metrics
 from .output import Output
 from .pipeline import Pipeline
+from .presence import MemoryPresence, Presence, PresenceBackend, RedisPresence
 from .server import SocketServer
 from .services import Services
 from .store import Store
@@ -39,6 +41,14 @@ class App:
             await bus.ready("c:" + conv)
 
         directory = Directory(store, ready=ready)
+        backend: PresenceBackend
+        if isinstance(bus, RedisBus):
+            backend = RedisPresence(bus.client, bus.node, config.bus_prefix, config.presence_lease_ms)
+        else:
+            backend = MemoryPresence(bus.node)
+        fanout = Fanout(hub, directory, bus, store, metrics)
+        presence = Presence(backend, bus, config.clock, config.presence_max_subs, config.presence_lease_ms)
+        fanout.presence = presence
         self.svc = Services(
             config=config,
             store=store,
@@ -49,7 +59,8 @@ class App:
             interactions=Interactions(metrics),
             output=output,
             bus=bus,
-            fanout=Fanout(hub, directory, bus, store, metrics),
+            fanout=fanout,
+            presence=presence,
         )
         self.server = SocketServer(self.svc)
         self.port = 0
@@ -59,12 +70,14 @@ class App:
         self.svc.pipeline.head = await head(self.svc.store)
         self.svc.pipeline.start()
         await self.svc.bus.start()
+        self.svc.presence.start()
         self.port = await self.server.start()
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
 
     async def stop(self) -> None:
         await self.server.drain()
         await self.svc.pipeline.stop()
+        await self.svc.presence.stop()
         await self.svc.fanout.stop()
         await self.svc.bus.stop()
         await self.svc.store.close()

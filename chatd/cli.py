@@ -52,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
         out_buffer=args.out_buffer,
         redis_url=args.redis_url or os.environ.get("CHATD_REDIS_URL") or None,
         bus_shards=args.bus_shards,
+        presence_lease_ms=int(args.presence_lease * 1000),
         reuse_port=args.workers > 1 or args.reuse_port,
     )
     try:
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs --redis-url)")
     s.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (for separate processes)")
     s.add_argument("--bus-shards", type=int, default=1024, help="pub/sub channels per key family")
+    s.add_argument(
+        "--presence-lease", type=float, default=15.0, help="s without heartbeat before a node's users go offline"
+    )
     s.add_argument("--log-level", default="info")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
     s.set_defaults(fn=_serve)

@@ -39,6 +39,8 @@ class Config:
     bus_shards: int = 1024  # channels per key family (docs/design.md, fan-out across processes)
     bus_prefix: str = "chatd"
     reuse_port: bool = False  # SO_REUSEPORT (``--workers``)
+    presence_lease_ms: int = 15_000  # a node silent this long is reaped (its users go offline)
+    presence_max_subs: int = 256  # presence subscriptions per connection
     clock: Callable[[], int] = field(default=wall_ms)  # wall time in ms
 
     @property
@@ -52,6 +54,8 @@ class Config:
                 f"refusing to bind {self.host!r} with the development secret: "
                 "set --secret (or CHATD_SECRET) to serve on a non-loopback address"
             )
+        if self.presence_lease_ms < 300:
+            raise ValueError("presence lease must be at least 0.3 s")
         if self.bus_shards < 1:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -136,6 +136,7 @@ class Conn:
         "transport",
         "user",
         "waiter",
+        "watching",
         "worker",
         "ws",
     )
@@ -169,6 +170,7 @@ class Conn:
         self.inflight = 0  # sends in the pipeline whose reply is still to come
         self.waiter: asyncio.Future[None] | None = None  # a close waiting for inflight == 0
         self.left: set[str] | None = None  # during auth: conversations left meanwhile
+        self.watching: set[str] = set()  # users whose presence this socket subscribed to
         self.worker: asyncio.Task[None] | None = None
         self.out = svc.output
         self.pending: list[bytes] | None = None  # frames held while output is corked
@@ -192,6 +194,7 @@ class Conn:
     def _leave(self) -> None:
         if self.state is State.OPEN:
             self.svc.metrics.connections.dec()
+            self.svc.presence.closed(self)
         if self.user:
             self.svc.hub.remove(self)
         self.state = State.CLOSED
@@ -354,6 +357,7 @@ class Conn:
                 loop.time() + max(0.0, identity.exp - self.svc.now_ms() / 1000), self._token_expired
             )
             self.svc.metrics.connections.inc()
+            self.svc.presence.opened(self)
             self.reply(
                 req.id,
                 {

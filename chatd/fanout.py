@@ -34,6 +34,8 @@ from .store.messages import between
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .presence import Presence
+
 log = logging.getLogger("chatd.fanout")
 
 # envelope ops (first payload byte)
@@ -63,6 +65,7 @@ class Fanout:
         self._resyncing = False
         self._touched: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.presence: Presence | None = None  # envelopes for p:<user> keys go there
         hub.on_topic = self._topic
         hub.on_user = self._user
         bus.attach(self)
@@ -162,6 +165,9 @@ class Fanout:
                     self._push(conv, int.from_bytes(payload[1:9], "big"), payload[9:], None)
             elif op == OP_CHANGED:
                 self.directory.changed(conv, None)
+        elif key[0] == "p":
+            if self.presence is not None:
+                self.presence.bus_message(key[2:], payload)
         elif key[0] == "u":
             user = key[2:]
             if user not in self.hub.users:
@@ -182,6 +188,8 @@ class Fanout:
         self.directory.clear()
         self.last.clear()
         self.held.clear()
+        if self.presence is not None:
+            self._spawn(self.presence.republish())
         if self.hub.users:
             self._spawn(self._resync())
 

@@ -15,6 +15,7 @@ from .limits import TokenBucket
 from .metrics import Metrics
 from .output import Output
 from .pipeline import Pipeline
+from .presence import Presence
 from .store import Store
 
 
@@ -30,7 +31,9 @@ class Services:
     output: Output
     bus: Bus
     fanout: Fanout
+    presence: Presence
     send_buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    typing: dict[tuple[str, str], float] = field(default_factory=dict)  # (user, conv) -> last push
     draining: bool = False
 
     def now_ms(self) -> int:

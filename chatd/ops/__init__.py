@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatd_protocol import OPS, Err, RequestError
 
-from . import circles, direct, messaging, session
+from . import circles, direct, messaging, presence, session
 
 if TYPE_CHECKING:
     from ..conn import Conn
@@ -48,6 +48,10 @@ HANDLERS: dict[str, Handler] = {
     "history": messaging.history,
     "read": messaging.read,
     "sync": messaging.sync,
+    "presence.sub": presence.sub,
+    "presence.unsub": presence.unsub,
+    "presence.set": presence.set_,
+    "typing": presence.typing,
 }
 
 FAST: dict[str, FastHandler] = {"send": messaging.send_now}

@@ -67,6 +67,7 @@ class Err(StrEnum):
     RATE_LIMITED = "rate_limited"  # temporary; retry after retry_after_ms
     RECALL_WINDOW = "recall_window"  # own message older than the recall window
     CONFLICT = "conflict"  # state does not allow it (already a member, ...)
+    LIMIT = "limit"  # a per-connection cap is reached (presence subscriptions)
     UNAVAILABLE = "unavailable"  # temporary; the store could not take it, retry
     INTERNAL = "internal"  # temporary; a bug on the server, never details
 

@@ -16,6 +16,7 @@ from .errors import Err, RequestError
 USER_ID_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}$")
 CATEGORIES = ("city", "interest", "profession", "family")
+PRESENCE_STATUSES = ("online", "away")
 USER_TYPES = ("fan", "deposit", "owner", "staff", "bot")
 
 
@@ -49,8 +50,8 @@ class Field:
             if not isinstance(value, bool):
                 raise _bad(name, "must be true or false")
         elif kind == "users":
-            if not isinstance(value, list) or len(value) > self.max:
-                raise _bad(name, f"must be a list of at most {self.max} user ids")
+            if not isinstance(value, list) or not self.min <= len(value) <= self.max:
+                raise _bad(name, f"must be a list of {self.min}-{self.max} user ids")
             for item in value:
                 if not isinstance(item, str) or not USER_ID_RE.fullmatch(item):
                     raise _bad(name, "must contain user ids only")
@@ -118,6 +119,10 @@ OPS: dict[str, dict[str, Field]] = {
     "read": {"conv": S("conv", True), "seq": S("int", True, 0, MAX_SEQ)},
     "sync": {"since": S("int", True, 0, MAX_SEQ), "limit": S("int", False, 1, 1000)},
     "convs": {"after": S("conv"), "limit": S("int", False, 1, 200)},
+    "presence.sub": {"users": S("users", True, 1, 100)},
+    "presence.unsub": {"users": S("users", True, 1, 100)},
+    "presence.set": {"status": S("enum", choices=PRESENCE_STATUSES), "on_duty": S("bool")},
+    "typing": {"conv": S("conv", True)},
 }
 
 

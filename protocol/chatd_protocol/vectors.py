@@ -67,6 +67,27 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         },
     ),
     ("read push", {"push": "read", "d": {"conv": "dm:alice:bob", "user": "bob", "seq": 7}}),
+    ("presence.sub request", {"id": 4, "op": "presence.sub", "d": {"users": ["fellow-li", "alice"]}}),
+    (
+        "presence.sub reply",
+        {
+            "id": 4,
+            "d": {
+                "presence": [
+                    {"user": "fellow-li", "status": "online", "on_duty": True},
+                    {"user": "alice", "status": "offline", "on_duty": False, "last_seen": 1763900000123},
+                ]
+            },
+        },
+    ),
+    ("presence.set request", {"id": 5, "op": "presence.set", "d": {"status": "away", "on_duty": True}}),
+    (
+        "presence push",
+        {"push": "presence", "d": {"user": "alice", "status": "away", "on_duty": False, "last_seen": 1763900000500}},
+    ),
+    ("typing request", {"id": 6, "op": "typing", "d": {"conv": "dm:alice:bob"}}),
+    ("typing push", {"push": "typing", "d": {"conv": "dm:alice:bob", "user": "alice"}}),
+    ("resync push", {"push": "resync", "d": {"reason": "bus"}}),
 ]
 
 # Client frames the server refuses by closing the socket.
@@ -121,6 +142,13 @@ ERRORS: list[dict[str, Any]] = [
         "error": "bad_request",
     },
     {"name": "not a member", "frame": {"id": 1, "op": "history", "d": {"conv": "c:999999"}}, "error": "not_found"},
+    {"name": "empty presence list", "frame": {"id": 1, "op": "presence.sub", "d": {"users": []}}, "error": "bad_request"},
+    {
+        "name": "unknown presence status",
+        "frame": {"id": 1, "op": "presence.set", "d": {"status": "invisible"}},
+        "error": "bad_request",
+    },
+    {"name": "typing where not a member", "frame": {"id": 1, "op": "typing", "d": {"conv": "c:999999"}}, "error": "not_found"},
 ]
 
 

@@ -182,3 +182,23 @@ async def test_workers_share_the_port_and_a_killed_worker_is_replaced(make_proc:
     await c.call("circle.join", conv=conv)
     history = await c.call("history", conv=conv, limit=100)
     assert [m["cid"] for m in history["messages"] if m["kind"] == "text"] == [f"w{i}" for i in range(24)]
+
+
+async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: Any) -> None:
+    """Lease 1.5 s here (default 15 s: offline within 20 s, the brief's bound is 30 s)."""
+    p1 = make_proc("--presence-lease", "1.5")
+    p2 = make_proc("--presence-lease", "1.5")
+    await asyncio.gather(p1.healthy(), p2.healthy())
+    bob = await connect(p2.port, "bob")
+    await bob.call("presence.sub", users=["alice"])
+    await connect(p1.port, "alice")
+    while (await bob.next_push(5, "presence")).d["status"] != "online":
+        pass
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    p1.kill9()
+    push = (await bob.next_push(6, "presence")).d
+    took = loop.time() - t0
+    assert push["user"] == "alice" and push["status"] == "offline"
+    assert took < 1.5 + 0.5 + 1.0, f"offline after {took:.2f} s"
+    assert push["last_seen"] > 0
