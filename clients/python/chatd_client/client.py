@@ -67,6 +67,10 @@ TokenProvider = Callable[[], str | Awaitable[str]]
 IDEMPOTENT_OPS = frozenset(
     {
         "ping",
+        "presence.sub",
+        "presence.unsub",
+        "presence.set",
+        "typing",
         "dm.open",
         "block",
         "unblock",
@@ -327,6 +331,25 @@ class Client:
     async def convs(self, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
         return await self.request("convs", after=after, limit=limit)
 
+    async def presence_sub(self, users: list[str]) -> list[dict[str, Any]]:
+        """Subscribe to users' presence; returns their current states. Changes
+        arrive from :meth:`events` as ``presence`` pushes. Subscriptions belong
+        to a socket: call again after a reconnect."""
+        reply = await self.request("presence.sub", users=users)
+        states: list[dict[str, Any]] = reply["presence"]
+        return states
+
+    async def presence_unsub(self, users: list[str]) -> dict[str, Any]:
+        return await self.request("presence.unsub", users=users)
+
+    async def presence_set(self, status: str | None = None, on_duty: bool | None = None) -> dict[str, Any]:
+        """This device's presence: ``status`` "online"/"away"; ``on_duty`` (staff)."""
+        return await self.request("presence.set", status=status, on_duty=on_duty)
+
+    async def typing(self, conv: str) -> dict[str, Any]:
+        """Tell ``conv``'s members this user is typing (throttled by the server)."""
+        return await self.request("typing", conv=conv)
+
     async def _call(self, op: str, d: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         try:
             check_args(op, d)  # refuse locally what the server would refuse
@@ -568,6 +591,14 @@ class Client:
                         self._pos = await self._delivery.catch_up(self._pos, fallback=self._auth_pos)
                 elif item.type == "msg":
                     await self._delivery.offer([item.d])
+                elif item.type == "resync":
+                    # the server's processes lost touch for a while: pushes may be
+                    # missing; catch up as after a reconnect, then tell the app
+                    # (its presence view may be stale)
+                    since = self._pos if self._pos is not None else self._auth_pos
+                    if since is not None:
+                        self._pos = await self._delivery.catch_up(since, fallback=self._auth_pos)
+                    self._events.put_nowait(item)
                 else:
                     self._events.put_nowait(item)
             except ClientClosed:
