@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chatd_client import Client
 from redisproc import RedisProc
 
 from chatd.auth import make_token
-from chatd_client import Client
 
 from .test_client_e2e import Inbox, Server
 
