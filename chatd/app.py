@@ -63,6 +63,16 @@ class App:
             presence=presence,
         )
         self.server = SocketServer(self.svc)
+
+        def bus_stats() -> dict[str, int]:
+            return {
+                **bus.stats(),
+                "up": int(bus.up),
+                "gaps_filled": fanout.gaps_filled,
+                "presence_errors": presence.errors,
+            }
+
+        metrics.bus_stats = bus_stats
         self.port = 0
 
     async def start(self) -> None:

@@ -7,10 +7,10 @@ labels() lookup per increment, which the hot path should not pay.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -24,6 +24,9 @@ class Metrics:
         self.system_messages = 0
         self.deliveries = 0
         self.interactions: dict[str, int] = {}
+        # set by the app: () -> {"up": 0/1, "channels", "published", "received", "dropped",
+        # "resets", "gaps_filled", "presence_errors"} (the bus and fan-out layer's own counters)
+        self.bus_stats: Callable[[], dict[str, int]] | None = None
 
         r = self.registry = CollectorRegistry()
         r.register(_HotCollector(self))
@@ -63,3 +66,16 @@ class _HotCollector(Collector):
         for kind, n in sorted(m.interactions.items()):
             events.add_metric([kind], n)
         yield events
+        if m.bus_stats is not None:
+            st = m.bus_stats()
+            yield GaugeMetricFamily("chatd_bus_up", "1 while the bus delivers (Redis reachable)", value=st.get("up", 0))
+            yield GaugeMetricFamily("chatd_bus_channels", "Bus channels subscribed", value=st.get("channels", 0))
+            for name, help_ in (
+                ("published", "Envelopes published to other nodes"),
+                ("received", "Envelopes received from other nodes"),
+                ("dropped", "Envelopes not published (bus down or failing)"),
+                ("resets", "Times the bus (re)connected and the node resynchronised"),
+                ("gaps_filled", "Seq gaps in pushes filled from the store"),
+                ("presence_errors", "Presence updates that failed (e.g. Redis down)"),
+            ):
+                yield CounterMetricFamily(f"chatd_bus_{name}", help_, value=st.get(name, 0))

@@ -155,6 +155,7 @@ async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
     redis_proc.kill()
     await eventually(lambda: not a.svc.bus.up and not b.svc.bus.up)
     assert (await http_get(a.port, "/healthz"))[0] == 503
+    assert b"chatd_bus_up 0.0" in (await http_get(a.port, "/metrics"))[1]
     # acknowledged and stored while Redis is away
     acks = [await alice.call("send", conv=conv, cid=f"o{i}", text=f"during {i}") for i in range(5)]
     assert [x["seq"] for x in acks] == list(range(first["seq"] + 1, first["seq"] + 6))
@@ -165,6 +166,8 @@ async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
     await eventually(lambda: a.svc.bus.up and b.svc.bus.up, within=5)
     assert time.monotonic() - t0 < 5.0
     assert (await http_get(b.port, "/healthz"))[0] == 200
+    metrics = (await http_get(b.port, "/metrics"))[1]
+    assert b"chatd_bus_up 1.0" in metrics and b"chatd_bus_resets_total 2.0" in metrics
     await bob.next_push(5, "resync")  # told to catch up
     got = await bob.call("sync", since=bob.pos)
     assert [m["text"] for m in got["messages"] if m["conv"] == conv and m["kind"] == "text"][-5:] == [f"during {i}" for i in range(5)]
