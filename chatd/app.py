@@ -7,8 +7,9 @@ build their own collaborators.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from .bus import make_bus
+from .bus import Bus, make_bus
 from .bus.redis import RedisBus
 from .config import Config
 from .directory import Directory
@@ -18,6 +19,10 @@ from .interactions import Interactions
 from .metrics import Metrics
 from .output import Output
 from .pipeline import Pipeline
+from .points.model import entry_point_hooks, load_ref
+from .points.rules import RulesHook
+from .points.stream import StreamHook
+from .points.worker import PointsWorker
 from .presence import MemoryPresence, Presence, PresenceBackend, RedisPresence
 from .server import SocketServer
 from .services import Services
@@ -63,6 +68,16 @@ class App:
             presence=presence,
         )
         self.server = SocketServer(self.svc)
+        self.points = PointsWorker(
+            store,
+            self.svc.pipeline,
+            fanout,
+            self._hooks(config, bus),
+            bus.node,
+            config.clock,
+            config.points_day_offset_h,
+            config.hook_timeout_s,
+        ) if config.points else None
 
         def bus_stats() -> dict[str, int]:
             return {
@@ -75,18 +90,34 @@ class App:
         metrics.bus_stats = bus_stats
         self.port = 0
 
+    @staticmethod
+    def _hooks(config: Config, bus: Bus) -> list[Any]:
+        """The built-in rules hook, then entry-point hooks, then configured ones,
+        then the Redis stream forwarder if asked for."""
+        hooks: list[Any] = [RulesHook.from_file(config.points_rules) if config.points_rules else RulesHook()]
+        hooks += entry_point_hooks()
+        hooks += [load_ref(ref) for ref in config.points_hooks]
+        if config.points_stream:
+            assert isinstance(bus, RedisBus)
+            hooks.append(StreamHook(bus.client, config.points_stream))
+        return hooks
+
     async def start(self) -> None:
         await self.svc.store.open()
         self.svc.pipeline.head = await head(self.svc.store)
         self.svc.pipeline.start()
         await self.svc.bus.start()
         self.svc.presence.start()
+        if self.points is not None:
+            self.points.start()
         self.port = await self.server.start()
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
 
     async def stop(self) -> None:
         await self.server.drain()
         await self.svc.pipeline.stop()
+        if self.points is not None:
+            await self.points.stop()
         await self.svc.presence.stop()
         await self.svc.fanout.stop()
         await self.svc.bus.stop()

@@ -53,6 +53,11 @@ def _serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url or os.environ.get("CHATD_REDIS_URL") or None,
         bus_shards=args.bus_shards,
         presence_lease_ms=int(args.presence_lease * 1000),
+        points=not args.no_points,
+        points_hooks=tuple(args.points_hook),
+        points_rules=args.points_rules,
+        points_stream=args.points_stream,
+        red_packet_ttl_s=args.red_packet_ttl,
         reuse_port=args.workers > 1 or args.reuse_port,
     )
     try:
@@ -203,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--presence-lease", type=float, default=15.0, help="s without heartbeat before a node's users go offline"
     )
+    s.add_argument("--no-points", action="store_true", help="do not run points hooks (events are still recorded)")
+    s.add_argument("--points-hook", action="append", default=[], help="extra points hook module:attr (repeatable)")
+    s.add_argument("--points-rules", help="TOML file of points rules replacing the built-in defaults")
+    s.add_argument("--points-stream", help="also forward every interaction event to this Redis stream")
+    s.add_argument("--red-packet-ttl", type=int, default=86400, help="s until an unclaimed red packet is refunded")
     s.add_argument("--log-level", default="info")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
     s.set_defaults(fn=_serve)

@@ -41,6 +41,13 @@ class Config:
     reuse_port: bool = False  # SO_REUSEPORT (``--workers``)
     presence_lease_ms: int = 15_000  # a node silent this long is reaped (its users go offline)
     presence_max_subs: int = 256  # presence subscriptions per connection
+    points: bool = True  # run the points hooks (the worker); False: events are still recorded
+    points_hooks: tuple[str, ...] = ()  # extra hooks, "module:attr"
+    points_rules: str | None = None  # TOML rules file replacing the built-in defaults
+    points_stream: str | None = None  # forward every event to this Redis stream (needs redis_url)
+    points_day_offset_h: int = 8  # the community's calendar day: UTC+8
+    hook_timeout_s: float = 5.0
+    red_packet_ttl_s: int = 86_400
     clock: Callable[[], int] = field(default=wall_ms)  # wall time in ms
 
     @property
@@ -56,6 +63,8 @@ class Config:
             )
         if self.presence_lease_ms < 300:
             raise ValueError("presence lease must be at least 0.3 s")
+        if self.points_stream and not self.redis_url:
+            raise ValueError("--points-stream needs --redis-url")
         if self.bus_shards < 1:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

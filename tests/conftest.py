@@ -37,6 +37,9 @@ async def make_server(db_path: Path) -> AsyncIterator[ServerFactory]:
             "db_path": str(db_path),
             "sync": "normal",  # fsync per commit is tested by the kill -9 test
             "ping_interval": None,
+            # points pushes would interleave with what chat tests assert; the
+            # points tests turn the worker on (the events are recorded anyway)
+            "points": False,
         }
         cfg.update(overrides)
         app = App(Config(**cfg))

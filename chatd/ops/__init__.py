@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatd_protocol import OPS, Err, RequestError
 
-from . import circles, direct, messaging, presence, session
+from . import circles, direct, messaging, points, presence, session
 
 if TYPE_CHECKING:
     from ..conn import Conn
@@ -52,6 +52,12 @@ HANDLERS: dict[str, Handler] = {
     "presence.unsub": presence.unsub,
     "presence.set": presence.set_,
     "typing": presence.typing,
+    "points.balance": points.balance,
+    "points.ledger": points.entries,
+    "points.top": points.top,
+    "tip": points.tip,
+    "redpacket.send": points.send_red_packet,
+    "redpacket.claim": points.claim_red_packet,
 }
 
 FAST: dict[str, FastHandler] = {"send": messaging.send_now}

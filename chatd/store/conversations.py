@@ -51,7 +51,7 @@ def conv_wire(row: Any) -> dict[str, Any]:
     return out
 
 
-def _system(tx: Tx, conv: str, actor: str, author: dict[str, Any], ts: int, event: dict[str, Any]) -> Event:
+def system(tx: Tx, conv: str, actor: str, author: dict[str, Any], ts: int, event: dict[str, Any]) -> Event:
     a = messages.append(tx, conv, actor, None, ts, messages.SYSTEM, messages.pack({"a": author, "e": event}))
     return Event(messages.wire(conv, a.seq, a.pos, actor, None, ts, messages.SYSTEM, {"a": author, "e": event}))
 
@@ -127,7 +127,7 @@ def create_circle(
         (conv, name, category, int(certified), description, owner, ts),
     )
     tx.execute("INSERT INTO members(conv, user, role, joined_seq) VALUES (?, ?, 'owner', 1)", (conv, owner))
-    event = _system(tx, conv, owner, author, ts, {"type": "created", "name": name})
+    event = system(tx, conv, owner, author, ts, {"type": "created", "name": name})
     tx.flush()  # write the batch counters back: the reply's last_seq counts this op's event
     row = tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone()
     return conv_wire(row), event
@@ -139,7 +139,7 @@ def join(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int) -> tuple
         raise RequestError(Err.CONFLICT, f"already a member of {conv}")
     tx.execute("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", (conv, user))
     tx.execute("UPDATE conversations SET member_count = member_count + 1 WHERE id = ?", (conv,))
-    event = _system(tx, conv, user, author, ts, {"type": "join", "user": user})
+    event = system(tx, conv, user, author, ts, {"type": "join", "user": user})
     tx.execute(
         "UPDATE members SET joined_seq = ?, read_seq = ? WHERE conv = ? AND user = ?",
         (event.msg["seq"], event.msg["seq"], conv, user),
@@ -156,7 +156,7 @@ def leave(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int) -> Even
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     if role == "owner":
         raise RequestError(Err.CONFLICT, "the owner cannot leave the circle")
-    event = _system(tx, conv, user, author, ts, {"type": "leave", "user": user})
+    event = system(tx, conv, user, author, ts, {"type": "leave", "user": user})
     tx.execute("DELETE FROM members WHERE conv = ? AND user = ?", (conv, user))
     tx.execute("UPDATE conversations SET member_count = member_count - 1 WHERE id = ?", (conv,))
     return event
@@ -170,13 +170,13 @@ def set_role(tx: Tx, conv: str, actor: str, author: dict[str, Any], user: str, r
     if current == "owner":
         raise RequestError(Err.FORBIDDEN, "the owner's role cannot change")
     tx.execute("UPDATE members SET role = ? WHERE conv = ? AND user = ?", (role, conv, user))
-    return _system(tx, conv, actor, author, ts, {"type": "role", "user": user, "role": role})
+    return system(tx, conv, actor, author, ts, {"type": "role", "user": user, "role": role})
 
 
 def announce(tx: Tx, conv: str, actor: str, author: dict[str, Any], text: str, ts: int) -> Event:
     _require_admin(tx, conv, actor)
     tx.execute("UPDATE conversations SET announcement = ? WHERE id = ?", (text, conv))
-    return _system(tx, conv, actor, author, ts, {"type": "announce", "text": text})
+    return system(tx, conv, actor, author, ts, {"type": "announce", "text": text})
 
 
 def mute(tx: Tx, conv: str, actor: str, author: dict[str, Any], user: str, until: int, ts: int) -> Event:
@@ -187,7 +187,7 @@ def mute(tx: Tx, conv: str, actor: str, author: dict[str, Any], user: str, until
     if role in ("owner", "admin"):
         raise RequestError(Err.FORBIDDEN, "admins cannot be muted")
     tx.execute("UPDATE members SET muted_until = ? WHERE conv = ? AND user = ?", (until, conv, user))
-    return _system(tx, conv, actor, author, ts, {"type": "mute", "user": user, "until": until})
+    return system(tx, conv, actor, author, ts, {"type": "mute", "user": user, "until": until})
 
 
 def recall(
@@ -215,7 +215,7 @@ def recall(
         raise RequestError(Err.RECALL_WINDOW, "the recall window has passed")
     original_author = messages.msgpack.unpackb(row[7]).get("a", {})
     messages.wipe(tx, conv, seq, original_author)
-    return _system(tx, conv, actor, author, ts, {"type": "recall", "seq": seq})
+    return system(tx, conv, actor, author, ts, {"type": "recall", "seq": seq})
 
 
 def mark_read(tx: Tx, conv: str, user: str, seq: int) -> tuple[int, int, bool]:

@@ -57,6 +57,86 @@ MIGRATIONS: list[str] = [
     CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters VALUES ('circle', 0), ('pos', 0);
     """,
+    # 2: points (DESIGN.md §6). Interactions that are messages (message.sent,
+    # circle.joined) need no outbox row: the message row, written in the same
+    # transaction, is the event (ordered by pos). Other interactions write one
+    # row in `events` in their own transaction.
+    """
+    CREATE TABLE events(
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,           -- idempotency key
+        kind TEXT NOT NULL,
+        user TEXT NOT NULL,
+        conv TEXT,
+        ts INTEGER NOT NULL,
+        data BLOB NOT NULL                  -- msgpack map
+    );
+    -- per hook and event source: the last event fully processed
+    CREATE TABLE hook_cursors(
+        hook TEXT NOT NULL,
+        source TEXT NOT NULL,               -- 'messages' (pos) | 'events' (id)
+        pos INTEGER NOT NULL,
+        PRIMARY KEY(hook, source)
+    ) WITHOUT ROWID;
+    CREATE TABLE hook_failures(
+        hook TEXT NOT NULL,
+        event_key TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(hook, event_key)
+    ) WITHOUT ROWID;
+    -- append-only; an entry's key is its idempotency key
+    CREATE TABLE ledger(
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        user TEXT NOT NULL,
+        currency TEXT NOT NULL,             -- 'points' | 'cv' (contribution value)
+        amount INTEGER NOT NULL,            -- may be 0: an award a daily cap blocked
+        rule TEXT NOT NULL,
+        ref TEXT NOT NULL DEFAULT '',       -- event key, message, red packet
+        note TEXT NOT NULL DEFAULT '',
+        ts INTEGER NOT NULL
+    );
+    CREATE INDEX ledger_user ON ledger(user, id);
+    CREATE TABLE balances(
+        user TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        amount INTEGER NOT NULL CHECK (amount >= 0),
+        PRIMARY KEY(user, currency)
+    ) WITHOUT ROWID;
+    CREATE INDEX balances_rank ON balances(currency, amount);
+    CREATE TABLE daily(
+        user TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        day TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY(user, rule, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE red_packets(
+        id TEXT PRIMARY KEY,                -- rp:<n>
+        conv TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        shares INTEGER NOT NULL,
+        split TEXT NOT NULL,                -- 'random' | 'equal'
+        amounts BLOB NOT NULL,              -- msgpack list: the shares still to claim
+        held INTEGER NOT NULL,              -- points still held (not yet claimed or refunded)
+        created_ts INTEGER NOT NULL,
+        expires_ts INTEGER NOT NULL,
+        state TEXT NOT NULL                 -- 'open' | 'done' | 'expired'
+    ) WITHOUT ROWID;
+    CREATE INDEX red_packets_open ON red_packets(state, expires_ts);
+    CREATE TABLE red_claims(
+        packet TEXT NOT NULL,
+        user TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(packet, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE leases(name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters VALUES ('red_packet', 0);
+    """,
 ]
 
 

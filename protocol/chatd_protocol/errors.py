@@ -68,6 +68,7 @@ class Err(StrEnum):
     RECALL_WINDOW = "recall_window"  # own message older than the recall window
     CONFLICT = "conflict"  # state does not allow it (already a member, ...)
     LIMIT = "limit"  # a per-connection cap is reached (presence subscriptions)
+    INSUFFICIENT = "insufficient_points"  # a tip or red packet over the sender's balance
     UNAVAILABLE = "unavailable"  # temporary; the store could not take it, retry
     INTERNAL = "internal"  # temporary; a bug on the server, never details
 

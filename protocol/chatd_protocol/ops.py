@@ -123,6 +123,23 @@ OPS: dict[str, dict[str, Field]] = {
     "presence.unsub": {"users": S("users", True, 1, 100)},
     "presence.set": {"status": S("enum", choices=PRESENCE_STATUSES), "on_duty": S("bool")},
     "typing": {"conv": S("conv", True)},
+    "points.balance": {},
+    "points.ledger": {"before": S("int", False, 1, MAX_SEQ), "limit": S("int", False, 1, 200)},
+    "points.top": {"limit": S("int", False, 1, 200)},
+    "tip": {
+        "conv": S("conv", True),
+        "seq": S("int", True, 1, MAX_SEQ),
+        "amount": S("int", True, 1, 100_000),
+        "tid": S("str", True, 1, 64),
+    },
+    "redpacket.send": {
+        "conv": S("conv", True),
+        "total": S("int", True, 1, 1_000_000),
+        "shares": S("int", True, 1, 200),
+        "split": S("enum", choices=("random", "equal")),
+        "rid": S("str", True, 1, 64),
+    },
+    "redpacket.claim": {"id": S("str", True, 1, 32)},
 }
 
 

@@ -88,6 +88,48 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ("typing request", {"id": 6, "op": "typing", "d": {"conv": "dm:alice:bob"}}),
     ("typing push", {"push": "typing", "d": {"conv": "dm:alice:bob", "user": "alice"}}),
     ("resync push", {"push": "resync", "d": {"reason": "bus"}}),
+    ("tip request", {"id": 7, "op": "tip", "d": {"conv": "c:12", "seq": 7, "amount": 50, "tid": "t-1"}}),
+    (
+        "redpacket.send request",
+        {
+            "id": 8,
+            "op": "redpacket.send",
+            "d": {"conv": "c:12", "total": 1000, "shares": 10, "split": "random", "rid": "r-1"},
+        },
+    ),
+    ("redpacket.claim reply", {"id": 9, "d": {"id": "rp:3", "amount": 87, "left": 9, "dup": False}}),
+    (
+        "points push",
+        {
+            "push": "points",
+            "d": {
+                "entries": [
+                    {
+                        "key": "checkin:alice:2026-11-24",
+                        "currency": "points",
+                        "amount": 5,
+                        "rule": "checkin",
+                        "ts": 1763900000123,
+                        "ref": "message.sent:c:12:7",
+                    },
+                    {
+                        "key": "post:message.sent:c:12:7",
+                        "currency": "cv",
+                        "amount": 0,
+                        "rule": "post",
+                        "ts": 1763900000123,
+                        "ref": "message.sent:c:12:7",
+                        "note": "daily cap 20 reached",
+                    },
+                ],
+                "balance": {"points": 105, "cv": 20},
+            },
+        },
+    ),
+    (
+        "insufficient points reply",
+        {"id": 7, "error": {"code": "insufficient_points", "message": "not enough points (need 50)", "temporary": False}},
+    ),
 ]
 
 # Client frames the server refuses by closing the socket.
@@ -148,6 +190,14 @@ ERRORS: list[dict[str, Any]] = [
         "frame": {"id": 1, "op": "presence.set", "d": {"status": "invisible"}},
         "error": "bad_request",
     },
+    {"name": "tip of zero", "frame": {"id": 1, "op": "tip", "d": {"conv": "c:1", "seq": 1, "amount": 0, "tid": "t"}},
+     "error": "bad_request"},
+    {
+        "name": "red packet with an unknown split",
+        "frame": {"id": 1, "op": "redpacket.send", "d": {"conv": "c:1", "total": 9, "shares": 3, "split": "x", "rid": "r"}},
+        "error": "bad_request",
+    },
+    {"name": "claim of no packet", "frame": {"id": 1, "op": "redpacket.claim", "d": {"id": "rp:999"}}, "error": "not_found"},
     {"name": "typing where not a member", "frame": {"id": 1, "op": "typing", "d": {"conv": "c:999999"}}, "error": "not_found"},
 ]
 

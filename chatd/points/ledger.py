@@ -1,0 +1,293 @@
+"""The ledger: append-only entries whose id is their idempotency key, balances
+that never go negative, daily caps, tips and red packets.
+
+Write functions run on the store's writer thread inside a batch (``Tx``), so
+every check and every move of points is one SQLite transaction: concurrent
+claims from many sockets and several processes are serialised by SQLite and
+can never over-pay. Conservation: the sum of all balances plus the points held
+in open red packets equals the sum of all awards.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from chatd_protocol import Err, RequestError
+
+from ..store import messages
+from ..store.conversations import Event as SystemEvent
+from ..store.conversations import system
+from ..store.engine import Store, Tx
+from .model import CV, POINTS, Award
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    key: str
+    user: str
+    currency: str
+    amount: int
+    rule: str
+    ref: str
+    note: str
+    ts: int
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key": self.key,
+            "currency": self.currency,
+            "amount": self.amount,
+            "rule": self.rule,
+            "ts": self.ts,
+        }
+        if self.ref:
+            out["ref"] = self.ref
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def _insert(tx: Tx, e: Entry) -> bool:
+    """Append ``e`` unless its key is known. True if it was new."""
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO ledger(key, user, currency, amount, rule, ref, note, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (e.key, e.user, e.currency, e.amount, e.rule, e.ref, e.note, e.ts),
+    )
+    return cur.rowcount == 1
+
+
+def _credit(tx: Tx, user: str, currency: str, amount: int) -> None:
+    tx.execute(
+        "INSERT INTO balances(user, currency, amount) VALUES (?, ?, ?)"
+        " ON CONFLICT(user, currency) DO UPDATE SET amount = amount + excluded.amount",
+        (user, currency, amount),
+    )
+
+
+def _debit(tx: Tx, user: str, amount: int) -> None:
+    cur = tx.execute(
+        "UPDATE balances SET amount = amount - ? WHERE user = ? AND currency = 'points' AND amount >= ?",
+        (amount, user, amount),
+    )
+    if cur.rowcount != 1:
+        raise RequestError(Err.INSUFFICIENT, f"not enough points (need {amount})")
+
+
+def apply_awards(tx: Tx, awards: list[Award], ts: int) -> list[Entry]:
+    """Apply hook awards; returns the entries that were new (a retried award's
+    key is known and is skipped). An award past its rule's daily cap is
+    recorded with amount 0 and a note."""
+    applied = []
+    for a in awards:
+        if a.currency not in (POINTS, CV) or a.amount < 0:
+            raise ValueError(f"award {a.key}: bad currency or negative amount")
+        amount, note = a.amount, ""
+        capped = a.daily_cap is not None and a.amount > 0
+        if capped:
+            row = tx.execute(
+                "SELECT n FROM daily WHERE user = ? AND rule = ? AND day = ?", (a.user, a.rule, a.day)
+            ).fetchone()
+            if row is not None and row[0] >= (a.daily_cap or 0):
+                amount, note = 0, f"daily cap {a.daily_cap} reached"
+        entry = Entry(a.key, a.user, a.currency, amount, a.rule, a.ref, note, ts)
+        if not _insert(tx, entry):
+            continue
+        if amount:
+            _credit(tx, a.user, a.currency, amount)
+            if capped:
+                tx.execute(
+                    "INSERT INTO daily(user, rule, day, n) VALUES (?, ?, ?, 1)"
+                    " ON CONFLICT(user, rule, day) DO UPDATE SET n = n + 1",
+                    (a.user, a.rule, a.day),
+                )
+        applied.append(entry)
+    return applied
+
+
+def add_event(tx: Tx, key: str, kind: str, user: str, conv: str | None, ts: int, data: dict[str, Any]) -> None:
+    """The outbox row of an interaction that is not a message (same transaction)."""
+    tx.execute(
+        "INSERT OR IGNORE INTO events(key, kind, user, conv, ts, data) VALUES (?, ?, ?, ?, ?, ?)",
+        (key, kind, user, conv, ts, msgpack.packb(data)),
+    )
+
+
+def _member(tx: Tx, conv: str, user: str) -> None:
+    if tx.execute("SELECT 1 FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone() is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+
+
+def _existing(tx: Tx, key: str) -> Any:
+    return tx.execute("SELECT amount, ref, ts FROM ledger WHERE key = ?", (key,)).fetchone()
+
+
+# -- tips ----------------------------------------------------------------------
+
+
+def tip(tx: Tx, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) -> dict[str, Any]:
+    """Move ``amount`` points from ``user`` to the author of message (conv, seq).
+    Idempotent on (user, tid)."""
+    key = f"tip:{user}:{tid}"
+    old = _existing(tx, key + ":out")
+    if old is not None:
+        return {"to": old[1].split("|")[0], "amount": -old[0], "dup": True}
+    _member(tx, conv, user)
+    row = tx.execute("SELECT sender, kind FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    if row is None or row[1] != messages.TEXT:
+        raise RequestError(Err.NOT_FOUND, f"no message {conv}#{seq} to tip")
+    to = row[0]
+    if to == user:
+        raise RequestError(Err.BAD_REQUEST, "you cannot tip your own message")
+    _debit(tx, user, amount)
+    _credit(tx, to, POINTS, amount)
+    ref = f"{to}|{conv}#{seq}"
+    _insert(tx, Entry(key + ":out", user, POINTS, -amount, "tip", ref, "", ts))
+    _insert(tx, Entry(key + ":in", to, POINTS, amount, "tip", f"{user}|{conv}#{seq}", "", ts))
+    add_event(tx, key, "tip.sent", user, conv, ts, {"to": to, "seq": seq, "amount": amount})
+    return {"to": to, "amount": amount, "dup": False}
+
+
+# -- red packets ---------------------------------------------------------------
+
+
+def split_amounts(total: int, shares: int, split: str, rng: random.Random) -> list[int]:
+    """``equal``: total // shares each, the remainder one point at a time to the
+    first shares. ``random``: each share at least 1, drawn uniformly up to twice
+    the average of what is left (the familiar "double average" method); the last
+    share takes the rest. Always sums to ``total``."""
+    if shares < 1 or total < shares:
+        raise RequestError(Err.BAD_REQUEST, "need at least one point per share")
+    if split == "equal":
+        base, extra = divmod(total, shares)
+        return [base + (1 if i < extra else 0) for i in range(shares)]
+    out, left = [], total
+    for remaining in range(shares, 1, -1):
+        high = max(1, min(left - (remaining - 1), (2 * left) // remaining - 1))
+        amount = rng.randint(1, high)
+        out.append(amount)
+        left -= amount
+    out.append(left)
+    return out
+
+
+def send_red_packet(
+    tx: Tx,
+    user: str,
+    author: dict[str, Any],
+    rid: str,
+    conv: str,
+    total: int,
+    shares: int,
+    split: str,
+    ts: int,
+    ttl_ms: int,
+    rng: random.Random,
+) -> tuple[dict[str, Any], SystemEvent | None]:
+    key = f"redpacket:{user}:{rid}"
+    old = _existing(tx, key)
+    if old is not None:
+        return {"id": old[1], "dup": True}, None
+    _member(tx, conv, user)
+    members = tx.execute("SELECT member_count FROM conversations WHERE id = ?", (conv,)).fetchone()
+    if members is None:
+        raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
+    amounts = split_amounts(total, shares, split, rng)
+    _debit(tx, user, total)
+    n = tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'red_packet' RETURNING value").fetchone()[0]
+    pid = f"rp:{n}"
+    expires = ts + ttl_ms
+    tx.execute(
+        "INSERT INTO red_packets(id, conv, sender, total, shares, split, amounts, held, created_ts, expires_ts, state)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+        (pid, conv, user, total, shares, split, msgpack.packb(amounts), total, ts, expires),
+    )
+    _insert(tx, Entry(key, user, POINTS, -total, "redpacket.hold", pid, "", ts))
+    add_event(tx, key, "redpacket.sent", user, conv, ts, {"id": pid, "total": total, "shares": shares})
+    tx.flush()  # system() allocates a seq through the batch counters
+    event = system(
+        tx,
+        conv,
+        user,
+        author,
+        ts,
+        {"type": "redpacket", "id": pid, "total": total, "shares": shares, "split": split, "expires": expires},
+    )
+    return {"id": pid, "expires": expires, "dup": False}, event
+
+
+def claim_red_packet(tx: Tx, user: str, pid: str, ts: int) -> dict[str, Any]:
+    row = tx.execute(
+        "SELECT conv, amounts, expires_ts, state, sender FROM red_packets WHERE id = ?", (pid,)
+    ).fetchone()
+    if row is None:
+        raise RequestError(Err.NOT_FOUND, f"no red packet {pid}")
+    conv, packed, expires, state, sender = row
+    _member(tx, conv, user)
+    mine = tx.execute("SELECT amount FROM red_claims WHERE packet = ? AND user = ?", (pid, user)).fetchone()
+    if mine is not None:
+        return {"id": pid, "amount": mine[0], "dup": True}
+    if state == "expired" or expires <= ts:
+        raise RequestError(Err.CONFLICT, "this red packet has expired")
+    amounts: list[int] = msgpack.unpackb(packed)
+    if not amounts:
+        raise RequestError(Err.CONFLICT, "every share of this red packet is taken")
+    amount = amounts.pop(0)
+    tx.execute("INSERT INTO red_claims(packet, user, amount, ts) VALUES (?, ?, ?, ?)", (pid, user, amount, ts))
+    tx.execute(
+        "UPDATE red_packets SET amounts = ?, held = held - ?, state = ? WHERE id = ?",
+        (msgpack.packb(amounts), amount, "open" if amounts else "done", pid),
+    )
+    _credit(tx, user, POINTS, amount)
+    key = f"{pid}:claim:{user}"
+    _insert(tx, Entry(key, user, POINTS, amount, "redpacket.claim", pid, "", ts))
+    add_event(tx, key, "redpacket.claimed", user, conv, ts, {"id": pid, "amount": amount, "from": sender})
+    return {"id": pid, "amount": amount, "left": len(amounts), "dup": False}
+
+
+def expire_red_packets(tx: Tx, now: int, limit: int = 500) -> list[tuple[str, str, int]]:
+    """Refund what expired packets still hold to their senders. Returns
+    (packet, sender, refunded) for each."""
+    rows = tx.execute(
+        "SELECT id, sender, held FROM red_packets WHERE state = 'open' AND expires_ts <= ? LIMIT ?", (now, limit)
+    ).fetchall()
+    out = []
+    for pid, sender, held in rows:
+        tx.execute("UPDATE red_packets SET held = 0, state = 'expired' WHERE id = ?", (pid,))
+        if held:
+            _credit(tx, sender, POINTS, held)
+            _insert(tx, Entry(f"{pid}:refund", sender, POINTS, held, "redpacket.refund", pid, "", now))
+        out.append((pid, sender, held))
+    return out
+
+
+# -- reads ---------------------------------------------------------------------
+
+
+async def balance(store: Store, user: str) -> dict[str, int]:
+    rows = await store.fetchall("SELECT currency, amount FROM balances WHERE user = ?", (user,))
+    out = {POINTS: 0, CV: 0}
+    out.update({c: a for c, a in rows})
+    return out
+
+
+async def recent(store: Store, user: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    rows = await store.fetchall(
+        "SELECT id, key, user, currency, amount, rule, ref, note, ts FROM ledger"
+        " WHERE user = ? AND id < ? ORDER BY id DESC LIMIT ?",
+        (user, before if before is not None else 2**62, limit + 1),
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    entries = [{**Entry(*r[1:]).wire(), "id": r[0]} for r in rows]
+    return entries, (rows[-1][0] if more else None)
+
+
+async def leaderboard(store: Store, limit: int) -> list[dict[str, Any]]:
+    rows = await store.fetchall(
+        "SELECT user, amount FROM balances WHERE currency = 'cv' AND amount > 0 ORDER BY amount DESC, user LIMIT ?",
+        (limit,),
+    )
+    return [{"rank": i + 1, "user": u, "cv": a} for i, (u, a) in enumerate(rows)]

@@ -1,0 +1,38 @@
+"""A built-in hook that forwards every interaction event to a Redis stream, for an
+external points service: ``XADD <stream> MAXLEN ~ 1000000 * key .. kind .. user ..``.
+
+At least once: after a crash between the XADD and the cursor's commit the event
+is added again; consumers deduplicate by ``key``, the event's idempotency key. A
+consumer group reads it in the usual way (``XREADGROUP GROUP points c1 COUNT
+100 STREAMS chatd:events >``, then ``XACK``). It awards nothing itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from .model import Award, Event
+
+
+class StreamHook:
+    def __init__(self, client: aioredis.Redis, stream: str = "chatd:events", maxlen: int = 1_000_000) -> None:
+        self.client = client
+        self.stream = stream
+        self.maxlen = maxlen
+        self.name = f"stream:{stream}"
+
+    async def __call__(self, event: Event) -> list[Award]:
+        fields: dict[Any, Any] = {
+            "key": event.key,
+            "kind": event.kind,
+            "user": event.user,
+            "conv": event.conv or "",
+            "ts": event.ts,
+            "day": event.day,
+            "data": orjson.dumps(event.data),
+        }
+        await self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+        return []

@@ -1,0 +1,351 @@
+"""The points worker: runs the hooks over new interaction events, off the hot path.
+
+Events come from two places, each read past a cursor kept per hook in the store:
+message rows (``message.sent`` for text, ``circle.joined`` for join events; the
+message *is* the outbox entry, written in the same transaction) and the
+``events`` table (tips, red packets, later kinds). For each hook the worker
+reads a batch, calls the hook, and writes the awards *and* the hook's cursor in
+one transaction, through the same group-commit pipeline as chat. A crash before
+that commit re-runs the hook on restart; the awards' keys make the re-run apply
+nothing twice. So: at-least-once hook calls, exactly-once awards.
+
+A hook that raises or times out (``hook_timeout``) is retried with exponential
+backoff (0.5 s .. 60 s) from the failing event; after ``MAX_ATTEMPTS`` the event
+is recorded in ``hook_failures`` and skipped. Synchronous hooks run in a thread
+of their own (a hook that blocks cannot stall the event loop), except those
+marked ``inline = True`` (the built-in rules hook: pure and fast). Only one
+process runs the worker at a time (a lease row in the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+
+from ..store import messages
+from ..store.engine import Store, Tx, write_op
+from . import ledger
+from .model import Award, Event, hook_name
+
+if TYPE_CHECKING:
+    from ..fanout import Fanout
+    from ..pipeline import Pipeline
+
+log = logging.getLogger("chatd.points")
+
+BATCH = 500
+MAX_ATTEMPTS = 10
+LEASE_MS = 10_000
+
+
+def day_of(ts_ms: int, offset_hours: int) -> str:
+    return (datetime.fromtimestamp(ts_ms / 1000, UTC) + timedelta(hours=offset_hours)).date().isoformat()
+
+
+@dataclass
+class HookState:
+    hook: Any
+    name: str
+    inline: bool
+    is_async: bool
+    executor: ThreadPoolExecutor | None
+    cursors: dict[str, int] = field(default_factory=dict)  # source -> last processed
+    attempts: int = 0
+    retry_at: float = 0.0
+    failing: str = ""
+
+
+# -- store functions (writer thread) -------------------------------------------
+
+
+def init_cursors(tx: Tx, names: list[str]) -> None:
+    """A hook seen for the first time starts at the current head: it is not run
+    over history that predates it."""
+    head = tx.execute("SELECT value FROM counters WHERE name = 'pos'").fetchone()[0]
+    last_event = tx.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+    for name in names:
+        tx.execute("INSERT OR IGNORE INTO hook_cursors VALUES (?, 'messages', ?)", (name, head))
+        tx.execute("INSERT OR IGNORE INTO hook_cursors VALUES (?, 'events', ?)", (name, last_event))
+
+
+def apply_batch(
+    tx: Tx, hook: str, awards: list[Award], cursors: dict[str, int], ts: int, failure: tuple[str, int, str] | None
+) -> dict[str, dict[str, Any]]:
+    """Awards and the hook's cursors in one transaction. Returns, per user who
+    got a new entry, ``{"entries": [...], "balance": {...}}`` for the push."""
+    entries = ledger.apply_awards(tx, awards, ts)
+    for source, pos in cursors.items():
+        tx.execute("UPDATE hook_cursors SET pos = ? WHERE hook = ? AND source = ?", (pos, hook, source))
+    if failure is not None:
+        key, attempts, error = failure
+        tx.execute(
+            "INSERT OR REPLACE INTO hook_failures VALUES (?, ?, ?, ?, ?)", (hook, key, attempts, error[:500], ts)
+        )
+    out: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        out.setdefault(e.user, {"entries": []})["entries"].append(e.wire())
+    for user, d in out.items():
+        d["balance"] = {"points": 0, "cv": 0}
+        for currency, amount in tx.execute("SELECT currency, amount FROM balances WHERE user = ?", (user,)):
+            d["balance"][currency] = amount
+    return out
+
+
+def take_lease(tx: Tx, name: str, owner: str, now: int, ms: int) -> bool:
+    tx.execute(
+        "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET owner = excluded.owner,"
+        " until = excluded.until WHERE leases.owner = excluded.owner OR leases.until < ?",
+        (name, owner, now + ms, now),
+    )
+    row = tx.execute("SELECT owner FROM leases WHERE name = ?", (name,)).fetchone()
+    return bool(row and row[0] == owner)
+
+
+def expire_packets(tx: Tx, now: int) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for pid, sender, held in ledger.expire_red_packets(tx, now):
+        if held:
+            entry = {"key": f"{pid}:refund", "currency": "points", "amount": held, "rule": "redpacket.refund"}
+            out.setdefault(sender, {"entries": []})["entries"].append({**entry, "ref": pid, "ts": now})
+    for user, d in out.items():
+        row = tx.execute("SELECT amount FROM balances WHERE user = ? AND currency = 'points'", (user,)).fetchone()
+        d["balance"] = {"points": row[0] if row else 0}
+    return out
+
+
+# -- reading events ------------------------------------------------------------
+
+
+async def read_events(store: Store, after_pos: int, after_id: int, offset_h: int) -> list[tuple[str, int, Event | None]]:
+    """Up to BATCH events past the cursors: (source, position, event or None for a
+    row that is no interaction, which still moves the cursor)."""
+    out: list[tuple[str, int, Event | None]] = []
+    rows = await store.fetchall(
+        "SELECT m.pos, m.conv, m.seq, m.sender, m.ts, m.kind, CASE WHEN m.kind = 1 THEN m.data END, c.kind"
+        " FROM messages m JOIN conversations c ON c.id = m.conv WHERE m.pos > ? ORDER BY m.pos LIMIT ?",
+        (after_pos, BATCH),
+    )
+    for pos, conv, seq, sender, ts, kind, data, conv_kind in rows:
+        event = None
+        if kind == messages.TEXT:
+            event = Event(
+                "message.sent", f"message.sent:{conv}:{seq}", sender, conv, ts, day_of(ts, offset_h),
+                {"conv_kind": conv_kind, "seq": seq},
+            )
+        elif data is not None:
+            e = msgpack.unpackb(data).get("e") or {}
+            if e.get("type") == "join":
+                event = Event(
+                    "circle.joined", f"circle.joined:{conv}:{seq}", e.get("user", sender), conv, ts,
+                    day_of(ts, offset_h), {"conv_kind": conv_kind, "seq": seq},
+                )
+        out.append(("messages", pos, event))
+    rows = await store.fetchall(
+        "SELECT id, key, kind, user, conv, ts, data FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, BATCH)
+    )
+    for rid, key, kind, user, conv, ts, data in rows:
+        out.append(("events", rid, Event(kind, key, user, conv, ts, day_of(ts, offset_h), msgpack.unpackb(data))))
+    return out
+
+
+# -- the worker ----------------------------------------------------------------
+
+
+class PointsWorker:
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        fanout: Fanout,
+        hooks: list[Any],
+        node: str,
+        clock: Callable[[], int],
+        day_offset_h: int = 8,
+        hook_timeout: float = 5.0,
+        idle_poll: float = 0.1,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.fanout = fanout
+        self.node = node
+        self.clock = clock
+        self.day_offset_h = day_offset_h
+        self.hook_timeout = hook_timeout
+        self.idle_poll = idle_poll
+        self.hooks: list[HookState] = []
+        for hook in hooks:
+            is_async = inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
+            inline = bool(getattr(hook, "inline", False))
+            executor = None if (is_async or inline) else ThreadPoolExecutor(1, thread_name_prefix="chatd-hook")
+            self.hooks.append(HookState(hook, hook_name(hook), inline, is_async, executor))
+        names = [h.name for h in self.hooks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"points hooks need distinct names: {names}")
+        self._task: asyncio.Task[None] | None = None
+        self._leased = False
+        self._lease_until = 0.0
+        self._next_expiry = 0.0
+        self.awards = 0
+        self.failures = 0
+        self.calls = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="chatd-points")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for h in self.hooks:
+            if h.executor is not None:
+                h.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self) -> None:
+        await self.pipeline.write(write_op(init_cursors, names=[h.name for h in self.hooks]))
+        while True:
+            try:
+                busy = False
+                if await self._lease():
+                    for h in self.hooks:
+                        busy |= await self._step(h)
+                    await self._expire()
+                await asyncio.sleep(0 if busy else self.idle_poll)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("points worker error; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _lease(self) -> bool:
+        now = time.monotonic()
+        if self._leased and now < self._lease_until:
+            return True
+        was = self._leased
+        self._leased = await self.pipeline.write(
+            write_op(take_lease, name="points", owner=self.node, now=self.clock(), ms=LEASE_MS)
+        )
+        self._lease_until = now + LEASE_MS / 3000
+        if self._leased and not was:
+            for h in self.hooks:
+                rows = await self.store.fetchall("SELECT source, pos FROM hook_cursors WHERE hook = ?", (h.name,))
+                h.cursors = dict(rows)
+        return self._leased
+
+    async def _step(self, h: HookState) -> bool:
+        if time.monotonic() < h.retry_at:
+            return False
+        batch = await read_events(
+            self.store, h.cursors.get("messages", 0), h.cursors.get("events", 0), self.day_offset_h
+        )
+        if not batch:
+            return False
+        awards: list[Award] = []
+        cursors: dict[str, int] = {}
+        failure: tuple[str, int, str] | None = None
+        results = await self._call(h, [ev for _, _, ev in batch if ev is not None])
+        done = 0
+        for source, pos, ev in batch:
+            if ev is not None:
+                if done >= len(results):
+                    break
+                outcome = results[done]
+                if not isinstance(outcome, BaseException):
+                    bad = next((a for a in outcome if not _valid(a)), None)
+                    if bad is not None:  # a hook bug counts as a failure of this event
+                        outcome = ValueError(f"invalid award {bad!r}")
+                if isinstance(outcome, BaseException):
+                    h.attempts = h.attempts + 1 if h.failing == ev.key else 1
+                    h.failing = ev.key
+                    self.failures += 1
+                    log.warning("points hook %s failed on %s (attempt %d): %r", h.name, ev.key, h.attempts, outcome)
+                    if h.attempts < MAX_ATTEMPTS:
+                        h.retry_at = time.monotonic() + min(60.0, 0.5 * 2 ** (h.attempts - 1))
+                        break
+                    failure = (ev.key, h.attempts, repr(outcome))  # give up on this event: record, skip
+                    h.attempts, h.failing = 0, ""
+                else:
+                    awards.extend(outcome)
+                    if h.failing == ev.key:
+                        h.attempts, h.failing = 0, ""
+                done += 1
+            cursors[source] = pos
+        if not cursors:
+            return False
+        pushes = await self.pipeline.write(
+            write_op(apply_batch, hook=h.name, awards=awards, cursors=cursors, ts=self.clock(), failure=failure)
+        )
+        h.cursors.update(cursors)
+        self.awards += sum(len(d["entries"]) for d in pushes.values())
+        for user, d in pushes.items():
+            self.fanout.user_push(user, "points", d)
+        return h.retry_at <= time.monotonic()
+
+    async def _call(self, h: HookState, events: list[Event]) -> list[Any]:
+        """The hook over ``events`` in order; stops at the first failure (its
+        exception takes that event's place in the result)."""
+        self.calls += len(events)
+        if h.inline:
+            return _run_all(h.hook, events)
+        if h.is_async:
+            out: list[Any] = []
+            for ev in events:
+                try:
+                    out.append(list(await asyncio.wait_for(h.hook(ev), self.hook_timeout)))
+                except Exception as exc:
+                    out.append(exc)
+                    break
+            return out
+        assert h.executor is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(h.executor, _run_all, h.hook, events),
+                self.hook_timeout + 0.01 * len(events),
+            )
+        except TimeoutError as exc:
+            return [exc]
+
+    async def _expire(self) -> None:
+        now = time.monotonic()
+        if now < self._next_expiry:
+            return
+        self._next_expiry = now + 1.0
+        pushes = await self.pipeline.write(write_op(expire_packets, now=self.clock()))
+        for user, d in pushes.items():
+            self.fanout.user_push(user, "points", d)
+
+
+def _valid(a: Any) -> bool:
+    return (
+        isinstance(a, Award)
+        and a.currency in ("points", "cv")
+        and isinstance(a.amount, int)
+        and not isinstance(a.amount, bool)
+        and a.amount >= 0
+        and isinstance(a.key, str)
+        and 0 < len(a.key) <= 200
+        and isinstance(a.user, str)
+        and bool(a.user)
+    )
+
+
+def _run_all(hook: Any, events: list[Event]) -> list[Any]:
+    out: list[Any] = []
+    for ev in events:
+        try:
+            out.append(list(hook(ev)))
+        except Exception as exc:
+            out.append(exc)
+            break
+    return out
