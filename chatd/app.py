@@ -68,6 +68,8 @@ class App:
             presence=presence,
         )
         self.server = SocketServer(self.svc)
+        # with --no-points the hooks do not run, but their cursors exist from the
+        # first start: a later start with points on awards what happened meanwhile
         self.points = PointsWorker(
             store,
             self.svc.pipeline,
@@ -77,7 +79,7 @@ class App:
             config.clock,
             config.points_day_offset_h,
             config.hook_timeout_s,
-        ) if config.points else None
+        )
 
         def bus_stats() -> dict[str, int]:
             return {
@@ -108,7 +110,8 @@ class App:
         self.svc.pipeline.start()
         await self.svc.bus.start()
         self.svc.presence.start()
-        if self.points is not None:
+        await self.points.init()
+        if self.config.points:
             self.points.start()
         self.port = await self.server.start()
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
@@ -116,8 +119,7 @@ class App:
     async def stop(self) -> None:
         await self.server.drain()
         await self.svc.pipeline.stop()
-        if self.points is not None:
-            await self.points.stop()
+        await self.points.stop()
         await self.svc.presence.stop()
         await self.svc.fanout.stop()
         await self.svc.bus.stop()

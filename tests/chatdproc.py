@@ -24,6 +24,7 @@ class Proc:
     def __init__(self, db: Path, port: int, log: Path, *args: str) -> None:
         self.db, self.port, self.log = db, port, log
         self.args = args  # extra ``chatd serve`` arguments
+        self.env: dict[str, str] = {}  # extra environment (e.g. PYTHONPATH for test hooks)
         self.p: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -49,6 +50,7 @@ class Proc:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env},
             )
 
     async def healthy(self, wait: float = 15.0) -> None:

@@ -211,8 +211,11 @@ class PointsWorker:
             if h.executor is not None:
                 h.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _run(self) -> None:
+    async def init(self) -> None:
+        """Create the cursors of hooks seen for the first time (at the current head)."""
         await self.pipeline.write(write_op(init_cursors, names=[h.name for h in self.hooks]))
+
+    async def _run(self) -> None:
         while True:
             try:
                 busy = False
