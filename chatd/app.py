@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
+
 from .bus import Bus, make_bus
 from .bus.redis import RedisBus
 from .config import Config
@@ -48,7 +51,14 @@ class App:
         directory = Directory(store, ready=ready)
         backend: PresenceBackend
         if isinstance(bus, RedisBus):
-            backend = RedisPresence(bus.client, bus.node, config.bus_prefix, config.presence_lease_ms)
+            # a pool of its own, bounded and waiting when busy: a burst of presence
+            # changes (a Redis restart re-puts every device) must not starve the bus
+            pool = BlockingConnectionPool.from_url(
+                config.redis_url or "", max_connections=16, timeout=5, socket_connect_timeout=1, socket_timeout=2
+            )
+            backend = RedisPresence(
+                aioredis.Redis(connection_pool=pool), bus.node, config.bus_prefix, config.presence_lease_ms
+            )
         else:
             backend = MemoryPresence(bus.node)
         fanout = Fanout(hub, directory, bus, store, metrics)

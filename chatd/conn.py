@@ -331,6 +331,8 @@ class Conn:
             pos = await head(self.svc.store) if shared else 0
             self.left = set()
             self.svc.hub.register(self)
+            if shared:  # a join or leave on another node from now on reaches us
+                await self.svc.bus.ready("u:" + identity.id)
             convs = await user_convs(self.svc.store, identity.id)
             if self.state is not State.AWAIT_AUTH or self.proto.state is not WsState.OPEN or self.svc.draining:
                 return

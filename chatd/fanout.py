@@ -63,7 +63,10 @@ class Fanout:
         self.gaps_filled = 0
         self.resyncs = 0
         self._resyncing = False
+        self._again = False
         self._touched: set[str] = set()
+        # (user, conv) -> [version, follow checks pending]: only while a check is pending
+        self._follow_versions: dict[tuple[str, str], list[int]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.presence: Presence | None = None  # envelopes for p:<user> keys go there
         hub.on_topic = self._topic
@@ -177,9 +180,21 @@ class Fanout:
                 if conns is not None:
                     self.hub.deliver(conns, payload[1:], None)
             elif op in (OP_FOLLOW, OP_UNFOLLOW):
-                self.hub.user_follow(user, payload[1:].decode(), op == OP_FOLLOW)
+                conv = payload[1:].decode()
                 if self._resyncing:
                     self._touched.add(user)
+                # a newer follow/unfollow of the same pair cancels a pending check
+                entry = self._follow_versions.get((user, conv))
+                if op == OP_FOLLOW:
+                    if entry is None:
+                        entry = self._follow_versions[(user, conv)] = [0, 0]
+                    entry[0] += 1
+                    entry[1] += 1
+                    self._spawn(self._remote_follow(user, conv, entry[0]))
+                else:
+                    if entry is not None:
+                        entry[0] += 1
+                    self.hub.user_follow(user, conv, False)
 
     def bus_reset(self) -> None:
         """The bus (re)connected: envelopes may have been lost. Forget cached
@@ -191,35 +206,66 @@ class Fanout:
         if self.presence is not None:
             self._spawn(self.presence.republish())
         if self.hub.users:
-            self._spawn(self._resync())
+            if self._resyncing:
+                self._again = True  # the running resync starts over when done
+            else:
+                self._spawn(self._resync())
 
     async def _resync(self) -> None:
-        self.resyncs += 1
         self._resyncing = True
         try:
-            for user in list(self.hub.users):
-                for _ in range(3):
-                    self._touched.discard(user)
-                    try:
-                        convs = set(await user_convs(self.store, user))
-                    except StoreUnavailable:
-                        break
-                    if user not in self._touched:
-                        break
-                for conn in tuple(self.hub.users.get(user, ())):
-                    if conn.identity is None:
-                        continue  # still authenticating: it reads memberships itself
-                    for conv in convs - conn.convs:
-                        self.hub.follow(conn, conv)
-                    for conv in conn.convs - convs:
-                        self.hub.unfollow(conn, conv)
-            frames = [encode_push(slot, "resync", {"reason": "bus"}) for slot in range(len(CODEC_SLOTS))]
-            for conn in self.hub.connections():
-                if conn.identity is not None:
-                    conn.write(frames[conn.slot])
+            while True:
+                self._again = False
+                self.resyncs += 1
+                await self._resync_once()
+                if not self._again:
+                    break
         finally:
             self._resyncing = False
             self._touched.clear()
+
+    async def _resync_once(self) -> None:
+        for user in list(self.hub.users):
+            convs: set[str] | None = None
+            for _ in range(3):
+                self._touched.discard(user)
+                try:
+                    convs = set(await user_convs(self.store, user))
+                except StoreUnavailable:
+                    convs = None
+                    break
+                if user not in self._touched:
+                    break
+            if convs is None:
+                continue  # could not read them: keep what the sockets follow (sync still repairs)
+            for conn in tuple(self.hub.users.get(user, ())):
+                if conn.identity is None:
+                    continue  # still authenticating: it reads memberships itself
+                for conv in convs - conn.convs:
+                    self.hub.follow(conn, conv)
+                for conv in conn.convs - convs:
+                    self.hub.unfollow(conn, conv)
+        frames = [encode_push(slot, "resync", {"reason": "bus"}) for slot in range(len(CODEC_SLOTS))]
+        for conn in self.hub.connections():
+            if conn.identity is not None:
+                conn.write(frames[conn.slot])
+
+    async def _remote_follow(self, user: str, conv: str, version: int) -> None:
+        """A join or DM opened on another node: follow after checking the store
+        (follow/unfollow envelopes from different nodes can arrive out of order;
+        the store says which came last)."""
+        row = None
+        try:
+            row = await self.store.fetchone("SELECT 1 FROM members WHERE conv = ? AND user = ?", (conv, user))
+        except StoreUnavailable:
+            pass
+        finally:
+            entry = self._follow_versions[(user, conv)]
+            entry[1] -= 1
+            if not entry[1]:
+                del self._follow_versions[(user, conv)]
+        if row is not None and entry[0] == version:
+            self.hub.user_follow(user, conv, True)
 
     # -- interest ------------------------------------------------------------
 

@@ -111,9 +111,16 @@ class PresenceBackend(Protocol):
 
     async def get_many(self, users: list[str], now: int) -> dict[str, tuple[int, State]]: ...
 
-    async def heartbeat(self, now: int) -> None: ...
+    async def heartbeat(self, now: int) -> bool:
+        """Renew this node's lease; True if the node was unknown (first beat, reaped
+        while cut off, or Redis restarted empty): its devices must be put again."""
+        ...
 
     async def reap(self, now: int) -> list[Change]: ...
+
+    async def prune(self, live: set[str], now: int) -> list[Change]:
+        """Remove this node's devices that are not in ``live`` (device ids)."""
+        ...
 
 
 class MemoryPresence:
@@ -155,10 +162,13 @@ class MemoryPresence:
     async def get_many(self, users: list[str], now: int) -> dict[str, tuple[int, State]]:
         return {u: self._state(u) for u in users}
 
-    async def heartbeat(self, now: int) -> None:
-        return None
+    async def heartbeat(self, now: int) -> bool:
+        return False
 
     async def reap(self, now: int) -> list[Change]:
+        return []
+
+    async def prune(self, live: set[str], now: int) -> list[Change]:
         return []
 
 
@@ -225,8 +235,24 @@ class RedisPresence:
             out[u] = (int(version or 0), self._state(raw, last, beats, now))
         return out
 
-    async def heartbeat(self, now: int) -> None:
-        await self.r.zadd(self._k("nodes", "all"), {self.node: now})
+    async def close(self) -> None:
+        await self.r.aclose()
+        await self.r.connection_pool.disconnect()
+
+    async def heartbeat(self, now: int) -> bool:
+        return bool(await self.r.zadd(self._k("nodes", "all"), {self.node: now}))
+
+    async def prune(self, live: set[str], now: int) -> list[Change]:
+        members: Any = await self.r.smembers(self._k("nu", self.node))
+        changes: list[Change] = []
+        mine = self.node + "/"
+        for user in (_s(u) for u in members):
+            raw: Any = await self.r.hgetall(self._k("pd", user))
+            stale = [f for f in raw if _s(f).startswith(mine) and _s(f)[len(mine) :] not in live]
+            if stale:
+                version, state = await self._change(user, now, self._reaper(user, stale, now))
+                changes.append((user, version, state))
+        return changes
 
     async def reap(self, now: int) -> list[Change]:
         beats: list[Any] = await self.r.zrange(self._k("nodes", "all"), 0, -1, withscores=True)
@@ -299,26 +325,40 @@ class Presence:
         for task in list(self._chains.values()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 1.0)
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
     # -- this node's devices ------------------------------------------------
 
     def _device_id(self, conn: Conn) -> str:
         return f"{id(conn):x}"
 
-    def _run(self, conn: Conn, make: Callable[[], Any]) -> None:
-        """Backend calls for one socket run in order (an open cannot overtake a close)."""
+    def _run(self, conn: Conn, make: Callable[[], Any], retry: Callable[[], bool]) -> None:
+        """Backend calls for one socket run in order (an open cannot overtake a
+        close). A failed call (Redis away) is retried with backoff while
+        ``retry()`` says it still matters."""
         prev = self._chains.get(conn)
 
         async def step() -> None:
             if prev is not None:
                 with contextlib.suppress(Exception):
                     await prev
+            delay = 0.2
             try:
-                user, version, state = await make()
-                self.changed(user, version, state)
-            except Exception as exc:  # presence is ephemeral: a Redis outage must not break chat
-                self.errors += 1
-                log.debug("presence update failed: %s", exc)
+                while True:
+                    try:
+                        user, version, state = await make()
+                        self.changed(user, version, state)
+                        return
+                    except Exception as exc:  # presence is ephemeral: never break chat over it
+                        self.errors += 1
+                        log.debug("presence update failed: %s", exc)
+                    if not retry():
+                        return
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
             finally:
                 if self._chains.get(conn) is task:
                     del self._chains[conn]
@@ -338,7 +378,8 @@ class Presence:
             version, state = await self.backend.put(user, device, dev, self.clock())
             return user, version, state
 
-        self._run(conn, make)
+        # retried while this is still the socket's latest state
+        self._run(conn, make, lambda: self.devices.get(conn) is dev)
 
     def closed(self, conn: Conn) -> None:
         for user in list(getattr(conn, "watching", ()) or ()):
@@ -351,7 +392,13 @@ class Presence:
             version, state = await self.backend.drop(user, device, self.clock())
             return user, version, state
 
-        self._run(conn, make)
+        tries = [0]
+
+        def retry() -> bool:  # a drop that never lands is cleaned up by prune() or the lease
+            tries[0] += 1
+            return tries[0] < 20
+
+        self._run(conn, make, retry)
 
     def set(self, conn: Conn, status: str | None, duty: bool | None) -> Device:
         dev = self.devices[conn]
@@ -374,8 +421,7 @@ class Presence:
         self.known.clear()
         with contextlib.suppress(Exception):
             await self.backend.heartbeat(self.clock())
-        for conn, dev in list(self.devices.items()):
-            self._put(conn, dev)
+        await self._reput()
         watched = list(self.subs)
         for i in range(0, len(watched), 500):
             try:
@@ -384,6 +430,19 @@ class Presence:
                 return
             for user, (version, state) in states.items():
                 self.deliver(user, version, state)
+
+    async def _reput(self) -> None:
+        """Put every local device again and remove this node's devices that no
+        socket owns any more (a drop that failed, a reaped node coming back)."""
+        for conn, dev in list(self.devices.items()):
+            self._put(conn, dev)
+        try:
+            live = {self._device_id(c) for c in self.devices}
+            for user, version, state in await self.backend.prune(live, self.clock()):
+                self.changed(user, version, state)
+        except Exception as exc:
+            self.errors += 1
+            log.debug("presence prune failed: %s", exc)
 
     # -- changes --------------------------------------------------------------
 
@@ -434,8 +493,11 @@ class Presence:
         out = []
         for user, (version, state) in states.items():
             prev = self.known.get(user)
-            if user in self.subs and (prev is None or prev[0] < version):
-                self.known[user] = (version, state)
+            if user in self.subs:
+                if prev is None or prev[0] < version:
+                    self.known[user] = (version, state)
+                else:
+                    state = prev[1]  # a push already told this node something newer
             out.append(state.wire(user))
         return out
 
@@ -462,7 +524,10 @@ class Presence:
         while True:
             try:
                 now = self.clock()
-                await self.backend.heartbeat(now)
+                if await self.backend.heartbeat(now) and self.devices:
+                    # our lease was gone (reaped while cut off, or Redis restarted)
+                    log.warning("presence: this node's lease was gone; putting its devices again")
+                    await self._reput()
                 for user, version, state in await self.backend.reap(now):
                     self.changed(user, version, state)
             except asyncio.CancelledError:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,6 +30,9 @@ from .base import BusHandler, channel_of
 
 log = logging.getLogger("chatd.bus")
 
+PING_AFTER = 2.0  # s of silence on the subscriber before a PING
+DEAD_AFTER = 5.0  # s of silence (PINGs unanswered) before the connection counts as lost
+MAX_QUEUED = 100_000  # envelopes waiting to be published before new ones are dropped
 UNSUBSCRIBE_AFTER = 10.0  # s a channel stays subscribed with no interest (phones reconnect often)
 READY_TIMEOUT = 2.0  # s ready() waits for a SUBSCRIBE confirmation
 
@@ -65,6 +69,8 @@ class RedisBus:
         self.received = 0
         self.dropped = 0
         self.resets = 0
+        self.malformed = 0
+        self._broken = ""  # set: the listener drops the connection (and the node resyncs)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -118,7 +124,7 @@ class RedisBus:
 
     async def ready(self, key: str) -> None:
         channel = channel_of(self.prefix, key, self.shards)
-        if not self._up or channel in self.confirmed:
+        if not self._up or channel in self.confirmed or self.counts.get(channel, 0) <= 0:
             return
         fut = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(fut)
@@ -141,6 +147,10 @@ class RedisBus:
         if not self._up:
             self.dropped += 1
             return
+        if len(self._out) >= MAX_QUEUED:  # Redis is not keeping up: drop, and resync everyone
+            self.dropped += 1
+            self._broken = "publish queue full"
+            return
         k = key.encode()
         self._out.append((channel_of(self.prefix, key, self.shards), b"".join((self._node_b, len(k).to_bytes(2, "big"), k, payload))))
         if not self._flushing:
@@ -160,6 +170,8 @@ class RedisBus:
                         if attempt == 2 or not self._up:
                             self.dropped += len(batch)
                             log.warning("bus: publish of %d envelopes failed: %s", len(batch), exc)
+                            # other nodes missed them: reconnect, so that every node resyncs
+                            self._broken = f"publish failed: {exc}"
                             break
         finally:
             self._flushing = False
@@ -184,14 +196,26 @@ class RedisBus:
                 await ps.subscribe(*wanted)
                 self._ps = ps
                 pending: set[str] | None = set(wanted)
+                heard = pinged = time.monotonic()
                 while self._running:
-                    msg = await ps.get_message(timeout=1.0)
+                    msg = await ps.get_message(timeout=0.5)
+                    now = time.monotonic()
                     if msg is not None:
+                        heard = now
                         self._on_message(msg, pending)
                         if pending is not None and not pending:
                             pending = None
                             self._connected()
                             backoff = 0.1
+                    if self._broken:
+                        raise ConnectionError(self._broken)
+                    # a connection that goes quiet without closing (a partition, a
+                    # stalled Redis) is noticed by PINGs that get no answer
+                    if now - heard > PING_AFTER and now - pinged > PING_AFTER:
+                        pinged = now
+                        await ps.ping()
+                    if now - heard > DEAD_AFTER:
+                        raise ConnectionError(f"no answer from Redis for {now - heard:.1f} s")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -201,6 +225,7 @@ class RedisBus:
                 log.exception("bus: listener error; reconnecting")
             finally:
                 self._ps = None
+                self._broken = ""
                 self._disconnected()
                 with contextlib.suppress(Exception):
                     await ps.aclose()
@@ -214,10 +239,17 @@ class RedisBus:
             data: bytes = msg["data"]
             if data[:8] == self._node_b:
                 return
-            klen = int.from_bytes(data[8:10], "big")
             self.received += 1
-            if self.handler is not None:
-                self.handler.bus_message(data[10 : 10 + klen].decode(), data[10 + klen :])
+            try:  # one bad envelope (another version, a stray PUBLISH) is dropped, not a reset
+                klen = int.from_bytes(data[8:10], "big")
+                if len(data) <= 10 + klen or klen == 0:
+                    raise ValueError(f"short envelope ({len(data)} bytes)")
+                key = data[10 : 10 + klen].decode()
+                if self.handler is not None:
+                    self.handler.bus_message(key, data[10 + klen :])
+            except Exception as exc:
+                self.malformed += 1
+                log.warning("bus: dropped an envelope that could not be handled: %r", exc)
             return
         channel = msg["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
@@ -228,6 +260,8 @@ class RedisBus:
             self._release_waiters(channel)
         elif kind in (b"unsubscribe", "unsubscribe"):
             self.confirmed.discard(channel)
+            if self.counts.get(channel, 0) > 0:  # interest came back while unsubscribing
+                self._commands.put_nowait(("subscribe", channel))
 
     async def _command(self) -> None:
         """(Un)subscribe on the live connection as interest changes; a command
@@ -242,6 +276,9 @@ class RedisBus:
                 if cmd == "subscribe" and want and channel not in self.confirmed:
                     await ps.subscribe(channel)
                 elif cmd == "unsubscribe" and not want and channel in self.confirmed:
+                    # not confirmed from now on: interest arriving meanwhile re-subscribes
+                    # and its ready() waits for that
+                    self.confirmed.discard(channel)
                     await ps.unsubscribe(channel)
             except (RedisError, OSError) as exc:
                 log.debug("bus: %s %s failed: %s", cmd, channel, exc)
@@ -280,4 +317,5 @@ class RedisBus:
             "received": self.received,
             "dropped": self.dropped,
             "resets": self.resets,
+            "malformed": self.malformed,
         }

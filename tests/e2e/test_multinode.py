@@ -207,3 +207,28 @@ async def test_order_gate_fills_a_gap_from_the_store(nodes: Nodes, clients: Any)
     assert [m["text"] for m in got] == ["lost 1", "lost 2", "arrives"]
     assert got[0]["seq"] + 2 == got[2]["seq"]
     assert b.svc.fanout.gaps_filled >= 1
+
+
+async def test_resync_that_cannot_read_a_users_memberships_leaks_nothing(
+    nodes: Nodes, clients: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = nodes
+    alice = await clients(a, "alice")
+    mallory = await clients(a, "mallory")
+    private = (await alice.call("dm.open", user="bob"))["conv"]
+    import chatd.fanout as fanout_mod
+    from chatd.store import StoreUnavailable
+
+    real = fanout_mod.user_convs
+
+    async def flaky(store: Any, user: str) -> list[str]:
+        if user == "mallory":
+            raise StoreUnavailable("database is locked")
+        return await real(store, user)
+
+    monkeypatch.setattr(fanout_mod, "user_convs", flaky)
+    a.svc.fanout.bus_reset()
+    await mallory.next_push(5, "resync")
+    assert private not in next(c for c in a.svc.hub.users["mallory"]).convs
+    await alice.call("send", conv=private, cid="p", text="for bob only")
+    await mallory.no_push(0.3, "msg")

@@ -1,0 +1,95 @@
+"""RedisBus failure modes beyond the shared contract, against a real redis-server:
+a Redis that stalls without closing, interest regained while unsubscribing, and
+envelopes that are not ours."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import redis.asyncio as aioredis
+from redisproc import RedisProc
+
+from chatd.bus.redis import RedisBus
+
+from .test_contract import Recorder
+
+
+async def node(url: str) -> tuple[RedisBus, Recorder]:
+    bus = RedisBus(url, shards=16)
+    rec = Recorder()
+    bus.attach(rec)
+    await bus.start()
+    assert bus.up
+    return bus, rec
+
+
+async def test_a_stalled_redis_is_noticed_and_the_bus_resets_after(redis_proc: RedisProc) -> None:
+    a, _ = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    try:
+        b.interest("c:room", 1)
+        await b.ready("c:room")
+        resets = rb.resets
+        assert redis_proc.pid is not None
+        os.kill(redis_proc.pid, signal.SIGSTOP)  # the connection stays open; nothing answers
+        t0 = time.monotonic()
+        try:
+            await rb.wait_for(lambda: not b.up, within=10)
+            noticed = time.monotonic() - t0
+        finally:
+            os.kill(redis_proc.pid, signal.SIGCONT)
+        assert noticed < 8, f"stall noticed after {noticed:.1f} s"
+        await rb.wait_for(lambda: b.up and rb.resets > resets, within=10)
+        await rb.wait_for(lambda: a.up, within=10)
+        a.publish("c:room", b"after the stall")
+        await rb.wait_for(lambda: ("c:room", b"after the stall") in rb.got)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_interest_regained_while_unsubscribing_is_subscribed_again(redis_proc: RedisProc) -> None:
+    a, _ = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        b.interest("c:k", -1)
+        channel = b.channel("c:k")
+        b._commands.put_nowait(("unsubscribe", channel))  # what the sweep does
+        await asyncio.sleep(0)  # the UNSUBSCRIBE goes out ...
+        b.interest("c:k", 1)  # ... and interest comes back before its confirmation
+        await b.ready("c:k")
+        for _ in range(50):
+            a.publish("c:k", b"x")
+            await asyncio.sleep(0.02)
+            if rb.got:
+                break
+        assert rb.got, "the channel stayed unsubscribed"
+        assert channel in b.confirmed
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_foreign_envelopes_are_dropped_without_a_reset(redis_proc: RedisProc) -> None:
+    a, _ = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    r = aioredis.Redis.from_url(redis_proc.url)
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        resets = b.resets
+        for junk in (b"", b"x", b"12345678\x00", b"12345678\xff\xffshort"):
+            await r.publish(b.channel("c:k"), junk)
+        a.publish("c:k", b"real")
+        await rb.wait_for(lambda: ("c:k", b"real") in rb.got)
+        assert b.resets == resets and b.up
+        assert b.malformed >= 3
+    finally:
+        await r.aclose()
+        await a.stop()
+        await b.stop()
