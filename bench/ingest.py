@@ -11,6 +11,7 @@ SQLite file.
 
     .venv/bin/python bench/ingest.py            # ~1 min
     .venv/bin/python bench/ingest.py --quick
+    .venv/bin/python bench/ingest.py --sync full --points both   # points pipeline off vs on
 """
 
 from __future__ import annotations
@@ -76,14 +77,33 @@ class Ingest:
         self.send(conn)
 
 
-async def run_mode(args: argparse.Namespace, sync: str | None) -> dict[str, Any]:
+def points_lag(db: str) -> tuple[int, int]:
+    """(messages, messages the rules hook has not processed yet) in a stopped server's file."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        n = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        try:
+            cur = conn.execute("SELECT pos FROM hook_cursors WHERE hook = 'rules' AND source = 'messages'").fetchone()
+        except sqlite3.OperationalError:
+            return n, 0
+        left = conn.execute("SELECT COUNT(*) FROM messages WHERE pos > ?", (cur[0] if cur else 0,)).fetchone()[0]
+        return n, left
+    finally:
+        conn.close()
+
+
+async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | None = None) -> dict[str, Any]:
     ing = Ingest(args.outstanding, args.size)
     st = ing.stats
     tmp = tempfile.TemporaryDirectory(prefix="bench-ingest-")
     port = benchlib.free_port()
-    proc = benchlib.start_chatd(port, os.path.join(tmp.name, "chatd.db"), ["--sync", sync] if sync else [])
+    db = os.path.join(tmp.name, "chatd.db")
+    extra = (["--sync", sync] if sync else []) + (["--no-points"] if points is False else [])
+    proc = benchlib.start_chatd(port, db, extra)
     conns: list[wsload.WSConn] = []
-    label = f"sync={sync or 'default'}"
+    label = f"sync={sync or 'default'}" + ("" if points is None else f" points={'on' if points else 'off'}")
     try:
         await benchlib.wait_healthz(port, 30, proc)
         tokens = benchlib.Tokens()
@@ -166,11 +186,15 @@ async def run_mode(args: argparse.Namespace, sync: str | None) -> dict[str, Any]
         for c in conns:
             c.abort()
         benchlib.stop_server(proc)
+        if points is not None and "row" in locals():
+            total, left = points_lag(db)
+            row["messages"], row["awards_pending"] = total, left
+            print(f"  {label}: {total:,} messages stored, {left:,} not yet through the rules hook at stop")
         tmp.cleanup()
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [await run_mode(args, m) for m in args.modes]
+    return [await run_mode(args, sync, points) for sync, points in args.modes]
 
 
 def main() -> None:
@@ -182,6 +206,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=120, help="message text bytes (120)")
     ap.add_argument("--proto", choices=["json", "msgpack"], default="json")
     ap.add_argument("--sync", choices=["full", "normal", "both"], default="both")
+    ap.add_argument(
+        "--points",
+        choices=["on", "off", "both"],
+        help="points pipeline: 'both' runs each sync mode with it off, then on (chatd's default is on)",
+    )
     ap.add_argument("--warmup", type=float)
     ap.add_argument("--window", type=float)
     args = ap.parse_args()
@@ -192,10 +221,13 @@ def main() -> None:
     if not benchlib.chatd_available():
         raise SystemExit("chatd is not installed")
     has_sync = "--sync" in benchlib.chatd_help()
-    if not has_sync:
-        args.modes = [None]
-    else:
-        args.modes = ["full", "normal"] if args.sync == "both" else [args.sync]
+    syncs: list[str | None] = [None]
+    if has_sync:
+        syncs = ["full", "normal"] if args.sync == "both" else [args.sync]
+    pts: list[bool | None] = [None]
+    if args.points and "--no-points" in benchlib.chatd_help():
+        pts = [False, True] if args.points == "both" else [args.points == "on"]
+    args.modes = [(s, p) for s in syncs for p in pts]
     benchlib.install_watchdog(200)
     wsload.raise_nofile()
     benchlib.pin_self(1)
@@ -220,6 +252,7 @@ def main() -> None:
             ("others %", "other_pct"),
             ("errors", "errors"),
             ("closes", "closes"),
+            *([("awards pending at stop", "awards_pending")] if args.points else []),
         ],
     )
     text = (
@@ -227,6 +260,11 @@ def main() -> None:
         f"warm-up {args.warmup} s, window {args.window} s, chatd on core 0, generator on core 1 "
         "(goal ≥ 20,000 acks/s)\n\n" + table + "\n"
     )
+    on = [r for r in rows if r["mode"].endswith("points=on")]
+    off = [r for r in rows if r["mode"].endswith("points=off")]
+    for r_on, r_off in zip(on, off, strict=False):
+        drop = 100 * (1 - r_on["acks_per_s"] / max(1, r_off["acks_per_s"]))
+        text += f"- {r_on['mode']}: {drop:.1f}% fewer acks/s than with points off (goal ≤ 10%)\n"
     print("\n" + text)
     benchlib.save_result({"bench": "ingest", "rows": rows}, "durable ingest (bench/ingest.py)", text, chatd=True)
 
