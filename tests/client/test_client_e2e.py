@@ -454,3 +454,28 @@ async def test_terminal_chat_with_piped_stdin(connect: Callable[..., Any], serve
     code, out, err = await run_chat(server.url, token, "again\n/history 5\n", "--to", "dm:alice:bob")
     assert code == 0, err
     assert "Alice: again" in out and "Alice: hello from the terminal" in out
+
+
+async def test_points_tips_and_red_packets_through_the_client(connect: Callable[..., Any]) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    conv: str = (await alice.dm_open("bob"))["conv"]
+    await alice.send(conv, "good morning")  # alice's daily check-in
+    ack = await bob.send(conv, "morning! the new NOMI update is out")
+    deadline = asyncio.get_running_loop().time() + 5
+    while (await alice.points_balance())["points"] < 5:  # awarded a moment after the message
+        assert asyncio.get_running_loop().time() < deadline, "no check-in award"
+        await asyncio.sleep(0.05)
+    tid = "tip-1"
+    assert (await alice.tip(conv, ack["seq"], 2, tid=tid))["to"] == "bob"
+    assert (await alice.tip(conv, ack["seq"], 2, tid=tid))["dup"] is True
+    rp = await alice.red_packet(conv, total=3, shares=1, split="equal")
+    got = await bob.claim(rp["id"])
+    assert got["amount"] == 3 and got["left"] == 0
+    with pytest.raises(ChatError) as err:
+        await alice.tip(conv, ack["seq"], 100)
+    assert err.value.code == "insufficient_points"
+    assert (await alice.points_balance())["points"] == 0
+    ledger = await alice.points_ledger()
+    assert {e["rule"] for e in ledger["entries"]} >= {"checkin", "tip", "redpacket.hold"}
+    assert (await bob.points_top())["top"][0]["user"] in ("alice", "bob")

@@ -71,6 +71,12 @@ IDEMPOTENT_OPS = frozenset(
         "presence.unsub",
         "presence.set",
         "typing",
+        "points.balance",
+        "points.ledger",
+        "points.top",
+        "tip",  # deduplicated on its tid
+        "redpacket.send",  # deduplicated on its rid
+        "redpacket.claim",  # one claim per user: a retry returns the same share
         "dm.open",
         "block",
         "unblock",
@@ -313,6 +319,33 @@ class Client:
             mentions=mentions,
             mention_all=mention_all,
         )
+
+    async def points_balance(self) -> dict[str, Any]:
+        """``{points, cv}``: spendable points and contribution value."""
+        return await self.request("points.balance")
+
+    async def points_ledger(self, before: int | None = None, limit: int | None = None) -> dict[str, Any]:
+        return await self.request("points.ledger", before=before, limit=limit)
+
+    async def points_top(self, limit: int | None = None) -> dict[str, Any]:
+        return await self.request("points.top", limit=limit)
+
+    async def tip(self, conv: str, seq: int, amount: int, tid: str | None = None) -> dict[str, Any]:
+        """Tip the author of message ``seq`` in ``conv`` with ``amount`` points;
+        retried under the same ``tid``, so points move once."""
+        return await self.request("tip", conv=conv, seq=seq, amount=amount, tid=tid or uuid.uuid4().hex)
+
+    async def red_packet(
+        self, conv: str, total: int, shares: int, split: str = "random", rid: str | None = None
+    ) -> dict[str, Any]:
+        """Send a red packet of ``total`` points in ``shares`` ("random" or "equal")."""
+        return await self.request(
+            "redpacket.send", conv=conv, total=total, shares=shares, split=split, rid=rid or uuid.uuid4().hex
+        )
+
+    async def claim(self, packet: str) -> dict[str, Any]:
+        """Claim a share of red packet ``packet``: ``{id, amount, left, dup}``."""
+        return await self.request("redpacket.claim", id=packet)
 
     async def recall(self, conv: str, seq: int) -> dict[str, Any]:
         return await self.request("recall", conv=conv, seq=seq)
