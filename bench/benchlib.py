@@ -186,10 +186,15 @@ def proc_tree(pid: int) -> list[int]:
     return out
 
 
-def cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) seconds of ``pid`` and its live descendants, all threads."""
+def cpu_times(pid: int | list[int]) -> tuple[float, float]:
+    """(user, system) seconds of ``pid`` (or of each pid of a list) and its live
+    descendants, all threads."""
+    pids = [pid] if isinstance(pid, int) else pid
+    tree: list[int] = []
+    for root in pids:
+        tree.extend(p for p in proc_tree(root) if p not in tree)
     u = s = 0
-    for p in proc_tree(pid):
+    for p in tree:
         try:
             with open(f"/proc/{p}/stat", "rb") as f:
                 st = f.read()
@@ -199,6 +204,32 @@ def cpu_times(pid: int) -> tuple[float, float]:
         u += int(fields[11])
         s += int(fields[12])
     return u / CLK_TCK, s / CLK_TCK
+
+
+def ctx_switches(pid: int | list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches of ``pid`` (or each of a list) and its
+    live descendants, all threads (/proc/<pid>/task/*/status)."""
+    pids = [pid] if isinstance(pid, int) else pid
+    tree: list[int] = []
+    for root in pids:
+        tree.extend(p for p in proc_tree(root) if p not in tree)
+    vol = inv = 0
+    for p in tree:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith("voluntary_ctxt_switches:"):
+                            vol += int(line.split()[1])
+                        elif line.startswith("nonvoluntary_ctxt_switches:"):
+                            inv += int(line.split()[1])
+            except OSError:
+                continue
+    return vol, inv
 
 
 def rss_kb(pid: int) -> int:
@@ -231,7 +262,7 @@ class OtherLoad:
     Other sessions share the machine; a run is only trustworthy if this stays low.
     """
 
-    def __init__(self, server_pid: int | None) -> None:
+    def __init__(self, server_pid: int | list[int] | None) -> None:
         self.pid = server_pid
         self.start()
 
@@ -256,7 +287,7 @@ class OtherLoad:
         return round(100 * max(other, 0.0) / el, 1), round(100 * (st1 - self.st0) / el, 1)
 
 
-async def wait_quiet(limit: float = 60.0, threshold: float = 15.0, server_pid: int | None = None) -> float:
+async def wait_quiet(limit: float = 60.0, threshold: float = 15.0, server_pid: int | list[int] | None = None) -> float:
     """Wait (at most ``limit`` s) until other processes use < ``threshold`` % of a core."""
     deadline = time.monotonic() + limit
     warned = False
@@ -399,6 +430,189 @@ def check_reply(rep: dict[str, Any], what: str) -> dict[str, Any]:
     if "error" in rep:
         raise RuntimeError(f"{what}: {rep['error']}")
     return dict(rep.get("d", {}))
+
+
+# -- redis-server and chatd's /metrics --------------------------------------------
+
+
+def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+    """One RESP command to 127.0.0.1:``port``; the raw reply (simple or bulk string)."""
+    cmd = f"*{len(args)}\r\n".encode() + b"".join(
+        f"${len(a.encode())}\r\n".encode() + a.encode() + b"\r\n" for a in args
+    )
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(cmd)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            if data[:1] in (b"+", b"-", b":") and data.endswith(b"\r\n"):
+                break
+            if data[:1] == b"$":
+                head, _, rest = data.partition(b"\r\n")
+                n = int(head[1:])
+                if n < 0 or len(rest) >= n + 2:
+                    break
+    if data[:1] == b"$":
+        head, _, rest = data.partition(b"\r\n")
+        return rest[: int(head[1:])] if int(head[1:]) >= 0 else b""
+    return data.rstrip(b"\r\n")
+
+
+def start_redis(core: int | None = 0) -> tuple[subprocess.Popen[bytes], int]:
+    """A ``redis-server`` on a free loopback port, no persistence, pinned to ``core``
+    like the servers (own process group: ``stop_server``/``stop_all`` stop it)."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not os.path.exists(binary):
+        raise SystemExit("redis-server is not installed (Debian package redis-server)")
+    workdir = tempfile.gettempdir()  # nothing is written there: no RDB, no AOF
+    for _ in range(5):
+        port = free_port()
+        argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        argv += ["--daemonize", "no", "--dir", workdir, "--logfile", ""]
+        proc = start_server(argv, core=core, name="redis")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if redis_command(port, "PING", timeout=0.5) == b"+PONG":
+                    return proc, port
+            except OSError:
+                pass
+            time.sleep(0.02)
+        stop_server(proc)  # port taken meanwhile, or it died: another port
+    raise RuntimeError(f"redis-server did not start:\n{log_tail(proc)}")
+
+
+def redis_info(port: int, section: str = "commandstats") -> dict[str, str]:
+    """``INFO <section>`` as a flat dict (``cmdstat_publish`` -> ``calls=..,usec=..``)."""
+    out: dict[str, str] = {}
+    for line in redis_command(port, "INFO", section).decode().splitlines():
+        if ":" in line and not line.startswith("#"):
+            k, _, v = line.partition(":")
+            out[k] = v
+    return out
+
+
+def redis_cmdstats(port: int) -> dict[str, dict[str, float]]:
+    """Per command: calls, usec (Redis' own time in the command, not I/O)."""
+    out: dict[str, dict[str, float]] = {}
+    for k, v in redis_info(port, "commandstats").items():
+        if k.startswith("cmdstat_"):
+            fields = dict(kv.split("=", 1) for kv in v.split(","))
+            out[k[8:]] = {f: float(fields[f]) for f in ("calls", "usec") if f in fields}
+    return out
+
+
+def scrape_metrics(port: int, timeout: float = 3.0) -> dict[str, float]:
+    """chatd's ``GET /metrics`` (Prometheus text) as {``name{labels}``: value}."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    out: dict[str, float] = {}
+    for line in data.partition(b"\r\n\r\n")[2].decode(errors="replace").splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+# -- sampling profiles (py-spy, optional) -------------------------------------------
+
+
+def py_spy_bin(given: str | None = None) -> str:
+    """py-spy: ``given``, ``$PY_SPY`` or on PATH (``pip install --target DIR py-spy``
+    puts it in ``DIR/bin``; it is not a dependency of the project)."""
+    exe = given or os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if not exe or not os.path.exists(exe):
+        raise SystemExit("py-spy not found: pass --py-spy PATH or set PY_SPY")
+    return exe
+
+
+def start_profile(exe: str, pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
+    """Sample ``pid``'s Python stacks for ``seconds`` into ``out`` (collapsed stacks,
+    one ``frame;frame;... count`` line per stack; idle threads are not sampled).
+    py-spy itself runs on core 1 with the generator, so run profiles separately from
+    the figures you keep."""
+    cmd = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+    cmd += [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate)]
+    cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _frame_name(frame: str) -> str:
+    # "send (chatd/ops/messaging.py:65)" -> "send (chatd/ops/messaging.py)"
+    name, _, where = frame.partition(" (")
+    path = where.rstrip(")").rsplit(":", 1)[0]
+    for cut in ("site-packages/", "/lib/python3."):
+        if cut in path:
+            path = path.split(cut, 1)[1]
+            if cut.startswith("/lib"):
+                path = "stdlib/" + path.split("/", 1)[-1]
+    if "/chatd/" in path:
+        path = "chatd/" + path.rsplit("/chatd/", 1)[1]
+    return f"{name} ({path})" if path else name
+
+
+def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per function of a py-spy raw profile."""
+    self_: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {"samples": 0, "self": [], "inclusive": []}
+    for line in text.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        count = int(n)
+        total += count
+        frames = [_frame_name(f) for f in stack.split(";") if f and not f.startswith("process ")]
+        frames = [f for f in frames if not f.startswith("thread (")]
+        if not frames:
+            continue
+        self_[frames[-1]] = self_.get(frames[-1], 0) + count
+        for f in set(frames):
+            incl[f] = incl.get(f, 0) + count
+
+    def share(d: dict[str, int]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / max(total, 1), 1)) for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "self": share(self_), "inclusive": share(incl)}
+
+
+def start_perf(pids: list[int], seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """``perf record`` (cpu-clock, call graphs) of ``pids`` for ``seconds``: CPU time by
+    native symbol and by kernel function (Python 3.11 frames show up as the
+    interpreter's own). perf runs on core 1 with the generator."""
+    cmd = ["taskset", "-c", "1"] if shutil.which("taskset") else []
+    cmd += ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-p", ",".join(map(str, pids))]
+    cmd += ["-o", str(out), "--", "sleep", str(seconds)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def perf_summary(data: Path, top: int = 40) -> str:
+    """Shares of CPU samples by process and library, then by symbol."""
+    out = []
+    for sort, limit in (("comm,dso", "0.5"), ("comm,sym", "0.4")):
+        argv = ["perf", "report", "-i", str(data), "--stdio", "--no-children", "-g", "none", "--sort", sort]
+        r = subprocess.run(
+            [*argv, "--percent-limit", limit],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+        out.append(f"by {sort}:\n" + "\n".join(lines[: top if sort == "comm,sym" else 30]))
+    return "\n\n".join(out)
 
 
 # -- results -------------------------------------------------------------------

@@ -11,8 +11,16 @@ generator's own CPU.
 The floor server broadcasts frames shaped like chatd's ``msg`` push (same keys,
 same size), so both servers move the same bytes.
 
-    .venv/bin/python bench/fanout.py            # full: ~2 min
-    .venv/bin/python bench/fanout.py --quick    # ~20 s, 500 connections
+``chatd2`` (``--target all`` or ``--target cluster``): two ``chatd serve``
+processes on one SQLite file and one redis-server (all three on core 0). Each
+circle's members are split half/half between the processes and the circles'
+senders alternate, so every message is fanned out locally on one process and
+crosses Redis to the other. Its server CPU is the sum over both chatd processes;
+Redis' CPU is reported beside it.
+
+    .venv/bin/python bench/fanout.py               # floor + chatd: ~80 s
+    .venv/bin/python bench/fanout.py --target all  # floor + chatd + chatd2: ~2.5 min
+    .venv/bin/python bench/fanout.py --quick       # ~20 s, 500 connections
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import benchlib
@@ -33,14 +42,27 @@ import orjson
 import uvloop
 import wsload
 
+NODES = {"floor": 1, "chatd": 1, "chatd2": 2}  # chatd processes per target
+TARGETS = {
+    "both": ["floor", "chatd"],
+    "all": ["floor", "chatd", "chatd2"],
+    "cluster": ["chatd", "chatd2"],
+    "floor": ["floor"],
+    "chatd": ["chatd"],
+    "chatd2": ["chatd2"],
+}
+
 
 class Target:
-    """One server under test, with its connections, grouped by circle."""
+    """One server under test (one or several processes, maybe a redis-server),
+    with its connections, grouped by circle."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.proc: Any = None
-        self.port = 0
+        self.procs: list[Any] = []  # the server processes whose CPU is "server"
+        self.ports: list[int] = []
+        self.redis: Any = None
+        self.redis_port = 0
         self.stats = wsload.Stats()
         self.circles: list[list[wsload.WSConn]] = []
         self.convs: list[str] = []
@@ -48,15 +70,31 @@ class Target:
         self.setup_s = 0.0
         self.tmp: tempfile.TemporaryDirectory[str] | None = None
 
-    def senders(self) -> list[int]:
-        return list(range(len(self.circles)))
+    @property
+    def proc(self) -> Any:
+        return self.procs[0]
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def all_pids(self) -> list[int]:
+        return self.pids() + ([self.redis.pid] if self.redis is not None else [])
+
+    def exited(self) -> Any:
+        return next((p for p in [*self.procs, self.redis] if p is not None and p.poll() is not None), None)
 
     def close(self) -> None:
         for circle in self.circles:
             for c in circle:
                 c.abort()
-        if self.proc is not None:
-            benchlib.stop_server(self.proc)
+        for p in self.procs:
+            benchlib.stop_server(p)
+        if self.redis is not None:
+            benchlib.stop_server(self.redis)
         if self.tmp is not None:
             self.tmp.cleanup()
 
@@ -94,10 +132,12 @@ def push_like(conv: str, seq: int, user: str, text: str, cid: str) -> bytes:
 
 
 async def setup_floor(t: Target, circles: int, members: int, size: int) -> None:
-    t.port = benchlib.free_port()
-    t.proc = benchlib.start_server(
-        [sys.executable, str(benchlib.BENCH / "floor_server.py"), "--port", str(t.port)], core=0, name="floor"
-    )
+    t.ports = [benchlib.free_port()]
+    t.procs = [
+        benchlib.start_server(
+            [sys.executable, str(benchlib.BENCH / "floor_server.py"), "--port", str(t.port)], core=0, name="floor"
+        )
+    ]
     await benchlib.wait_healthz(t.port, 20, t.proc)
     t0 = time.monotonic()
     conns = await wsload.connect_many(
@@ -117,16 +157,43 @@ async def setup_floor(t: Target, circles: int, members: int, size: int) -> None:
     t.setup_s = time.monotonic() - t0
 
 
-async def setup_chatd(t: Target, circles: int, members: int, size: int, proto: str, extra: list[str]) -> None:
+async def setup_chatd(
+    t: Target,
+    circles: int,
+    members: int,
+    size: int,
+    proto: str,
+    extra: list[str],
+    nodes: int = 1,
+    split: str = "member",
+) -> None:
+    """``nodes`` > 1: that many chatd processes on one SQLite file and a redis-server;
+    member m of circle c connects to process (c + m) % nodes, so each circle is split
+    evenly and the circles' senders (m = 0) alternate between the processes.
+    ``split="circle"`` (analysis): every member of circle c on process c % nodes, so
+    messages are still published to Redis but nobody on the other process needs them."""
     t.tmp = tempfile.TemporaryDirectory(prefix="bench-chatd-")
-    t.port = benchlib.free_port()
-    t.proc = benchlib.start_chatd(t.port, os.path.join(t.tmp.name, "chatd.db"), extra)
-    await benchlib.wait_healthz(t.port, 30, t.proc)
+    db = os.path.join(t.tmp.name, "chatd.db")
+    if nodes > 1:
+        t.redis, t.redis_port = benchlib.start_redis(core=0)
+        extra = [*extra, "--redis-url", f"redis://{benchlib.HOST}:{t.redis_port}/0"]
+    for _ in range(nodes):  # one after the other: the first one creates the schema
+        port = benchlib.free_port()
+        proc = benchlib.start_chatd(port, db, extra)
+        t.procs.append(proc)
+        t.ports.append(port)
+        await benchlib.wait_healthz(port, 30, proc)
     t0 = time.monotonic()
     tokens = benchlib.Tokens()
     users = [f"f{i // members}_{i % members}" for i in range(circles * members)]
+
+    def port_of(i: int) -> int:
+        if split == "circle":
+            return t.ports[(i // members) % nodes]
+        return t.ports[(i // members + i % members) % nodes]
+
     conns = await wsload.connect_many(
-        len(users), lambda i: benchlib.chatd_client(t.stats, t.port, users[i], tokens.get(users[i]), proto)
+        len(users), lambda i: benchlib.chatd_client(t.stats, port_of(i), users[i], tokens.get(users[i]), proto)
     )
     t.circles = [conns[c * members : (c + 1) * members] for c in range(circles)]
     reps = await asyncio.gather(
@@ -173,28 +240,104 @@ async def drive(t: Target, msgs_per_s: float, stop: asyncio.Event, counter: list
         counter[0] += due
 
 
-async def phase(t: Target, rate: int, members: int, warmup: float, window: float) -> dict[str, Any]:
+def counters(t: Target) -> dict[str, float]:
+    """chatd's counters summed over its processes, and Redis' PUBLISH stats."""
+    out: Counter[str] = Counter()
+    if t.name.startswith("chatd"):
+        for port in t.ports:
+            try:
+                m = benchlib.scrape_metrics(port)
+            except OSError:
+                continue
+            out["messages"] += m.get('chatd_messages_total{kind="text"}', 0)
+            out["deliveries"] += m.get("chatd_deliveries_total", 0)
+            out["commits"] += m.get("chatd_store_batch_size_count", 0)
+            out["commit_s"] += m.get("chatd_store_commit_seconds_sum", 0)
+            out["published"] += m.get("chatd_bus_published_total", 0)
+            out["received"] += m.get("chatd_bus_received_total", 0)
+            out["dropped"] += m.get("chatd_bus_dropped_total", 0)
+            out["gaps_filled"] += m.get("chatd_bus_gaps_filled_total", 0)
+    if t.redis is not None:
+        cs = benchlib.redis_cmdstats(t.redis_port)
+        out["redis_publish_calls"] = cs.get("publish", {}).get("calls", 0)
+        out["redis_publish_usec"] = cs.get("publish", {}).get("usec", 0)
+        out["redis_cmd_calls"] = sum(v.get("calls", 0) for v in cs.values())
+    return dict(out)
+
+
+def report_profiles(spies: list[tuple[int, Path, Any]], name: str, rate: int, wait: float) -> None:
+    for i, (pid, out, spy) in enumerate(spies):
+        try:
+            spy.wait(wait)
+        except Exception:
+            spy.kill()
+        summ = benchlib.profile_summary(out, 25)
+        lines = [f"  profile {name} {rate:,}/s process {i} (pid {pid}): {summ['samples']} samples -> {out}"]
+        lines += ["    self:"] + [f"      {pct:5.1f}%  {fn}" for fn, pct in summ["self"]]
+        lines += ["    inclusive:"] + [f"      {pct:5.1f}%  {fn}" for fn, pct in summ["inclusive"]]
+        print("\n".join(lines), flush=True)
+        with open(out.parent / "summary.txt", "a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def report_perf(perf: Any, data: Path, t: Target, rate: int, wait: float) -> None:
+    try:
+        perf.wait(wait)
+    except Exception:
+        perf.kill()
+    names = ", ".join(
+        [f"chatd process {i}: pid {p}" for i, p in enumerate(t.pids())]
+        + ([f"redis: pid {t.redis.pid}"] if t.redis is not None else [])
+    )
+    text = f"perf {t.name} {rate:,}/s ({names}):\n" + benchlib.perf_summary(data)
+    data.with_suffix(".txt").write_text(text + "\n")
+    print("  " + text.replace("\n", "\n  "), flush=True)
+
+
+async def phase(
+    t: Target, rate: int, members: int, warmup: float, window: float, args: argparse.Namespace | None = None
+) -> dict[str, Any]:
     st = t.stats
-    pid = t.proc.pid
+    pids = t.pids()
     closes0, lost0, errors0 = Counter(st.closes), st.lost, Counter(st.errors)
-    await benchlib.wait_quiet(30, server_pid=pid)
+    await benchlib.wait_quiet(30, server_pid=t.all_pids())
     all0, replies0, dups0 = st.all_deliveries, st.replies, st.dups
     stop = asyncio.Event()
     sent = [0]
     task = asyncio.create_task(drive(t, rate / members, stop, sent))
     await asyncio.sleep(warmup)
+    k0 = counters(t)
     st.reset_window()
     st.recording = True
-    su0, ss0 = benchlib.cpu_times(pid)
+    su0, ss0 = benchlib.cpu_times(pids)
+    nodes0 = [sum(benchlib.cpu_times(p)) for p in pids]
+    r0 = sum(benchlib.cpu_times(t.redis.pid)) if t.redis is not None else 0.0
+    x0 = sum(benchlib.ctx_switches(pids))
+    rx0 = sum(benchlib.ctx_switches(t.redis.pid)) if t.redis is not None else 0
     g0, w0 = wsload.cpu_seconds(), time.monotonic()
-    others = benchlib.OtherLoad(pid)
+    others = benchlib.OtherLoad(t.all_pids())
     sent0 = sent[0]
+    spies: list[tuple[int, Path, Any]] = []
+    if args is not None and args.profile and t.name.startswith("chatd"):
+        for i, p in enumerate(pids):
+            out = Path(args.profile) / f"{t.name}-{rate}-p{i}.txt"
+            spies.append((p, out, benchlib.start_profile(args.py_spy, p, window, out)))
+    perf = None
+    if args is not None and args.perf and t.name.startswith("chatd"):
+        perf_out = Path(args.perf) / f"{t.name}-{rate}.data"
+        perf = benchlib.start_perf(t.all_pids(), window, perf_out)
     await asyncio.sleep(window)
     st.recording = False
-    su1, ss1 = benchlib.cpu_times(pid)
+    su1, ss1 = benchlib.cpu_times(pids)
+    nodes1 = [sum(benchlib.cpu_times(p)) for p in pids]
+    r1 = sum(benchlib.cpu_times(t.redis.pid)) if t.redis is not None else 0.0
+    x1 = sum(benchlib.ctx_switches(pids))
+    rx1 = sum(benchlib.ctx_switches(t.redis.pid)) if t.redis is not None else 0
     g1, w1 = wsload.cpu_seconds(), time.monotonic()
     other_pct, steal_pct = others.pct()
     sent_w = sent[0] - sent0
+    k1 = counters(t)
+    k = {name: k1.get(name, 0) - k0.get(name, 0) for name in k1}
     deliveries, nbytes, lat = st.deliveries, st.bytes, st.lat
     stop.set()
     await task
@@ -205,12 +348,19 @@ async def phase(t: Target, rate: int, members: int, warmup: float, window: float
             break
         last = st.all_deliveries
         await asyncio.sleep(0.2)
+    if spies:
+        report_profiles(spies, t.name, rate, window + 15)
+    if perf is not None:
+        report_perf(perf, perf_out, t, rate, window + 15)
     el = w1 - w0
     d = max(deliveries, 1)
     closes = st.closes - closes0
     errors = st.errors - errors0
+    msgs = max(k.get("messages", 0), 1)
+    cluster = t.redis is not None
     row = {
         "server": t.name,
+        "processes": len(t.procs),
         "target_dps": rate,
         "achieved_dps": round(deliveries / el),
         "offered_dps": round(sent_w * members / el),
@@ -219,29 +369,85 @@ async def phase(t: Target, rate: int, members: int, warmup: float, window: float
         "server_user_us": round(1e6 * (su1 - su0) / d, 2),
         "server_sys_us": round(1e6 * (ss1 - ss0) / d, 2),
         "server_cpu_pct": round(100 * ((su1 - su0) + (ss1 - ss0)) / el, 1),
+        "node_cpu_pct": " / ".join(f"{100 * (b - a) / el:.0f}" for a, b in zip(nodes0, nodes1, strict=True))
+        if len(pids) > 1
+        else None,
+        "redis_us_per_delivery": round(1e6 * (r1 - r0) / d, 2) if cluster else None,
+        "redis_cpu_pct": round(100 * (r1 - r0) / el, 1) if cluster else None,
+        "total_us_per_delivery": round(1e6 * ((su1 - su0) + (ss1 - ss0) + (r1 - r0)) / d, 2),
+        "core0_pct": round(100 * ((su1 - su0) + (ss1 - ss0) + (r1 - r0)) / el, 1),
         "gen_cpu_pct": round(100 * (g1 - g0) / el, 1),
         "other_pct": other_pct,
         "steal_pct": steal_pct,
         "frame_bytes": round(nbytes / d),
         "delivered_pct": round(100 * (st.all_deliveries - all0) / max(sent[0] * members, 1), 2),
         "sent": sent[0],
-        "acks": (st.replies - replies0) if t.name == "chatd" else None,
+        "acks": (st.replies - replies0) if t.name.startswith("chatd") else None,
         "dup_acks": (st.dups - dups0) or None,
         "closes": dict(closes) or None,
         "lost": (st.lost - lost0) or None,
         "errors": dict(errors) or None,
     }
+    if t.name.startswith("chatd"):
+        row.update(
+            {
+                "msgs_per_commit": round(k.get("messages", 0) / max(k.get("commits", 0), 1), 1),
+                "ctx_per_msg": round((x1 - x0) / msgs, 2),
+                "redis_ctx_per_msg": round((rx1 - rx0) / msgs, 2) if cluster else None,
+                "commit_ms": round(1e3 * k.get("commit_s", 0) / max(k.get("commits", 0), 1), 2),
+            }
+        )
+    if cluster:
+        row.update(
+            {
+                "bus_published_per_msg": round(k.get("published", 0) / msgs, 2),
+                "bus_received_per_msg": round(k.get("received", 0) / msgs, 2),
+                "bus_dropped": int(k.get("dropped", 0)) or None,
+                "gaps_filled": int(k.get("gaps_filled", 0)) or None,
+                "redis_publish_per_msg": round(k.get("redis_publish_calls", 0) / msgs, 2),
+                "redis_publish_usec": round(
+                    k.get("redis_publish_usec", 0) / max(k.get("redis_publish_calls", 0), 1), 2
+                ),
+                "redis_cmds": int(k.get("redis_cmd_calls", 0)),
+            }
+        )
     print(
-        f"  {t.name:5} {rate:>7,}/s: achieved {row['achieved_dps']:>7,}/s  p50 {row['p50_ms']} ms  "
-        f"p99 {row['p99_ms']} ms  server {row['server_us_per_delivery']} µs/delivery "
-        f"({row['server_cpu_pct']}% core)  generator {row['gen_cpu_pct']}%  "
+        f"  {t.name:6} {rate:>7,}/s: achieved {row['achieved_dps']:>7,}/s  p50 {row['p50_ms']} ms  "
+        f"p99 {row['p99_ms']} ms  max {row['max_ms']} ms  server {row['server_us_per_delivery']} µs/delivery "
+        f"({row['server_cpu_pct']}% core"
+        + (f"; per process {row['node_cpu_pct']}" if row["node_cpu_pct"] else "")
+        + ")"
+        + (f"  redis {row['redis_us_per_delivery']} µs/delivery ({row['redis_cpu_pct']}%)" if cluster else "")
+        + f"  generator {row['gen_cpu_pct']}%  "
         f"others {other_pct}%  delivered {row['delivered_pct']}% (sent {sent[0]}, acks {row['acks']})  frame {row['frame_bytes']} B"
         + (f"  closes {row['closes']}" if row["closes"] else "")
         + (f"  lost {row['lost']}" if row["lost"] else "")
         + (f"  errors {row['errors']}" if row["errors"] else ""),
         flush=True,
     )
+    if t.name.startswith("chatd"):
+        row["details"] = details(row)
+        print("         " + row["details"], flush=True)
     return row
+
+
+def details(row: dict[str, Any]) -> str:
+    """The chatd counters of a row, as one line."""
+    cluster = row.get("redis_us_per_delivery") is not None
+    return (
+        f"{row['msgs_per_commit']} msgs/commit, {row['commit_ms']} ms/commit, "
+        f"{row['ctx_per_msg']} context switches/message (chatd"
+        + (f"; redis {row['redis_ctx_per_msg']})" if cluster else ")")
+        + (
+            f"; bus: {row['bus_published_per_msg']} envelopes published and {row['bus_received_per_msg']} "
+            f"received per message, Redis {row['redis_publish_per_msg']} PUBLISH/message at "
+            f"{row['redis_publish_usec']} µs each (in-command time), {row['redis_cmds']} commands in all"
+            + (f", dropped {row['bus_dropped']}" if row["bus_dropped"] else "")
+            + (f", gaps filled {row['gaps_filled']}" if row["gaps_filled"] else "")
+            if cluster
+            else ""
+        )
+    )
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -253,18 +459,32 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             if name == "floor":
                 await setup_floor(t, args.circles, args.members, args.size)
             else:
-                await setup_chatd(t, args.circles, args.members, args.size, args.proto, args.chatd_arg)
-            print(f"  setup {t.setup_s:.1f} s, server RSS {benchlib.rss_kb(t.proc.pid) / 1024:.0f} MiB", flush=True)
+                await setup_chatd(
+                    t,
+                    args.circles,
+                    args.members,
+                    args.size,
+                    args.proto,
+                    args.chatd_arg,
+                    nodes=NODES[name],
+                    split=args.split,
+                )
+            rss = sum(benchlib.rss_kb(p) for p in t.all_pids()) / 1024
+            print(f"  setup {t.setup_s:.1f} s, server RSS {rss:.0f} MiB", flush=True)
             for rate in args.rates:
-                rows.append(await phase(t, rate, args.members, args.warmup, args.window))
-                if t.proc.poll() is not None:
-                    print(f"  !! {name} exited ({t.proc.returncode}):\n{benchlib.log_tail(t.proc)}")
+                rows.append(await phase(t, rate, args.members, args.warmup, args.window, args))
+                dead = t.exited()
+                if dead is not None:
+                    print(f"  !! {name}: pid {dead.pid} exited ({dead.returncode}):\n{benchlib.log_tail(dead)}")
                     break
-            if name == "chatd":
-                tail = benchlib.log_tail(t.proc, 200)
+            for proc in t.procs if name.startswith("chatd") else []:
+                tail = benchlib.log_tail(proc, 200)
                 warn = [ln for ln in tail.splitlines() if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln]
                 if warn:
-                    print("  chatd log warnings/errors (last 200 lines):\n    " + "\n    ".join(warn[-10:]))
+                    print(
+                        f"  chatd pid {proc.pid} log warnings/errors (last 200 lines):\n    "
+                        + "\n    ".join(warn[-10:])
+                    )
         finally:
             t.close()
     return rows
@@ -273,7 +493,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10 circles x 50, 5k and 10k/s, 3 s windows")
-    ap.add_argument("--target", choices=["both", "floor", "chatd"], default="both")
+    ap.add_argument(
+        "--target",
+        choices=list(TARGETS),
+        default="both",
+        help="both = floor + chatd; all = floor + chatd + chatd2 (2 processes + Redis); cluster = chatd + chatd2",
+    )
     ap.add_argument("--circles", type=int)
     ap.add_argument("--members", type=int)
     ap.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")], help="deliveries/s, e.g. 20000,50000")
@@ -281,20 +506,50 @@ def main() -> None:
     ap.add_argument("--window", type=float)
     ap.add_argument("--size", type=int, default=120, help="message text bytes (120)")
     ap.add_argument("--proto", choices=["json", "msgpack"], default="json", help="chatd subprotocol")
+    ap.add_argument(
+        "--split",
+        choices=["member", "circle"],
+        default="member",
+        help="chatd2: each circle's members half on each process (member, default) or whole circles per process "
+        "(circle: an analysis mode where every message is published but needed by no other process)",
+    )
     ap.add_argument("--chatd-arg", action="append", default=[], help="extra argument for chatd serve")
+    ap.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="sample every chatd process with py-spy during each window (collapsed stacks and a summary in DIR); "
+        "py-spy shares core 1 with the generator, so a profiled run is printed, not saved",
+    )
+    ap.add_argument("--py-spy", help="py-spy binary (default: $PY_SPY or PATH)")
+    ap.add_argument(
+        "--perf",
+        metavar="DIR",
+        help="perf record (cpu-clock, call graphs) the chatd processes and Redis during each window; "
+        "perf shares core 1 with the generator, so the run is printed, not saved",
+    )
     args = ap.parse_args()
+    if args.profile:
+        args.py_spy = benchlib.py_spy_bin(args.py_spy)
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+    if args.perf:
+        Path(args.perf).mkdir(parents=True, exist_ok=True)
     q = args.quick
     args.circles = args.circles or (10 if q else 50)
     args.members = args.members or (50 if q else 100)
     args.rates = args.rates or ([5_000, 10_000] if q else [20_000, 50_000])
     args.warmup = args.warmup if args.warmup is not None else (1.0 if q else 3.0)
     args.window = args.window or (3.0 if q else 10.0)
-    args.targets = ["floor", "chatd"] if args.target == "both" else [args.target]
-    if "chatd" in args.targets and not benchlib.chatd_available():
+    args.targets = list(TARGETS[args.target])
+    if not benchlib.chatd_available():
         print("chatd is not installed yet: floor only")
-        args.targets.remove("chatd")
+        args.targets = [n for n in args.targets if n == "floor"]
+    if "chatd2" in args.targets and "--redis-url" not in benchlib.chatd_help():
+        print("this chatd has no --redis-url: no chatd2")
+        args.targets.remove("chatd2")
 
-    benchlib.install_watchdog(240)
+    # ~40 s per target (setup, a warm-up and a window per rate, drains) on the full run
+    per_target = 15 + len(args.rates) * (args.warmup + args.window + 8)
+    benchlib.install_watchdog(max(240, int(120 + len(args.targets) * per_target * 1.5)))
     need = args.circles * args.members + 100
     if wsload.raise_nofile() < need:
         raise SystemExit(f"fd limit too low for {need} connections")
@@ -313,7 +568,10 @@ def main() -> None:
         ("server µs/delivery", "server_us_per_delivery"),
         ("user µs", "server_user_us"),
         ("sys µs", "server_sys_us"),
+        ("redis µs/delivery", "redis_us_per_delivery"),
         ("server core %", "server_cpu_pct"),
+        ("per process %", "node_cpu_pct"),
+        ("redis core %", "redis_cpu_pct"),
         ("generator CPU %", "gen_cpu_pct"),
         ("others %", "other_pct"),
         ("frame B", "frame_bytes"),
@@ -326,6 +584,7 @@ def main() -> None:
     for rate in args.rates:
         f = next((r for r in rows if r["server"] == "floor" and r["target_dps"] == rate), None)
         c = next((r for r in rows if r["server"] == "chatd" and r["target_dps"] == rate), None)
+        c2 = next((r for r in rows if r["server"] == "chatd2" and r["target_dps"] == rate), None)
         if f and c:
             ratio = c["server_us_per_delivery"] / max(f["server_us_per_delivery"], 1e-9)
             ratios.append(
@@ -333,12 +592,43 @@ def main() -> None:
                 f"chatd p99 {c['p99_ms']} ms (goal ≤ 15 ms at 50,000/s); "
                 f"achieved {c['achieved_dps']:,} vs floor {f['achieved_dps']:,}"
             )
+        if c and c2:
+            ratio = c2["server_us_per_delivery"] / max(c["server_us_per_delivery"], 1e-9)
+            ratio_r = c2["total_us_per_delivery"] / max(c["server_us_per_delivery"], 1e-9)
+            ratios.append(
+                f"- {rate:,}/s: 2-process/1-process chatd CPU per delivery = {ratio:.2f} (goal ≤ 1.2), "
+                f"{ratio_r:.2f} with Redis' CPU added; "
+                f"2-process p99 {c2['p99_ms']} ms"
+                + (" (goal ≤ 20 ms at 20,000/s)" if rate == 20_000 else "")
+                + f"; achieved {c2['achieved_dps']:,} vs 1 process {c['achieved_dps']:,}"
+                + f"; core 0 (chatd + redis) {c2['core0_pct']}% vs {c['core0_pct']}%"
+            )
     setup = (
         f"{args.circles} circles x {args.members} members, {args.size}-byte texts, "
         f"warm-up {args.warmup} s, window {args.window} s, server on core 0, generator on core 1"
+        + (
+            "; chatd2 = 2 chatd processes (one SQLite file) + redis-server, all on core 0, "
+            + (
+                "each circle's members and the senders split half/half between the processes"
+                if args.split == "member"
+                else "each circle whole on one process, circles alternating (--split circle, an analysis mode: "
+                "every message is published, none is needed by the other process)"
+            )
+            if "chatd2" in args.targets
+            else ""
+        )
+        + (f"; chatd args: {' '.join(args.chatd_arg)}" if args.chatd_arg else "")
     )
-    text = f"{setup}\n\n{table}\n" + ("\n" + "\n".join(ratios) + "\n" if ratios else "")
+    detail_lines = [f"- {r['server']} {r['target_dps']:,}/s: {r['details']}" for r in rows if r.get("details")]
+    text = (
+        f"{setup}\n\n{table}\n"
+        + ("\n" + "\n".join(ratios) + "\n" if ratios else "")
+        + ("\n" + "\n".join(detail_lines) + "\n" if detail_lines else "")
+    )
     print("\n" + text)
+    if args.profile or args.perf:
+        print(f"  profiled run: not saved (profiles in {args.profile or args.perf})")
+        return
     benchlib.save_result(
         {"bench": "fanout", "setup": setup, "rows": rows, "ratios": ratios},
         "fan-out (bench/fanout.py)",
