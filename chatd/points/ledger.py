@@ -79,18 +79,31 @@ def _debit(tx: Tx, user: str, amount: int) -> None:
 def apply_awards(tx: Tx, awards: list[Award], ts: int) -> list[Entry]:
     """Apply hook awards; returns the entries that were new (a retried award's
     key is known and is skipped). An award past its rule's daily cap is
-    recorded with amount 0 and a note."""
+    recorded with amount 0 and a note.
+
+    One call is one worker batch (hundreds of awards, a few per user): the
+    daily counts read are kept for the call, and a key seen earlier in the call
+    (the day's check-in, once per message) is skipped without a statement."""
     applied = []
+    seen: set[str] = set()
+    counts: dict[tuple[str, str, str], int] = {}  # (user, rule, day) -> awards so far today
     for a in awards:
         if a.currency not in (POINTS, CV) or a.amount < 0:
             raise ValueError(f"award {a.key}: bad currency or negative amount")
+        if a.key in seen:
+            continue
+        seen.add(a.key)
         amount, note = a.amount, ""
         capped = a.daily_cap is not None and a.amount > 0
         if capped:
-            row = tx.execute(
-                "SELECT n FROM daily WHERE user = ? AND rule = ? AND day = ?", (a.user, a.rule, a.day)
-            ).fetchone()
-            if row is not None and row[0] >= (a.daily_cap or 0):
+            ck = (a.user, a.rule, a.day)
+            n = counts.get(ck)
+            if n is None:
+                row = tx.execute(
+                    "SELECT n FROM daily WHERE user = ? AND rule = ? AND day = ?", (a.user, a.rule, a.day)
+                ).fetchone()
+                n = counts[ck] = row[0] if row is not None else 0
+            if n >= (a.daily_cap or 0):
                 amount, note = 0, f"daily cap {a.daily_cap} reached"
         entry = Entry(a.key, a.user, a.currency, amount, a.rule, a.ref, note, ts)
         if not _insert(tx, entry):
@@ -98,6 +111,7 @@ def apply_awards(tx: Tx, awards: list[Award], ts: int) -> list[Entry]:
         if amount:
             _credit(tx, a.user, a.currency, amount)
             if capped:
+                counts[ck] += 1
                 tx.execute(
                     "INSERT INTO daily(user, rule, day, n) VALUES (?, ?, ?, 1)"
                     " ON CONFLICT(user, rule, day) DO UPDATE SET n = n + 1",

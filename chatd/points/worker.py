@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -48,8 +49,17 @@ MAX_ATTEMPTS = 10
 LEASE_MS = 10_000
 
 
+DAY_MS = 86_400_000
+
+
 def day_of(ts_ms: int, offset_hours: int) -> str:
-    return (datetime.fromtimestamp(ts_ms / 1000, UTC) + timedelta(hours=offset_hours)).date().isoformat()
+    """The calendar day of ``ts_ms`` at UTC+``offset_hours``, ``YYYY-MM-DD``."""
+    return _day((ts_ms + offset_hours * 3_600_000) // DAY_MS)
+
+
+@functools.lru_cache(maxsize=64)
+def _day(index: int) -> str:  # one conversion per day, not per event
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=index)).date().isoformat()
 
 
 @dataclass
@@ -82,7 +92,8 @@ def apply_batch(
     tx: Tx, hook: str, awards: list[Award], cursors: dict[str, int], ts: int, failure: tuple[str, int, str] | None
 ) -> dict[str, dict[str, Any]]:
     """Awards and the hook's cursors in one transaction. Returns, per user who
-    got a new entry, ``{"entries": [...], "balance": {...}}`` for the push."""
+    got a new entry that moved points, ``{"entries": [...], "balance": {...}}``
+    for the push."""
     entries = ledger.apply_awards(tx, awards, ts)
     for source, pos in cursors.items():
         tx.execute("UPDATE hook_cursors SET pos = ? WHERE hook = ? AND source = ?", (pos, hook, source))
@@ -93,7 +104,8 @@ def apply_batch(
         )
     out: dict[str, dict[str, Any]] = {}
     for e in entries:
-        out.setdefault(e.user, {"entries": []})["entries"].append(e.wire())
+        if e.amount:  # a 0-point entry (past a daily cap) changes nothing: it is in the ledger only
+            out.setdefault(e.user, {"entries": []})["entries"].append(e.wire())
     for user, d in out.items():
         d["balance"] = {"points": 0, "cv": 0}
         for currency, amount in tx.execute("SELECT currency, amount FROM balances WHERE user = ?", (user,)):

@@ -115,14 +115,33 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                     {
                         "key": "post:message.sent:c:12:7",
                         "currency": "cv",
-                        "amount": 0,
+                        "amount": 1,
                         "rule": "post",
                         "ts": 1763900000123,
                         "ref": "message.sent:c:12:7",
-                        "note": "daily cap 20 reached",
                     },
                 ],
                 "balance": {"points": 105, "cv": 20},
+            },
+        },
+    ),
+    (
+        "points.ledger reply with a capped entry",
+        {
+            "id": 10,
+            "d": {
+                "entries": [
+                    {
+                        "key": "post:message.sent:c:12:30",
+                        "currency": "cv",
+                        "amount": 0,
+                        "rule": "post",
+                        "ts": 1763900000999,
+                        "ref": "message.sent:c:12:30",
+                        "note": "daily cap 20 reached",
+                    }
+                ],
+                "next": 1041,
             },
         },
     ),
