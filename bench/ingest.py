@@ -152,6 +152,20 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
             if not any(c.ctx for c in conns if not c.closed):
                 break
             await asyncio.sleep(0.1)
+        if points:
+            # the worker yields to chat under load: how long it takes to catch up once the load stops
+            t_stop = time.monotonic()
+            total, left = points_lag(db)
+            row_lag: dict[str, Any] = {"messages_at_stop": total, "awards_pending_at_load_stop": left}
+            while left and time.monotonic() - t_stop < args.catch_up_limit:
+                await asyncio.sleep(0.25)
+                left = points_lag(db)[1]
+            row_lag["catch_up_s"] = round(time.monotonic() - t_stop, 1) if not left else None
+            print(
+                f"  {label}: {row_lag['awards_pending_at_load_stop']:,} of {total:,} messages not yet through the"
+                f" rules hook when the load stopped; caught up after {row_lag['catch_up_s']} s",
+                flush=True,
+            )
         el = w1 - w0
         a = max(acks, 1)
         closes = st.closes - closes0
@@ -172,6 +186,7 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
             "errors": dict(ing.errors) or None,
             "closes": dict(closes) or None,
             "lost": st.lost or None,
+            **(row_lag if points else {}),
         }
         print(
             f"  {label}: {row['acks_per_s']:,} acks/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
@@ -210,6 +225,9 @@ def main() -> None:
         "--points",
         choices=["on", "off", "both"],
         help="points pipeline: 'both' runs each sync mode with it off, then on (chatd's default is on)",
+    )
+    ap.add_argument(
+        "--catch-up-limit", type=float, default=120.0, help="s to wait for the points worker after the load (120)"
     )
     ap.add_argument("--warmup", type=float)
     ap.add_argument("--window", type=float)
@@ -252,7 +270,11 @@ def main() -> None:
             ("others %", "other_pct"),
             ("errors", "errors"),
             ("closes", "closes"),
-            *([("awards pending at stop", "awards_pending")] if args.points else []),
+            *(
+                [("awards pending when load stopped", "awards_pending_at_load_stop"), ("caught up after s", "catch_up_s")]
+                if args.points
+                else []
+            ),
         ],
     )
     text = (

@@ -89,6 +89,7 @@ class App:
             config.clock,
             config.points_day_offset_h,
             config.hook_timeout_s,
+            yield_s=config.points_yield_ms / 1000,
         )
 
         def bus_stats() -> dict[str, int]:

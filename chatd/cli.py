@@ -58,6 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
         points_rules=args.points_rules,
         points_stream=args.points_stream,
         red_packet_ttl_s=args.red_packet_ttl,
+        points_yield_ms=args.points_yield_ms,
         reuse_port=args.workers > 1 or args.reuse_port,
     )
     try:
@@ -212,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--points-hook", action="append", default=[], help="extra points hook module:attr (repeatable)")
     s.add_argument("--points-rules", help="TOML file of points rules replacing the built-in defaults")
     s.add_argument("--points-stream", help="also forward every interaction event to this Redis stream")
+    s.add_argument(
+        "--points-yield-ms",
+        type=int,
+        default=20,
+        help="the points worker pauses this long between batches while chat writes are waiting (0: never)",
+    )
     s.add_argument("--red-packet-ttl", type=int, default=86400, help="s until an unclaimed red packet is refunded")
     s.add_argument("--log-level", default="info")
     s.add_argument("--log-format", choices=("text", "json"), default="text")

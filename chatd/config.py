@@ -47,6 +47,7 @@ class Config:
     points_stream: str | None = None  # forward every event to this Redis stream (needs redis_url)
     points_day_offset_h: int = 8  # the community's calendar day: UTC+8
     hook_timeout_s: float = 5.0
+    points_yield_ms: int = 20  # pause between worker batches while chat writes are queued
     red_packet_ttl_s: int = 86_400
     clock: Callable[[], int] = field(default=wall_ms)  # wall time in ms
 

@@ -53,6 +53,11 @@ class Pipeline:
         # runs. Set from the store at start.
         self.head = 0
 
+    @property
+    def backlog(self) -> int:
+        """Writes queued and not yet in a batch."""
+        return len(self._queue)
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="chatd-pipeline")
 

@@ -185,6 +185,7 @@ class PointsWorker:
         day_offset_h: int = 8,
         hook_timeout: float = 5.0,
         idle_poll: float = 0.1,
+        yield_s: float = 0.02,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -194,6 +195,8 @@ class PointsWorker:
         self.day_offset_h = day_offset_h
         self.hook_timeout = hook_timeout
         self.idle_poll = idle_poll
+        self.yield_s = yield_s
+        self.yields = 0
         self.hooks: list[HookState] = []
         for hook in hooks:
             is_async = inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
@@ -235,7 +238,15 @@ class PointsWorker:
                     for h in self.hooks:
                         busy |= await self._step(h)
                     await self._expire()
-                await asyncio.sleep(0 if busy else self.idle_poll)
+                if not busy:
+                    await asyncio.sleep(self.idle_poll)
+                elif self.yield_s and self.pipeline.backlog:
+                    # chat writes are waiting: they go first. Under a saturating
+                    # load the worker falls behind and catches up when it eases.
+                    self.yields += 1
+                    await asyncio.sleep(self.yield_s)
+                else:
+                    await asyncio.sleep(0)
             except asyncio.CancelledError:
                 raise
             except Exception:
