@@ -255,8 +255,10 @@ class PointsWorker:
 
     async def _lease(self) -> bool:
         now = time.monotonic()
-        if self._leased and now < self._lease_until:
-            return True
+        if now < self._lease_until:
+            # holding it: renewed a third of the way in; not holding it: another
+            # node runs the worker, and its lease is checked again as often
+            return self._leased
         was = self._leased
         self._leased = await self.pipeline.write(
             write_op(take_lease, name="points", owner=self.node, now=self.clock(), ms=LEASE_MS)
