@@ -1,13 +1,17 @@
-"""The Redis pub/sub bus (redis-py asyncio).
+"""The Redis pub/sub bus.
 
-One connection publishes (pipelined: everything published during one loop turn
-goes out in one round trip, in order), one connection subscribes. The subscriber
-is a loop that owns its connection: when Redis goes away it marks the bus down,
-and reconnects every 0.1-0.5 s; on the new connection it subscribes to every
-channel the node still needs *before* marking the bus up and calling the
-handler's ``bus_reset`` (the resubscribe that Socket.IO's and python-socketio's
-Redis adapters are known to miss). A fresh redis-py ``PubSub`` per connection, so
-no state of a dead connection leaks into the next.
+One connection publishes, one subscribes, both on chatd's own minimal RESP2
+client (``resp.py``: a PUBLISH is one socket write whose reply is counted when it
+arrives; received envelopes are handed over as they are parsed). Everything
+published during one loop turn goes out in one write, in order. The subscriber is
+a loop that owns its connection: when Redis goes away it marks the bus down, and
+reconnects every 0.1-0.5 s; on the new connection it subscribes to every channel
+the node still needs *before* marking the bus up and calling the handler's
+``bus_reset`` (the resubscribe that Socket.IO's and python-socketio's Redis
+adapters are known to miss). A fresh connection each time, so no state of a dead
+connection leaks into the next. A publish that may not have reached Redis (the
+publishing connection died with replies outstanding, or Redis answered with an
+error) makes the subscriber reconnect too, so every node resyncs.
 
 Envelope: ``node id (8 bytes) | key length (2 bytes, big-endian) | key | payload``;
 a receiver can skip its own envelopes and those for keys it has no interest in
@@ -18,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
-from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from . import resp
 from .base import BusHandler, channel_of
 
 log = logging.getLogger("chatd.bus")
@@ -47,23 +51,22 @@ class RedisBus:
         self.node = os.urandom(4).hex()
         self._node_b = self.node.encode()
         self._control = f"{prefix}:n:{self.node}"  # always subscribed: a connection loss is noticed
+        # redis-py, for what is not on the message path (the points stream forwarder)
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, socket_keepalive=True
-        )
-        self._sub_client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_keepalive=True, health_check_interval=5
         )
         self.handler: BusHandler | None = None
         self.counts: dict[str, int] = {}  # channel -> local interest (0: unsubscribe on next sweep)
         self.confirmed: set[str] = set()  # channels SUBSCRIBE confirmed on the current connection
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
-        self._ps: Any = None  # the current PubSub, while connected
+        self._sub: resp.RespConnection | None = None  # the subscriber, while connected
+        self._pub: resp.RespConnection | None = None
+        self._pub_connecting = False
         self._up = False
         self._running = False
-        self._out: list[tuple[str, bytes]] = []
+        self._out: list[bytes] = []  # packed PUBLISH commands not written yet
         self._flushing = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._first = asyncio.Event()
         self.published = 0
         self.received = 0
@@ -88,7 +91,6 @@ class RedisBus:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._listen(), name="chatd-bus-listen"),
-            loop.create_task(self._command(), name="chatd-bus-command"),
             loop.create_task(self._sweep(), name="chatd-bus-sweep"),
         ]
         with contextlib.suppress(asyncio.TimeoutError):
@@ -105,10 +107,10 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._release_waiters()
+        if self._pub is not None:
+            self._pub.close("stopped")
         with contextlib.suppress(Exception):
             await self.client.aclose()
-        with contextlib.suppress(Exception):
-            await self._sub_client.aclose()
 
     # -- interest ------------------------------------------------------------
 
@@ -119,8 +121,8 @@ class RedisBus:
         channel = channel_of(self.prefix, key, self.shards)
         before = self.counts.get(channel, 0)
         self.counts[channel] = before + delta
-        if before <= 0 < before + delta and channel not in self.confirmed and self._ps is not None:
-            self._commands.put_nowait(("subscribe", channel))
+        if before <= 0 < before + delta and channel not in self.confirmed:
+            self._subscribe(channel)
 
     async def ready(self, key: str) -> None:
         channel = channel_of(self.prefix, key, self.shards)
@@ -152,154 +154,191 @@ class RedisBus:
             self._broken = "publish queue full"
             return
         k = key.encode()
-        self._out.append((channel_of(self.prefix, key, self.shards), b"".join((self._node_b, len(k).to_bytes(2, "big"), k, payload))))
+        envelope = b"".join((self._node_b, len(k).to_bytes(2, "big"), k, payload))
+        self._out.append(resp.pack("PUBLISH", channel_of(self.prefix, key, self.shards), envelope))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            asyncio.get_running_loop().call_soon(self._flush)
 
-    async def _flush(self) -> None:
-        try:
-            while self._out:
-                batch, self._out = self._out, []
-                for attempt in (1, 2):  # a pooled connection from before a Redis restart fails once
-                    try:
-                        await self._send(batch)
-                        self.published += len(batch)
-                        break
-                    except (RedisError, OSError) as exc:
-                        if attempt == 2 or not self._up:
-                            self.dropped += len(batch)
-                            log.warning("bus: publish of %d envelopes failed: %s", len(batch), exc)
-                            # other nodes missed them: reconnect, so that every node resyncs
-                            self._broken = f"publish failed: {exc}"
-                            break
-        finally:
-            self._flushing = False
-
-    async def _send(self, batch: list[tuple[str, bytes]]) -> None:
-        if len(batch) == 1:
-            await self.client.publish(*batch[0])
+    def _flush(self) -> None:
+        """Write what this loop turn published, in one write."""
+        self._flushing = False
+        if not self._out:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for channel, envelope in batch:
-            pipe.publish(channel, envelope)
-        await pipe.execute()
+        pub = self._pub
+        if pub is None or not pub.is_open:
+            if not self._pub_connecting:
+                self._pub_connecting = True
+                asyncio.get_running_loop().create_task(self._connect_pub())
+            return
+        if pub.unanswered > MAX_QUEUED:  # Redis stopped answering: drop, and resync everyone
+            self.dropped += len(self._out)
+            self._out.clear()
+            self._broken = "Redis is not answering PUBLISH"
+            return
+        batch, self._out = self._out, []
+        try:
+            pub.write(b"".join(batch), len(batch))
+        except ConnectionError as exc:
+            self._lost(len(batch), str(exc))
+            return
+        self.published += len(batch)
+
+    async def _connect_pub(self) -> None:
+        try:
+            conn = await resp.connect(self.url)
+        except (OSError, ConnectionError, ValueError) as exc:
+            self._lost(len(self._out), f"publish connection failed: {exc}")
+            self._out.clear()
+            return
+        finally:
+            self._pub_connecting = False
+        conn.on_reply = self._on_publish_reply
+        conn.closed.add_done_callback(lambda _: self._pub_closed(conn))
+        if self._pub is not None:
+            self._pub.close("replaced")
+        self._pub = conn
+        self._flush()
+
+    def _on_publish_reply(self, value: object) -> None:
+        if isinstance(value, resp.RespError):
+            self._lost(1, f"PUBLISH refused: {value}")
+
+    def _pub_closed(self, conn: resp.RespConnection) -> None:
+        if conn is self._pub:
+            self._pub = None
+        if conn.unanswered_at_close and self._running:
+            # those envelopes may or may not have reached Redis
+            self._lost(conn.unanswered_at_close, conn.reason)
+
+    def _lost(self, n: int, why: str) -> None:
+        """``n`` envelopes other nodes may have missed: reconnect, so that every node resyncs."""
+        self.dropped += n
+        if n and self._running:
+            log.warning("bus: %d envelopes may be lost (%s); resyncing", n, why)
+            self._broken = why or "publish failed"
 
     # -- subscriber ------------------------------------------------------------
 
     async def _listen(self) -> None:
         backoff = 0.1
         while self._running:
-            ps = self._sub_client.pubsub()
+            conn: resp.RespConnection | None = None
             try:
+                conn = await resp.connect(self.url)
                 wanted = [self._control, *(c for c, n in self.counts.items() if n > 0)]
-                await ps.subscribe(*wanted)
-                self._ps = ps
-                pending: set[str] | None = set(wanted)
-                heard = pinged = time.monotonic()
+                pending: set[str] = set(wanted)
+                conn.on_push = functools.partial(self._on_push, pending=pending)
+                self._sub = conn
+                conn.send("SUBSCRIBE", *wanted)
+                pinged = time.monotonic()
                 while self._running:
-                    msg = await ps.get_message(timeout=0.5)
-                    now = time.monotonic()
-                    if msg is not None:
-                        heard = now
-                        self._on_message(msg, pending)
-                        if pending is not None and not pending:
-                            pending = None
-                            self._connected()
-                            backoff = 0.1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(conn.closed), 0.5)
+                    if conn.closed.done():
+                        raise ConnectionError(conn.reason)
                     if self._broken:
                         raise ConnectionError(self._broken)
                     # a connection that goes quiet without closing (a partition, a
                     # stalled Redis) is noticed by PINGs that get no answer
-                    if now - heard > PING_AFTER and now - pinged > PING_AFTER:
+                    now = time.monotonic()
+                    if now - conn.heard > PING_AFTER and now - pinged > PING_AFTER:
                         pinged = now
-                        await ps.ping()
-                    if now - heard > DEAD_AFTER:
-                        raise ConnectionError(f"no answer from Redis for {now - heard:.1f} s")
+                        conn.send("PING")
+                    if now - conn.heard > DEAD_AFTER:
+                        raise ConnectionError(f"no answer from Redis for {now - conn.heard:.1f} s")
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (OSError, ConnectionError, ValueError) as exc:
                 if self._up:
                     log.warning("bus: lost Redis (%s); reconnecting", exc)
             except Exception:  # never let the listener die: that is the bug to avoid
                 log.exception("bus: listener error; reconnecting")
             finally:
-                self._ps = None
+                if self._up:  # it was working: try again soon
+                    backoff = 0.1
+                self._sub = None
                 self._broken = ""
                 self._disconnected()
-                with contextlib.suppress(Exception):
-                    await ps.aclose()
+                if conn is not None:
+                    conn.close("reconnecting")
+                if self._pub is not None:  # it may be talking to the same dead Redis
+                    self._pub.close("reconnecting")
             if self._running:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
 
-    def _on_message(self, msg: dict[str, Any], pending: set[str] | None) -> None:
-        kind = msg["type"]
-        if kind == b"message" or kind == "message":
-            data: bytes = msg["data"]
-            if data[:8] == self._node_b:
-                return
-            self.received += 1
-            try:  # one bad envelope (another version, a stray PUBLISH) is dropped, not a reset
-                klen = int.from_bytes(data[8:10], "big")
-                if len(data) <= 10 + klen or klen == 0:
-                    raise ValueError(f"short envelope ({len(data)} bytes)")
-                key = data[10 : 10 + klen].decode()
-                if self.handler is not None:
-                    self.handler.bus_message(key, data[10 + klen :])
-            except Exception as exc:
-                self.malformed += 1
-                log.warning("bus: dropped an envelope that could not be handled: %r", exc)
+    def _on_push(self, value: object, pending: set[str]) -> None:
+        """Everything the subscriber connection receives, as it is parsed."""
+        if not isinstance(value, list) or not value:
+            if isinstance(value, resp.RespError):
+                self._broken = f"Redis: {value}"
             return
-        channel = msg["channel"]
-        channel = channel.decode() if isinstance(channel, bytes) else channel
-        if kind in (b"subscribe", "subscribe"):
-            if pending is not None:
-                pending.discard(channel)
+        kind = value[0]
+        if kind == b"message" and len(value) == 3:
+            self._on_message(value[2])
+            return
+        if len(value) < 2:
+            return
+        channel = value[1].decode() if isinstance(value[1], bytes) else ""
+        if kind == b"subscribe":
             self.confirmed.add(channel)
             self._release_waiters(channel)
-        elif kind in (b"unsubscribe", "unsubscribe"):
+            if pending:
+                pending.discard(channel)
+                if not pending:
+                    self._connected()
+        elif kind == b"unsubscribe":
             self.confirmed.discard(channel)
             if self.counts.get(channel, 0) > 0:  # interest came back while unsubscribing
-                self._commands.put_nowait(("subscribe", channel))
+                self._subscribe(channel)
 
-    async def _command(self) -> None:
-        """(Un)subscribe on the live connection as interest changes; a command
-        that fails is dropped: the listener reconnects and subscribes to all."""
-        while self._running:
-            cmd, channel = await self._commands.get()
-            ps = self._ps
-            if ps is None:
-                continue
-            want = self.counts.get(channel, 0) > 0
-            try:
-                if cmd == "subscribe" and want and channel not in self.confirmed:
-                    await ps.subscribe(channel)
-                elif cmd == "unsubscribe" and not want and channel in self.confirmed:
-                    # not confirmed from now on: interest arriving meanwhile re-subscribes
-                    # and its ready() waits for that
-                    self.confirmed.discard(channel)
-                    await ps.unsubscribe(channel)
-            except (RedisError, OSError) as exc:
-                log.debug("bus: %s %s failed: %s", cmd, channel, exc)
+    def _on_message(self, data: bytes) -> None:
+        if data[:8] == self._node_b:
+            return
+        self.received += 1
+        try:  # one bad envelope (another version, a stray PUBLISH) is dropped, not a reset
+            klen = int.from_bytes(data[8:10], "big")
+            if len(data) <= 10 + klen or klen == 0:
+                raise ValueError(f"short envelope ({len(data)} bytes)")
+            key = data[10 : 10 + klen].decode()
+            if self.handler is not None:
+                self.handler.bus_message(key, data[10 + klen :])
+        except Exception as exc:
+            self.malformed += 1
+            log.warning("bus: dropped an envelope that could not be handled: %r", exc)
+
+    def _subscribe(self, channel: str) -> None:
+        """SUBSCRIBE on the live connection; without one, the next connection
+        subscribes to every channel with interest anyway."""
+        sub = self._sub
+        if sub is not None and sub.is_open:
+            sub.send("SUBSCRIBE", channel)
+
+    def _unsubscribe(self, channel: str) -> None:
+        sub = self._sub
+        if channel in self.confirmed and sub is not None and sub.is_open:
+            # not confirmed from now on: interest arriving meanwhile re-subscribes
+            # and its ready() waits for that
+            self.confirmed.discard(channel)
+            sub.send("UNSUBSCRIBE", channel)
 
     def _connected(self) -> None:
         self._up = True
         self._first.set()
         self.resets += 1
         log.info("bus: subscribed to %d channels on %s", len(self.confirmed), self.url)
-        # channels that gained interest while we were subscribing
-        for channel, n in self.counts.items():
-            if n > 0 and channel not in self.confirmed:
-                self._commands.put_nowait(("subscribe", channel))
+        # channels that gained interest while we were subscribing were sent their
+        # own SUBSCRIBE on this connection; nothing else to do
         if self.handler is not None:
-            self.handler.bus_reset()
+            try:
+                self.handler.bus_reset()
+            except Exception:
+                log.exception("bus: reset handler failed")
 
     def _disconnected(self) -> None:
         self._up = False
         self.confirmed.clear()
-        while not self._commands.empty():
-            self._commands.get_nowait()
         self._release_waiters()
 
     async def _sweep(self) -> None:
@@ -307,8 +346,7 @@ class RedisBus:
             await asyncio.sleep(UNSUBSCRIBE_AFTER)
             for channel in [c for c, n in self.counts.items() if n <= 0]:
                 del self.counts[channel]
-                if channel in self.confirmed and self._up:
-                    self._commands.put_nowait(("unsubscribe", channel))
+                self._unsubscribe(channel)
 
     def stats(self) -> dict[str, int]:
         return {

@@ -59,8 +59,7 @@ async def test_interest_regained_while_unsubscribing_is_subscribed_again(redis_p
         await b.ready("c:k")
         b.interest("c:k", -1)
         channel = b.channel("c:k")
-        b._commands.put_nowait(("unsubscribe", channel))  # what the sweep does
-        await asyncio.sleep(0)  # the UNSUBSCRIBE goes out ...
+        b._unsubscribe(channel)  # what the sweep does: the UNSUBSCRIBE goes out ...
         b.interest("c:k", 1)  # ... and interest comes back before its confirmation
         await b.ready("c:k")
         for _ in range(50):
@@ -93,3 +92,59 @@ async def test_foreign_envelopes_are_dropped_without_a_reset(redis_proc: RedisPr
         await r.aclose()
         await a.stop()
         await b.stop()
+
+
+async def test_a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_bus_down(redis_proc: RedisProc) -> None:
+    admin = aioredis.Redis.from_url(redis_proc.url)
+    await admin.config_set("requirepass", "s3cret")
+    good = redis_proc.url.replace("redis://", "redis://:s3cret@")
+    bad = redis_proc.url.replace("redis://", "redis://:wrong@")
+    a, _ = await node(good)
+    b, rb = await node(good)
+    c = RedisBus(bad, shards=16)
+    c.attach(Recorder())
+    try:
+        await c.start(wait=0.5)
+        assert not c.up
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        a.publish("c:k", b"with auth")
+        await rb.wait_for(lambda: ("c:k", b"with auth") in rb.got)
+    finally:
+        await c.stop()
+        await a.stop()
+        await b.stop()
+        await admin.execute_command("AUTH", "s3cret")
+        await admin.config_set("requirepass", "")
+        await admin.aclose()
+
+
+async def test_garbage_from_the_server_drops_the_connection_and_the_bus_stays_down() -> None:
+    """Not Redis at all on the other end: the bus never counts as up, keeps
+    reconnecting, and stops cleanly."""
+    accepted = 0
+
+    async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        await reader.read(100)
+        writer.write(b"?this is not RESP\r\n")
+        await writer.drain()
+        await reader.read(100)
+        writer.close()
+
+    server = await asyncio.start_server(liar, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bus = RedisBus(f"redis://127.0.0.1:{port}", shards=16)
+    bus.attach(Recorder())
+    try:
+        await bus.start(wait=0.5)
+        await asyncio.sleep(0.6)
+        assert not bus.up
+        assert accepted >= 2, "the bus did not try again after the garbage"
+        bus.publish("c:k", b"x")  # dropped, not raised
+        assert bus.stats()["dropped"] >= 1
+    finally:
+        await bus.stop()
+        server.close()
+        await server.wait_closed()
