@@ -1,7 +1,7 @@
 """What one envelope costs chatd's Redis bus, on each side, without the chat around it.
 
 Two processes on core 0 with a redis-server (also on core 0), each running chatd's
-own ``RedisBus`` (``chatd/bus/redis.py``, redis-py asyncio): one publishes
+own ``RedisBus`` (``chatd/bus/redis.py`` on ``chatd/bus/resp.py``): one publishes
 envelopes shaped like a circle message push (~330 bytes, key ``c:c:<n>``), one
 message per event-loop turn as chatd does at these rates, and the other is
 subscribed to their channel and counts them in its ``bus_message`` handler. This
@@ -13,7 +13,6 @@ the bus itself costs versus the fan-out work around it.
 
     .venv/bin/python bench/buscost.py           # 200, 500, 2,000 envelopes/s, ~45 s
     .venv/bin/python bench/buscost.py --quick
-    PYTHONPATH=DIR .venv/bin/python bench/buscost.py   # DIR from `pip install --target DIR hiredis`
 """
 
 from __future__ import annotations
@@ -219,15 +218,9 @@ def main() -> None:
             ("redis core %", "redis_pct"),
         ],
     )
-    try:
-        import hiredis  # noqa: F401  (redis-py uses it for parsing when importable)
-
-        parser = "hiredis parser"
-    except ImportError:
-        parser = "redis-py's pure-Python parser (no hiredis)"
     setup = (
         f"chatd's RedisBus, one publisher and one subscriber process + redis-server on core 0, "
-        f"~330-byte envelopes over {args.keys} keys, one per loop turn; {parser}; window {args.window} s"
+        f"~330-byte envelopes over {args.keys} keys, one per loop turn (chatd's RESP client); window {args.window} s"
     )
     text = f"{setup}\n\n{table}\n"
     print("\n" + text)

@@ -37,6 +37,7 @@ log = logging.getLogger("chatd.bus")
 PING_AFTER = 2.0  # s of silence on the subscriber before a PING
 DEAD_AFTER = 5.0  # s of silence (PINGs unanswered) before the connection counts as lost
 MAX_QUEUED = 100_000  # envelopes waiting to be published before new ones are dropped
+MAX_BUFFERED = 32 << 20  # bytes written to Redis and not yet taken by the socket
 UNSUBSCRIBE_AFTER = 10.0  # s a channel stays subscribed with no interest (phones reconnect often)
 READY_TIMEOUT = 2.0  # s ready() waits for a SUBSCRIBE confirmation
 
@@ -171,7 +172,8 @@ class RedisBus:
                 self._pub_connecting = True
                 asyncio.get_running_loop().create_task(self._connect_pub())
             return
-        if pub.unanswered > MAX_QUEUED:  # Redis stopped answering: drop, and resync everyone
+        if pub.unanswered > MAX_QUEUED or pub.buffered > MAX_BUFFERED:
+            # Redis stopped answering or reading: drop, and resync everyone
             self.dropped += len(self._out)
             self._out.clear()
             self._broken = "Redis is not answering PUBLISH"
@@ -187,13 +189,14 @@ class RedisBus:
     async def _connect_pub(self) -> None:
         try:
             conn = await resp.connect(self.url)
+            conn.on_reply = self._on_publish_reply
+            await conn.replies_off()
         except (OSError, ConnectionError, ValueError) as exc:
             self._lost(len(self._out), f"publish connection failed: {exc}")
             self._out.clear()
             return
         finally:
             self._pub_connecting = False
-        conn.on_reply = self._on_publish_reply
         conn.closed.add_done_callback(lambda _: self._pub_closed(conn))
         if self._pub is not None:
             self._pub.close("replaced")
@@ -207,9 +210,11 @@ class RedisBus:
     def _pub_closed(self, conn: resp.RespConnection) -> None:
         if conn is self._pub:
             self._pub = None
-        if conn.unanswered_at_close and self._running:
-            # those envelopes may or may not have reached Redis
-            self._lost(conn.unanswered_at_close, conn.reason)
+        if not self._running or conn.reason in ("replaced", "reconnecting", "stopped"):
+            return
+        if conn.unanswered_at_close or (not conn.replies and conn.written):
+            # lost while in use: what it sent last may or may not have reached Redis
+            self._lost(max(conn.unanswered_at_close, 1), conn.reason)
 
     def _lost(self, n: int, why: str) -> None:
         """``n`` envelopes other nodes may have missed: reconnect, so that every node resyncs."""

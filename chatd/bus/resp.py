@@ -98,6 +98,8 @@ class RespConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reason = ""
         self.unanswered_at_close = 0  # commands whose reply never came
+        self.written = 0  # commands written with ``write``/``send``
+        self.replies = True  # False after CLIENT REPLY OFF: ``write`` expects no replies
         self.heard = time.monotonic()  # when bytes last arrived
 
     # -- asyncio.Protocol ------------------------------------------------------
@@ -164,6 +166,11 @@ class RespConnection(asyncio.Protocol):
         return self.transport is not None and not self.closed.done()
 
     @property
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    @property
     def unanswered(self) -> int:
         """Commands sent whose reply has not arrived."""
         return len(self._waiting)
@@ -173,12 +180,26 @@ class RespConnection(asyncio.Protocol):
         if not self.is_open:
             raise ConnectionError(self.reason or "not connected")
         assert self.transport is not None
-        if self.on_push is None:
+        if self.on_push is None and self.replies:
             self._waiting.extend([None] * commands)
+        self.written += commands
         self.transport.write(data)
 
     def send(self, *args: bytes | str | int) -> None:
         self.write(pack(*args), 1)
+
+    async def replies_off(self) -> bool:
+        """``CLIENT REPLY OFF``: Redis stops answering commands on this connection
+        (a publisher then costs Redis no reply and itself no wakeup per PUBLISH).
+        False, and replies stay on, where the server does not support it."""
+        try:
+            await self.call("CLIENT", "REPLY", "ON")  # answers +OK where REPLY is supported
+        except RespError:
+            return False
+        assert self.transport is not None
+        self.transport.write(pack("CLIENT", "REPLY", "OFF"))  # no reply, by definition
+        self.replies = False
+        return True
 
     async def call(self, *args: bytes | str | int) -> Value:
         if not self.is_open:

@@ -148,3 +148,52 @@ async def test_garbage_from_the_server_drops_the_connection_and_the_bus_stays_do
         await bus.stop()
         server.close()
         await server.wait_closed()
+
+
+async def test_publishing_costs_redis_no_replies(redis_proc: RedisProc) -> None:
+    """The publishing connection turns replies off (CLIENT REPLY OFF): Redis
+    writes nothing back per PUBLISH, and envelopes still arrive in order."""
+    a, _ = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    admin = aioredis.Redis.from_url(redis_proc.url)
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        for i in range(200):
+            a.publish("c:k", str(i).encode())
+        await rb.wait_for(lambda: len(rb.got) == 200)
+        assert [p for _, p in rb.got] == [str(i).encode() for i in range(200)]
+        assert a._pub is not None and not a._pub.replies and a._pub.unanswered == 0
+        assert a._pub.written == 200
+        publishers = [c for c in await admin.client_list() if c.get("cmd") == "publish"]
+        assert len(publishers) == 1 and publishers[0]["obl"] == "0"  # nothing queued back to us
+    finally:
+        await admin.aclose()
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_publishing_connection_killed_in_use_makes_every_node_resync(redis_proc: RedisProc) -> None:
+    a, ra = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    admin = aioredis.Redis.from_url(redis_proc.url)
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        a.publish("c:k", b"first")
+        await rb.wait_for(lambda: ("c:k", b"first") in rb.got)
+        resets = ra.resets
+        # Redis drops the publishing connection (as on a CLIENT KILL or a proxy restart)
+        killed = 0
+        for c in await admin.client_list():
+            if c.get("cmd", "").lower() == "publish":
+                killed += await admin.client_kill_filter(_id=c["id"])
+        assert killed == 1
+        await ra.wait_for(lambda: ra.resets > resets)  # the node that may have lost envelopes resyncs
+        assert a.up
+        a.publish("c:k", b"after")
+        await rb.wait_for(lambda: ("c:k", b"after") in rb.got)
+    finally:
+        await admin.aclose()
+        await a.stop()
+        await b.stop()
