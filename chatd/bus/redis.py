@@ -1,17 +1,23 @@
 """The Redis pub/sub bus.
 
 One connection publishes, one subscribes, both on chatd's own minimal RESP2
-client (``resp.py``: a PUBLISH is one socket write whose reply is counted when it
-arrives; received envelopes are handed over as they are parsed). Everything
-published during one loop turn goes out in one write, in order. The subscriber is
-a loop that owns its connection: when Redis goes away it marks the bus down, and
+client (``resp.py``). The publisher runs with ``CLIENT REPLY OFF`` (no reply per
+PUBLISH); everything published during one loop turn goes out in one write, in
+order, and once a second a checkpoint (``CLIENT REPLY ON``'s +OK) confirms what
+was written. The subscriber hands envelopes over as they are parsed. It is a loop
+that owns its connection: when Redis goes away it marks the bus down, and
 reconnects every 0.1-0.5 s; on the new connection it subscribes to every channel
 the node still needs *before* marking the bus up and calling the handler's
 ``bus_reset`` (the resubscribe that Socket.IO's and python-socketio's Redis
 adapters are known to miss). A fresh connection each time, so no state of a dead
-connection leaks into the next. A publish that may not have reached Redis (the
-publishing connection died with replies outstanding, or Redis answered with an
-error) makes the subscriber reconnect too, so every node resyncs.
+connection leaks into the next.
+
+Lost envelopes. Anything published while this node's bus is down, dropped for a
+full queue, or written on a publishing connection that died before Redis
+confirmed it, may be missing on other nodes. The node then publishes a reset on
+the all-nodes channel as soon as it can: every node runs ``bus_reset`` (at most
+once a second; requests in between are coalesced into one at the end of it), so
+their clients catch up from the store.
 
 Envelope: ``node id (8 bytes) | key length (2 bytes, big-endian) | key | payload``;
 a receiver can skip its own envelopes and those for keys it has no interest in
@@ -26,6 +32,8 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -38,6 +46,10 @@ PING_AFTER = 2.0  # s of silence on the subscriber before a PING
 DEAD_AFTER = 5.0  # s of silence (PINGs unanswered) before the connection counts as lost
 MAX_QUEUED = 100_000  # envelopes waiting to be published before new ones are dropped
 MAX_BUFFERED = 32 << 20  # bytes written to Redis and not yet taken by the socket
+CONNECT_TIMEOUT = 1.0  # s to connect and set up a connection
+CHECKPOINT_EVERY = 1.0  # s between confirmations of what the publisher wrote
+RESET_EVERY = 1.0  # s: resets asked for by other nodes are coalesced to one per this
+RESET_KEY = b"!reset"  # envelope key on the all-nodes channel
 UNSUBSCRIBE_AFTER = 10.0  # s a channel stays subscribed with no interest (phones reconnect often)
 READY_TIMEOUT = 2.0  # s ready() waits for a SUBSCRIBE confirmation
 
@@ -52,6 +64,8 @@ class RedisBus:
         self.node = os.urandom(4).hex()
         self._node_b = self.node.encode()
         self._control = f"{prefix}:n:{self.node}"  # always subscribed: a connection loss is noticed
+        self._all = f"{prefix}:n:all"  # always subscribed: resets asked for by other nodes
+        self._probe = f"{prefix}:n:probe"  # nobody subscribes: PUBLISH permission check
         # redis-py, for what is not on the message path (the points stream forwarder)
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, socket_keepalive=True
@@ -63,6 +77,11 @@ class RedisBus:
         self._sub: resp.RespConnection | None = None  # the subscriber, while connected
         self._pub: resp.RespConnection | None = None
         self._pub_connecting = False
+        self._owe_reset = False  # envelopes were lost: tell every node to resync when we can
+        self._last_reset = 0.0
+        self._reset_timer: asyncio.TimerHandle | None = None
+        self.remote_resets = 0
+        self._side: set[asyncio.Task[None]] = set()
         self._up = False
         self._running = False
         self._out: list[bytes] = []  # packed PUBLISH commands not written yet
@@ -74,7 +93,7 @@ class RedisBus:
         self.dropped = 0
         self.resets = 0
         self.malformed = 0
-        self._broken = ""  # set: the listener drops the connection (and the node resyncs)
+        self._broken = ""  # set: the subscriber drops its connection (and the node resyncs)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -93,6 +112,7 @@ class RedisBus:
         self._tasks = [
             loop.create_task(self._listen(), name="chatd-bus-listen"),
             loop.create_task(self._sweep(), name="chatd-bus-sweep"),
+            loop.create_task(self._watch_pub(), name="chatd-bus-publisher"),
         ]
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._first.wait(), wait)
@@ -108,8 +128,19 @@ class RedisBus:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._release_waiters()
-        if self._pub is not None:
-            self._pub.close("stopped")
+        if self._reset_timer is not None:
+            self._reset_timer.cancel()
+        for task in list(self._side):
+            task.cancel()
+        pub = self._pub
+        if pub is not None:
+            self._flushing = False
+            if self._out and pub.is_open:  # what the last loop turn published
+                pub.write(b"".join(self._out), len(self._out))
+                self._out.clear()
+            pub.close("stopped", flush=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pub.closed), 0.5)
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
@@ -147,12 +178,11 @@ class RedisBus:
     # -- publish -------------------------------------------------------------
 
     def publish(self, key: str, payload: bytes) -> None:
-        if not self._up:
-            self.dropped += 1
+        if not self._up:  # other nodes miss it: they are told to resync when we are back
+            self._lost(1, "")
             return
-        if len(self._out) >= MAX_QUEUED:  # Redis is not keeping up: drop, and resync everyone
-            self.dropped += 1
-            self._broken = "publish queue full"
+        if len(self._out) >= MAX_QUEUED:  # Redis is not keeping up
+            self._lost(1, "publish queue full")
             return
         k = key.encode()
         envelope = b"".join((self._node_b, len(k).to_bytes(2, "big"), k, payload))
@@ -164,19 +194,16 @@ class RedisBus:
     def _flush(self) -> None:
         """Write what this loop turn published, in one write."""
         self._flushing = False
-        if not self._out:
+        if not self._out or not self._running:
             return
         pub = self._pub
         if pub is None or not pub.is_open:
             if not self._pub_connecting:
                 self._pub_connecting = True
-                asyncio.get_running_loop().create_task(self._connect_pub())
+                self._spawn(self._connect_pub())
             return
-        if pub.unanswered > MAX_QUEUED or pub.buffered > MAX_BUFFERED:
-            # Redis stopped answering or reading: drop, and resync everyone
-            self.dropped += len(self._out)
-            self._out.clear()
-            self._broken = "Redis is not answering PUBLISH"
+        if pub.buffered > MAX_BUFFERED:  # Redis stopped reading
+            pub.close("Redis is not reading what we publish")  # counted as lost in _pub_closed
             return
         batch, self._out = self._out, []
         try:
@@ -187,41 +214,106 @@ class RedisBus:
         self.published += len(batch)
 
     async def _connect_pub(self) -> None:
+        conn: resp.RespConnection | None = None
         try:
             conn = await resp.connect(self.url)
             conn.on_reply = self._on_publish_reply
-            await conn.replies_off()
-        except (OSError, ConnectionError, ValueError) as exc:
-            self._lost(len(self._out), f"publish connection failed: {exc}")
+            # refused here (an ACL without PUBLISH, a replica) rather than silently
+            # once replies are off
+            await asyncio.wait_for(conn.call("PUBLISH", self._probe, b""), CONNECT_TIMEOUT)
+            await asyncio.wait_for(conn.replies_off(), CONNECT_TIMEOUT)
+        except (OSError, ConnectionError, ValueError, TimeoutError, resp.RespError) as exc:
+            if conn is not None:
+                conn.close(f"setup failed: {exc!r}")
+            self._lost(len(self._out), f"publish connection failed: {exc!r}")
             self._out.clear()
             return
         finally:
             self._pub_connecting = False
+        if not self._running:
+            conn.close("stopped")
+            return
         conn.closed.add_done_callback(lambda _: self._pub_closed(conn))
-        if self._pub is not None:
-            self._pub.close("replaced")
         self._pub = conn
+        if self._owe_reset and self._up:
+            self._queue_reset()
         self._flush()
 
     def _on_publish_reply(self, value: object) -> None:
-        if isinstance(value, resp.RespError):
+        if isinstance(value, resp.RespError):  # (replies on: a server without CLIENT REPLY)
             self._lost(1, f"PUBLISH refused: {value}")
 
     def _pub_closed(self, conn: resp.RespConnection) -> None:
         if conn is self._pub:
             self._pub = None
-        if not self._running or conn.reason in ("replaced", "reconnecting", "stopped"):
-            return
-        if conn.unanswered_at_close or (not conn.replies and conn.written):
-            # lost while in use: what it sent last may or may not have reached Redis
-            self._lost(max(conn.unanswered_at_close, 1), conn.reason)
+        if conn.unconfirmed_at_close and self._running:
+            # what it wrote since Redis last confirmed may or may not have arrived
+            self._lost(conn.unconfirmed_at_close, conn.reason)
+        if self._out and self._running and not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def _lost(self, n: int, why: str) -> None:
-        """``n`` envelopes other nodes may have missed: reconnect, so that every node resyncs."""
+        """``n`` envelopes other nodes may have missed: once this node's bus is up
+        and publishing again, it tells every node to resync (``_queue_reset``;
+        never from here, so that a Redis refusing connections is not retried in a
+        tight loop)."""
         self.dropped += n
-        if n and self._running:
-            log.warning("bus: %d envelopes may be lost (%s); resyncing", n, why)
-            self._broken = why or "publish failed"
+        if not n:
+            return
+        if why:
+            log.warning("bus: %d envelopes may be lost (%s); other nodes will be told to resync", n, why)
+        self._owe_reset = True  # sent by _connected or, within a second, by _watch_pub
+
+    def _queue_reset(self) -> None:
+        """Publish a reset on the all-nodes channel: every node that may have
+        missed our envelopes drops its caches and has its clients catch up."""
+        self._owe_reset = False
+        env = b"".join((self._node_b, len(RESET_KEY).to_bytes(2, "big"), RESET_KEY, b"\x00"))
+        self._out.append(resp.pack("PUBLISH", self._all, env))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _watch_pub(self) -> None:
+        """Confirm what the publisher wrote (replies are off) once a second; a
+        publisher whose confirmations stop coming is closed (and counted lost)."""
+        while self._running:
+            await asyncio.sleep(CHECKPOINT_EVERY)
+            if self._owe_reset and self._up:
+                self._queue_reset()
+            pub = self._pub
+            if pub is None or not pub.is_open:
+                continue
+            if pub.unanswered and time.monotonic() - pub.waiting_since > DEAD_AFTER:
+                pub.close(f"no answer from Redis to the publisher for {DEAD_AFTER:.0f} s")
+            elif pub.unconfirmed and not pub.unanswered:
+                pub.checkpoint()
+
+    def _remote_reset(self) -> None:
+        """Another node may have lost envelopes: reset, at most once a second."""
+        now = time.monotonic()
+        wait = self._last_reset + RESET_EVERY - now
+        if wait <= 0:
+            self._reset("another node lost envelopes")
+        elif self._reset_timer is None:
+            self._reset_timer = asyncio.get_running_loop().call_later(wait, self._reset, "coalesced")
+
+    def _reset(self, why: str) -> None:
+        self._reset_timer = None
+        self._last_reset = time.monotonic()
+        self.remote_resets += 1
+        log.info("bus: resync (%s)", why)
+        if self.handler is not None:
+            try:
+                self.handler.bus_reset()
+            except Exception:
+                log.exception("bus: reset handler failed")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
 
     # -- subscriber ------------------------------------------------------------
 
@@ -231,7 +323,7 @@ class RedisBus:
             conn: resp.RespConnection | None = None
             try:
                 conn = await resp.connect(self.url)
-                wanted = [self._control, *(c for c, n in self.counts.items() if n > 0)]
+                wanted = [self._control, self._all, *(c for c, n in self.counts.items() if n > 0)]
                 pending: set[str] = set(wanted)
                 conn.on_push = functools.partial(self._on_push, pending=pending)
                 self._sub = conn
@@ -267,8 +359,6 @@ class RedisBus:
                 self._disconnected()
                 if conn is not None:
                     conn.close("reconnecting")
-                if self._pub is not None:  # it may be talking to the same dead Redis
-                    self._pub.close("reconnecting")
             if self._running:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
@@ -307,6 +397,9 @@ class RedisBus:
             if len(data) <= 10 + klen or klen == 0:
                 raise ValueError(f"short envelope ({len(data)} bytes)")
             key = data[10 : 10 + klen].decode()
+            if key == "!reset":
+                self._remote_reset()
+                return
             if self.handler is not None:
                 self.handler.bus_message(key, data[10 + klen :])
         except Exception as exc:
@@ -332,6 +425,9 @@ class RedisBus:
         self._up = True
         self._first.set()
         self.resets += 1
+        self._last_reset = time.monotonic()
+        if self._owe_reset:  # our envelopes were lost meanwhile: the others resync too
+            self._queue_reset()
         log.info("bus: subscribed to %d channels on %s", len(self.confirmed), self.url)
         # channels that gained interest while we were subscribing were sent their
         # own SUBSCRIBE on this connection; nothing else to do
@@ -360,5 +456,6 @@ class RedisBus:
             "received": self.received,
             "dropped": self.dropped,
             "resets": self.resets,
+            "remote_resets": self.remote_resets,
             "malformed": self.malformed,
         }

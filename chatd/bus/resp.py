@@ -85,22 +85,31 @@ def parse(buf: bytes | bytearray, pos: int) -> tuple[Value, int]:
 
 
 class RespConnection(asyncio.Protocol):
-    """One connection. ``call`` awaits a reply; ``send`` does not (its reply goes
-    to ``on_reply``). With ``on_push`` set (a subscriber), every value received
-    goes there instead."""
+    """One connection. ``call`` awaits a reply; ``write``/``send`` do not (their
+    replies go to ``on_reply``). With ``on_push`` set (a subscriber), every value
+    received goes there instead.
+
+    ``written`` counts the commands sent with ``write``/``send``; ``confirmed``
+    how many of them Redis is known to have processed (each reply, or with
+    replies off, each ``checkpoint``'s answer), so ``unconfirmed`` is what a
+    connection lost now may have lost."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self._waiting: deque[asyncio.Future[Value] | None] = deque()
+        # what each expected reply is for: a ``call``'s future, None (a write's
+        # reply, to on_reply) or an int (a checkpoint: ``written`` when it was sent)
+        self._waiting: deque[asyncio.Future[Value] | int | None] = deque()
         self.on_push: Callable[[Value], None] | None = None
         self.on_reply: Callable[[Value], None] | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.reason = ""
-        self.unanswered_at_close = 0  # commands whose reply never came
-        self.written = 0  # commands written with ``write``/``send``
-        self.replies = True  # False after CLIENT REPLY OFF: ``write`` expects no replies
+        self.written = 0
+        self.confirmed = 0
+        self.unconfirmed_at_close = 0
+        self.replies = True  # False after CLIENT REPLY OFF
         self.heard = time.monotonic()  # when bytes last arrived
+        self.waiting_since = 0.0  # when the oldest expected reply was asked for (about)
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -135,15 +144,21 @@ class RespConnection(asyncio.Protocol):
             return
         if not self._waiting:
             raise ProtocolError("a reply nobody asked for")
-        fut = self._waiting.popleft()
-        if fut is None:
+        what = self._waiting.popleft()
+        self.waiting_since = self.heard
+        if what is None:
+            self.confirmed += 1
             if self.on_reply is not None:
                 self.on_reply(value)
-        elif not fut.done():
+        elif isinstance(what, int):
             if isinstance(value, RespError):
-                fut.set_exception(value)
+                raise ProtocolError(f"checkpoint refused: {value}")
+            self.confirmed = max(self.confirmed, what)
+        elif not what.done():
+            if isinstance(value, RespError):
+                what.set_exception(value)
             else:
-                fut.set_result(value)
+                what.set_result(value)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed(f"connection lost: {exc}" if exc else "connection closed")
@@ -151,13 +166,13 @@ class RespConnection(asyncio.Protocol):
     def _closed(self, reason: str) -> None:
         if not self.reason:
             self.reason = reason
-            self.unanswered_at_close = len(self._waiting)
+            self.unconfirmed_at_close = self.unconfirmed
         if not self.closed.done():
             self.closed.set_result(None)
         while self._waiting:
-            fut = self._waiting.popleft()
-            if fut is not None and not fut.done():
-                fut.set_exception(ConnectionError(self.reason))
+            what = self._waiting.popleft()
+            if isinstance(what, asyncio.Future) and not what.done():
+                what.set_exception(ConnectionError(self.reason))
 
     # -- use -------------------------------------------------------------------
 
@@ -171,17 +186,28 @@ class RespConnection(asyncio.Protocol):
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
 
     @property
+    def unconfirmed(self) -> int:
+        """Commands written that Redis is not known to have processed."""
+        return self.written - self.confirmed
+
+    @property
     def unanswered(self) -> int:
-        """Commands sent whose reply has not arrived."""
+        """Replies (and checkpoint answers) expected and not arrived."""
         return len(self._waiting)
 
+    def _expect(self, what: asyncio.Future[Value] | int | None) -> None:
+        if not self._waiting:
+            self.waiting_since = time.monotonic()
+        self._waiting.append(what)
+
     def write(self, data: bytes, commands: int) -> None:
-        """``commands`` packed commands whose replies go to ``on_reply``."""
+        """``commands`` packed commands; replies (if on) go to ``on_reply``."""
         if not self.is_open:
             raise ConnectionError(self.reason or "not connected")
         assert self.transport is not None
         if self.on_push is None and self.replies:
-            self._waiting.extend([None] * commands)
+            for _ in range(commands):
+                self._expect(None)
         self.written += commands
         self.transport.write(data)
 
@@ -190,8 +216,9 @@ class RespConnection(asyncio.Protocol):
 
     async def replies_off(self) -> bool:
         """``CLIENT REPLY OFF``: Redis stops answering commands on this connection
-        (a publisher then costs Redis no reply and itself no wakeup per PUBLISH).
-        False, and replies stay on, where the server does not support it."""
+        (a publisher then costs Redis no reply and itself no wakeup per PUBLISH;
+        ``checkpoint`` confirms what was written). False, and replies stay on,
+        where the server does not support it."""
         try:
             await self.call("CLIENT", "REPLY", "ON")  # answers +OK where REPLY is supported
         except RespError:
@@ -201,19 +228,33 @@ class RespConnection(asyncio.Protocol):
         self.replies = False
         return True
 
+    def checkpoint(self) -> None:
+        """With replies off: ask Redis to confirm everything written so far
+        (``CLIENT REPLY ON`` answers +OK once every earlier command is processed;
+        replies go off again right after)."""
+        if self.replies or not self.is_open:
+            return
+        assert self.transport is not None
+        self._expect(self.written)
+        self.transport.write(pack("CLIENT", "REPLY", "ON") + pack("CLIENT", "REPLY", "OFF"))
+
     async def call(self, *args: bytes | str | int) -> Value:
         if not self.is_open:
             raise ConnectionError(self.reason or "not connected")
         assert self.transport is not None
         fut: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
-        self._waiting.append(fut)
+        self._expect(fut)
         self.transport.write(pack(*args))
         return await fut
 
-    def close(self, reason: str = "closed") -> None:
+    def close(self, reason: str = "closed", flush: bool = False) -> None:
+        """Close now (``flush``: after writing what is buffered)."""
         self._closed(reason)
         if self.transport is not None:
-            self.transport.abort()
+            if flush:
+                self.transport.close()
+            else:
+                self.transport.abort()
 
 
 async def connect(url: str, within: float = 1.0) -> RespConnection:

@@ -9,10 +9,12 @@ import os
 import signal
 import time
 
+import pytest
 import redis.asyncio as aioredis
 from redisproc import RedisProc
 
 from chatd.bus.redis import RedisBus
+from chatd.bus.resp import RespConnection
 
 from .test_contract import Recorder
 
@@ -173,8 +175,19 @@ async def test_publishing_costs_redis_no_replies(redis_proc: RedisProc) -> None:
         await b.stop()
 
 
-async def test_a_publishing_connection_killed_in_use_makes_every_node_resync(redis_proc: RedisProc) -> None:
-    a, ra = await node(redis_proc.url)
+async def kill_publishers(admin: aioredis.Redis) -> int:
+    killed = 0
+    for c in await admin.client_list():
+        if c.get("cmd", "").lower() in ("publish", "client|reply"):
+            killed += await admin.client_kill_filter(_id=c["id"])
+    return killed
+
+
+async def test_a_publishing_connection_killed_in_use_makes_every_node_resync(
+    redis_proc: RedisProc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RespConnection, "checkpoint", lambda self: None)  # nothing gets confirmed
+    a, _ = await node(redis_proc.url)
     b, rb = await node(redis_proc.url)
     admin = aioredis.Redis.from_url(redis_proc.url)
     try:
@@ -182,17 +195,66 @@ async def test_a_publishing_connection_killed_in_use_makes_every_node_resync(red
         await b.ready("c:k")
         a.publish("c:k", b"first")
         await rb.wait_for(lambda: ("c:k", b"first") in rb.got)
-        resets = ra.resets
-        # Redis drops the publishing connection (as on a CLIENT KILL or a proxy restart)
-        killed = 0
-        for c in await admin.client_list():
-            if c.get("cmd", "").lower() == "publish":
-                killed += await admin.client_kill_filter(_id=c["id"])
-        assert killed == 1
-        await ra.wait_for(lambda: ra.resets > resets)  # the node that may have lost envelopes resyncs
-        assert a.up
+        resets = rb.resets
+        # Redis drops the publishing connection before it confirmed the envelope
+        # (as on a CLIENT KILL or a proxy restart): the other node may have missed
+        # it, so it is told to resync
+        a.publish("c:k", b"maybe lost")
+        await asyncio.sleep(0)
+        assert a._pub is not None and a._pub.unconfirmed > 0
+        assert await kill_publishers(admin) == 1
+        await rb.wait_for(lambda: rb.resets > resets)
+        assert a.up and b.up
         a.publish("c:k", b"after")
         await rb.wait_for(lambda: ("c:k", b"after") in rb.got)
+    finally:
+        await admin.aclose()
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_confirmed_publisher_lost_while_idle_resyncs_nobody(redis_proc: RedisProc) -> None:
+    """Checkpoints confirm what was published: losing an idle publishing
+    connection (Redis' idle timeout, a proxy) is no loss, and the next publish
+    reconnects."""
+    a, ra = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    admin = aioredis.Redis.from_url(redis_proc.url)
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        a.publish("c:k", b"one")
+        await rb.wait_for(lambda: ("c:k", b"one") in rb.got)
+        await rb.wait_for(lambda: a._pub is not None and a._pub.unconfirmed == 0, within=3.0)
+        resets_a, resets_b = ra.resets, rb.resets
+        assert await kill_publishers(admin) == 1
+        await asyncio.sleep(1.5)
+        a.publish("c:k", b"two")
+        await rb.wait_for(lambda: ("c:k", b"two") in rb.got)
+        assert (ra.resets, rb.resets) == (resets_a, resets_b)
+        assert a.stats()["dropped"] == 0
+    finally:
+        await admin.aclose()
+        await a.stop()
+        await b.stop()
+
+
+async def test_what_a_node_published_while_its_bus_was_down_makes_the_others_resync(redis_proc: RedisProc) -> None:
+    a, ra = await node(redis_proc.url)
+    b, rb = await node(redis_proc.url)
+    admin = aioredis.Redis.from_url(redis_proc.url)
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        resets_b = rb.resets
+        assert a._sub is not None and a._sub.transport is not None
+        host, port = a._sub.transport.get_extra_info("sockname")[:2]
+        assert await admin.client_kill_filter(addr=f"{host}:{port}") == 1  # only a's subscriber
+        await ra.wait_for(lambda: not a.up, within=2.0)
+        a.publish("c:k", b"while down")  # dropped: b never sees it ...
+        await ra.wait_for(lambda: a.up, within=5.0)
+        await rb.wait_for(lambda: rb.resets > resets_b)  # ... so b is told to resync
+        assert ("c:k", b"while down") not in rb.got and b.up
     finally:
         await admin.aclose()
         await a.stop()
