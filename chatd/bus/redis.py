@@ -130,8 +130,10 @@ class RedisBus:
         self._release_waiters()
         if self._reset_timer is not None:
             self._reset_timer.cancel()
-        for task in list(self._side):
+        side = list(self._side)
+        for task in side:
             task.cancel()
+        await asyncio.gather(*side, return_exceptions=True)
         pub = self._pub
         if pub is not None:
             self._flushing = False
@@ -228,6 +230,10 @@ class RedisBus:
             self._lost(len(self._out), f"publish connection failed: {exc!r}")
             self._out.clear()
             return
+        except BaseException:  # cancelled (stop)
+            if conn is not None:
+                conn.close("stopped")
+            raise
         finally:
             self._pub_connecting = False
         if not self._running:

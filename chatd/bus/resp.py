@@ -282,4 +282,7 @@ async def connect(url: str, within: float = 1.0) -> RespConnection:
     except (RespError, TimeoutError) as exc:
         conn.close(f"AUTH failed: {exc!r}")
         raise ConnectionError(f"Redis refused AUTH: {exc!r}") from exc
+    except BaseException:  # cancelled: no transport left open
+        conn.close("cancelled")
+        raise
     return conn

@@ -113,14 +113,15 @@ def apply_batch(
     return out
 
 
-def take_lease(tx: Tx, name: str, owner: str, now: int, ms: int) -> bool:
+def take_lease(tx: Tx, name: str, owner: str, now: int, ms: int) -> tuple[bool, int]:
+    """(whether ``owner`` holds the lease now, when the lease runs out)."""
     tx.execute(
         "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET owner = excluded.owner,"
         " until = excluded.until WHERE leases.owner = excluded.owner OR leases.until < ?",
         (name, owner, now + ms, now),
     )
-    row = tx.execute("SELECT owner FROM leases WHERE name = ?", (name,)).fetchone()
-    return bool(row and row[0] == owner)
+    row = tx.execute("SELECT owner, until FROM leases WHERE name = ?", (name,)).fetchone()
+    return bool(row and row[0] == owner), int(row[1]) if row else now
 
 
 def expire_packets(tx: Tx, now: int) -> dict[str, dict[str, Any]]:
@@ -256,14 +257,16 @@ class PointsWorker:
     async def _lease(self) -> bool:
         now = time.monotonic()
         if now < self._lease_until:
-            # holding it: renewed a third of the way in; not holding it: another
-            # node runs the worker, and its lease is checked again as often
             return self._leased
         was = self._leased
-        self._leased = await self.pipeline.write(
-            write_op(take_lease, name="points", owner=self.node, now=self.clock(), ms=LEASE_MS)
+        wall = self.clock()
+        self._leased, until = await self.pipeline.write(
+            write_op(take_lease, name="points", owner=self.node, now=wall, ms=LEASE_MS)
         )
-        self._lease_until = now + LEASE_MS / 3000
+        # holding it: renew a third of the way in; not: try again when it runs out
+        # (a node killed with -9 is taken over as soon as its lease ends)
+        again = LEASE_MS / 3000 if self._leased else min(LEASE_MS / 3000, max(0.05, (until - wall) / 1000 + 0.01))
+        self._lease_until = now + again
         if self._leased and not was:
             for h in self.hooks:
                 rows = await self.store.fetchall("SELECT source, pos FROM hook_cursors WHERE hook = ?", (h.name,))
