@@ -101,6 +101,8 @@ class App:
             }
 
         metrics.bus_stats = bus_stats
+        worker = self.points
+        metrics.points_stats = lambda: {"lag_s": worker.lag_ms / 1000, "awards": worker.awards, "yields": worker.yields}
         self.port = 0
 
     @staticmethod

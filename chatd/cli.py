@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--points-yield-ms",
         type=int,
-        default=20,
+        default=50,
         help="the points worker pauses this long between batches while chat writes are waiting (0: never)",
     )
     s.add_argument("--red-packet-ttl", type=int, default=86400, help="s until an unclaimed red packet is refunded")

@@ -27,6 +27,8 @@ class Metrics:
         # set by the app: () -> {"up": 0/1, "channels", "published", "received", "dropped",
         # "resets", "gaps_filled", "presence_errors"} (the bus and fan-out layer's own counters)
         self.bus_stats: Callable[[], dict[str, int]] | None = None
+        # set by the app: () -> {"lag_s", "awards", "yields"} of the points worker
+        self.points_stats: Callable[[], dict[str, float]] | None = None
 
         r = self.registry = CollectorRegistry()
         r.register(_HotCollector(self))
@@ -75,7 +77,19 @@ class _HotCollector(Collector):
                 ("received", "Envelopes received from other nodes"),
                 ("dropped", "Envelopes not published (bus down or failing)"),
                 ("resets", "Times the bus (re)connected and the node resynchronised"),
+                ("remote_resets", "Resyncs because another node may have lost envelopes"),
                 ("gaps_filled", "Seq gaps in pushes filled from the store"),
                 ("presence_errors", "Presence updates that failed (e.g. Redis down)"),
             ):
                 yield CounterMetricFamily(f"chatd_bus_{name}", help_, value=st.get(name, 0))
+        if m.points_stats is not None:
+            ps = m.points_stats()
+            yield GaugeMetricFamily(
+                "chatd_points_lag_seconds",
+                "Age of the oldest interaction event the points worker had not processed at its last batch",
+                value=ps.get("lag_s", 0),
+            )
+            yield CounterMetricFamily("chatd_points_awards", "Ledger entries that moved points", value=ps.get("awards", 0))
+            yield CounterMetricFamily(
+                "chatd_points_yields", "Pauses the points worker took for queued chat writes", value=ps.get("yields", 0)
+            )

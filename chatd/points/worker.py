@@ -46,6 +46,7 @@ log = logging.getLogger("chatd.points")
 
 BATCH = 500
 MAX_ATTEMPTS = 10
+MAX_LAG_MS = 60_000  # the worker stops yielding to chat once its oldest pending event is this old
 LEASE_MS = 10_000
 
 
@@ -198,6 +199,7 @@ class PointsWorker:
         self.idle_poll = idle_poll
         self.yield_s = yield_s
         self.yields = 0
+        self.lag_ms = 0  # age of the oldest event not yet processed when the last batch was read
         self.hooks: list[HookState] = []
         for hook in hooks:
             is_async = inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
@@ -241,9 +243,10 @@ class PointsWorker:
                     await self._expire()
                 if not busy:
                     await asyncio.sleep(self.idle_poll)
-                elif self.yield_s and self.pipeline.backlog:
+                elif self.yield_s and self.pipeline.backlog and self.lag_ms < MAX_LAG_MS:
                     # chat writes are waiting: they go first. Under a saturating
-                    # load the worker falls behind and catches up when it eases.
+                    # load the worker falls behind and catches up when it eases;
+                    # a minute behind, it stops yielding (awards do not lag for ever)
                     self.yields += 1
                     await asyncio.sleep(self.yield_s)
                 else:
@@ -279,6 +282,8 @@ class PointsWorker:
         batch = await read_events(
             self.store, h.cursors.get("messages", 0), h.cursors.get("events", 0), self.day_offset_h
         )
+        first = next((ev for _, _, ev in batch if ev is not None), None)
+        self.lag_ms = max(0, self.clock() - first.ts) if first is not None else 0
         if not batch:
             return False
         awards: list[Award] = []

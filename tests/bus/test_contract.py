@@ -203,5 +203,3 @@ async def test_publish_while_down_never_raises(harness: Harness) -> None:
         a.publish("c:z", b"x" * 100)
     await asyncio.sleep(0.05)
     await harness.restore()
-
-

@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -28,72 +29,72 @@ async def node(url: str) -> tuple[RedisBus, Recorder]:
     return bus, rec
 
 
-async def test_a_stalled_redis_is_noticed_and_the_bus_resets_after(redis_proc: RedisProc) -> None:
-    a, _ = await node(redis_proc.url)
+Pair = tuple[RedisBus, Recorder, RedisBus, Recorder, aioredis.Redis]
+
+
+@pytest.fixture
+async def pair(redis_proc: RedisProc) -> AsyncIterator[Pair]:
+    """Two nodes on one real redis-server, and a plain redis-py client to it."""
+    a, ra = await node(redis_proc.url)
     b, rb = await node(redis_proc.url)
+    admin = aioredis.Redis.from_url(redis_proc.url)
     try:
-        b.interest("c:room", 1)
-        await b.ready("c:room")
-        resets = rb.resets
-        assert redis_proc.pid is not None
-        os.kill(redis_proc.pid, signal.SIGSTOP)  # the connection stays open; nothing answers
-        t0 = time.monotonic()
-        try:
-            await rb.wait_for(lambda: not b.up, within=10)
-            noticed = time.monotonic() - t0
-        finally:
-            os.kill(redis_proc.pid, signal.SIGCONT)
-        assert noticed < 8, f"stall noticed after {noticed:.1f} s"
-        await rb.wait_for(lambda: b.up and rb.resets > resets, within=10)
-        await rb.wait_for(lambda: a.up, within=10)
-        a.publish("c:room", b"after the stall")
-        await rb.wait_for(lambda: ("c:room", b"after the stall") in rb.got)
+        yield a, ra, b, rb, admin
     finally:
+        await admin.aclose()
         await a.stop()
         await b.stop()
 
 
-async def test_interest_regained_while_unsubscribing_is_subscribed_again(redis_proc: RedisProc) -> None:
-    a, _ = await node(redis_proc.url)
-    b, rb = await node(redis_proc.url)
+async def test_a_stalled_redis_is_noticed_and_the_bus_resets_after(pair: Pair, redis_proc: RedisProc) -> None:
+    a, _, b, rb, _admin = pair
+    b.interest("c:room", 1)
+    await b.ready("c:room")
+    resets = rb.resets
+    assert redis_proc.pid is not None
+    os.kill(redis_proc.pid, signal.SIGSTOP)  # the connection stays open; nothing answers
+    t0 = time.monotonic()
     try:
-        b.interest("c:k", 1)
-        await b.ready("c:k")
-        b.interest("c:k", -1)
-        channel = b.channel("c:k")
-        b._unsubscribe(channel)  # what the sweep does: the UNSUBSCRIBE goes out ...
-        b.interest("c:k", 1)  # ... and interest comes back before its confirmation
-        await b.ready("c:k")
-        for _ in range(50):
-            a.publish("c:k", b"x")
-            await asyncio.sleep(0.02)
-            if rb.got:
-                break
-        assert rb.got, "the channel stayed unsubscribed"
-        assert channel in b.confirmed
+        await rb.wait_for(lambda: not b.up, within=10)
+        noticed = time.monotonic() - t0
     finally:
-        await a.stop()
-        await b.stop()
+        os.kill(redis_proc.pid, signal.SIGCONT)
+    assert noticed < 8, f"stall noticed after {noticed:.1f} s"
+    await rb.wait_for(lambda: b.up and rb.resets > resets, within=10)
+    await rb.wait_for(lambda: a.up, within=10)
+    a.publish("c:room", b"after the stall")
+    await rb.wait_for(lambda: ("c:room", b"after the stall") in rb.got)
 
 
-async def test_foreign_envelopes_are_dropped_without_a_reset(redis_proc: RedisProc) -> None:
-    a, _ = await node(redis_proc.url)
-    b, rb = await node(redis_proc.url)
-    r = aioredis.Redis.from_url(redis_proc.url)
-    try:
-        b.interest("c:k", 1)
-        await b.ready("c:k")
-        resets = b.resets
-        for junk in (b"", b"x", b"12345678\x00", b"12345678\xff\xffshort"):
-            await r.publish(b.channel("c:k"), junk)
-        a.publish("c:k", b"real")
-        await rb.wait_for(lambda: ("c:k", b"real") in rb.got)
-        assert b.resets == resets and b.up
-        assert b.malformed >= 3
-    finally:
-        await r.aclose()
-        await a.stop()
-        await b.stop()
+async def test_interest_regained_while_unsubscribing_is_subscribed_again(pair: Pair) -> None:
+    a, _, b, rb, _admin = pair
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    b.interest("c:k", -1)
+    channel = b.channel("c:k")
+    b._unsubscribe(channel)  # what the sweep does: the UNSUBSCRIBE goes out ...
+    b.interest("c:k", 1)  # ... and interest comes back before its confirmation
+    await b.ready("c:k")
+    for _ in range(50):
+        a.publish("c:k", b"x")
+        await asyncio.sleep(0.02)
+        if rb.got:
+            break
+    assert rb.got, "the channel stayed unsubscribed"
+    assert channel in b.confirmed
+
+
+async def test_foreign_envelopes_are_dropped_without_a_reset(pair: Pair) -> None:
+    a, _, b, rb, r = pair
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    resets = b.resets
+    for junk in (b"", b"x", b"12345678\x00", b"12345678\xff\xffshort"):
+        await r.publish(b.channel("c:k"), junk)
+    a.publish("c:k", b"real")
+    await rb.wait_for(lambda: ("c:k", b"real") in rb.got)
+    assert b.resets == resets and b.up
+    assert b.malformed >= 3
 
 
 async def test_a_password_in_the_url_is_used_and_a_wrong_one_keeps_the_bus_down(redis_proc: RedisProc) -> None:
@@ -152,27 +153,20 @@ async def test_garbage_from_the_server_drops_the_connection_and_the_bus_stays_do
         await server.wait_closed()
 
 
-async def test_publishing_costs_redis_no_replies(redis_proc: RedisProc) -> None:
+async def test_publishing_costs_redis_no_replies(pair: Pair) -> None:
     """The publishing connection turns replies off (CLIENT REPLY OFF): Redis
     writes nothing back per PUBLISH, and envelopes still arrive in order."""
-    a, _ = await node(redis_proc.url)
-    b, rb = await node(redis_proc.url)
-    admin = aioredis.Redis.from_url(redis_proc.url)
-    try:
-        b.interest("c:k", 1)
-        await b.ready("c:k")
-        for i in range(200):
-            a.publish("c:k", str(i).encode())
-        await rb.wait_for(lambda: len(rb.got) == 200)
-        assert [p for _, p in rb.got] == [str(i).encode() for i in range(200)]
-        assert a._pub is not None and not a._pub.replies and a._pub.unanswered == 0
-        assert a._pub.written == 200
-        publishers = [c for c in await admin.client_list() if c.get("cmd") == "publish"]
-        assert len(publishers) == 1 and publishers[0]["obl"] == "0"  # nothing queued back to us
-    finally:
-        await admin.aclose()
-        await a.stop()
-        await b.stop()
+    a, _, b, rb, admin = pair
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    for i in range(200):
+        a.publish("c:k", str(i).encode())
+    await rb.wait_for(lambda: len(rb.got) == 200)
+    assert [p for _, p in rb.got] == [str(i).encode() for i in range(200)]
+    assert a._pub is not None and not a._pub.replies and a._pub.unanswered == 0
+    assert a._pub.written == 200
+    publishers = [c for c in await admin.client_list() if c.get("cmd") == "publish"]
+    assert len(publishers) == 1 and publishers[0]["obl"] == "0"  # nothing queued back to us
 
 
 async def kill_publishers(admin: aioredis.Redis) -> int:
@@ -184,78 +178,57 @@ async def kill_publishers(admin: aioredis.Redis) -> int:
 
 
 async def test_a_publishing_connection_killed_in_use_makes_every_node_resync(
-    redis_proc: RedisProc, monkeypatch: pytest.MonkeyPatch
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    a, _, b, rb, admin = pair
     monkeypatch.setattr(RespConnection, "checkpoint", lambda self: None)  # nothing gets confirmed
-    a, _ = await node(redis_proc.url)
-    b, rb = await node(redis_proc.url)
-    admin = aioredis.Redis.from_url(redis_proc.url)
-    try:
-        b.interest("c:k", 1)
-        await b.ready("c:k")
-        a.publish("c:k", b"first")
-        await rb.wait_for(lambda: ("c:k", b"first") in rb.got)
-        resets = rb.resets
-        # Redis drops the publishing connection before it confirmed the envelope
-        # (as on a CLIENT KILL or a proxy restart): the other node may have missed
-        # it, so it is told to resync
-        a.publish("c:k", b"maybe lost")
-        await asyncio.sleep(0)
-        assert a._pub is not None and a._pub.unconfirmed > 0
-        assert await kill_publishers(admin) == 1
-        await rb.wait_for(lambda: rb.resets > resets)
-        assert a.up and b.up
-        a.publish("c:k", b"after")
-        await rb.wait_for(lambda: ("c:k", b"after") in rb.got)
-    finally:
-        await admin.aclose()
-        await a.stop()
-        await b.stop()
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    a.publish("c:k", b"first")
+    await rb.wait_for(lambda: ("c:k", b"first") in rb.got)
+    resets = rb.resets
+    # Redis drops the publishing connection before it confirmed the envelope
+    # (as on a CLIENT KILL or a proxy restart): the other node may have missed
+    # it, so it is told to resync
+    a.publish("c:k", b"maybe lost")
+    await asyncio.sleep(0)
+    assert a._pub is not None and a._pub.unconfirmed > 0
+    assert await kill_publishers(admin) == 1
+    await rb.wait_for(lambda: rb.resets > resets)
+    assert a.up and b.up
+    a.publish("c:k", b"after")
+    await rb.wait_for(lambda: ("c:k", b"after") in rb.got)
 
 
-async def test_a_confirmed_publisher_lost_while_idle_resyncs_nobody(redis_proc: RedisProc) -> None:
+async def test_a_confirmed_publisher_lost_while_idle_resyncs_nobody(pair: Pair) -> None:
     """Checkpoints confirm what was published: losing an idle publishing
     connection (Redis' idle timeout, a proxy) is no loss, and the next publish
     reconnects."""
-    a, ra = await node(redis_proc.url)
-    b, rb = await node(redis_proc.url)
-    admin = aioredis.Redis.from_url(redis_proc.url)
-    try:
-        b.interest("c:k", 1)
-        await b.ready("c:k")
-        a.publish("c:k", b"one")
-        await rb.wait_for(lambda: ("c:k", b"one") in rb.got)
-        await rb.wait_for(lambda: a._pub is not None and a._pub.unconfirmed == 0, within=3.0)
-        resets_a, resets_b = ra.resets, rb.resets
-        assert await kill_publishers(admin) == 1
-        await asyncio.sleep(1.5)
-        a.publish("c:k", b"two")
-        await rb.wait_for(lambda: ("c:k", b"two") in rb.got)
-        assert (ra.resets, rb.resets) == (resets_a, resets_b)
-        assert a.stats()["dropped"] == 0
-    finally:
-        await admin.aclose()
-        await a.stop()
-        await b.stop()
+    a, ra, b, rb, admin = pair
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    a.publish("c:k", b"one")
+    await rb.wait_for(lambda: ("c:k", b"one") in rb.got)
+    await rb.wait_for(lambda: a._pub is not None and a._pub.unconfirmed == 0, within=3.0)
+    resets_a, resets_b = ra.resets, rb.resets
+    assert await kill_publishers(admin) == 1
+    await asyncio.sleep(1.5)
+    a.publish("c:k", b"two")
+    await rb.wait_for(lambda: ("c:k", b"two") in rb.got)
+    assert (ra.resets, rb.resets) == (resets_a, resets_b)
+    assert a.stats()["dropped"] == 0
 
 
-async def test_what_a_node_published_while_its_bus_was_down_makes_the_others_resync(redis_proc: RedisProc) -> None:
-    a, ra = await node(redis_proc.url)
-    b, rb = await node(redis_proc.url)
-    admin = aioredis.Redis.from_url(redis_proc.url)
-    try:
-        b.interest("c:k", 1)
-        await b.ready("c:k")
-        resets_b = rb.resets
-        assert a._sub is not None and a._sub.transport is not None
-        host, port = a._sub.transport.get_extra_info("sockname")[:2]
-        assert await admin.client_kill_filter(addr=f"{host}:{port}") == 1  # only a's subscriber
-        await ra.wait_for(lambda: not a.up, within=2.0)
-        a.publish("c:k", b"while down")  # dropped: b never sees it ...
-        await ra.wait_for(lambda: a.up, within=5.0)
-        await rb.wait_for(lambda: rb.resets > resets_b)  # ... so b is told to resync
-        assert ("c:k", b"while down") not in rb.got and b.up
-    finally:
-        await admin.aclose()
-        await a.stop()
-        await b.stop()
+async def test_what_a_node_published_while_its_bus_was_down_makes_the_others_resync(pair: Pair) -> None:
+    a, ra, b, rb, admin = pair
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    resets_b = rb.resets
+    assert a._sub is not None and a._sub.transport is not None
+    host, port = a._sub.transport.get_extra_info("sockname")[:2]
+    assert await admin.client_kill_filter(addr=f"{host}:{port}") == 1  # only a's subscriber
+    await ra.wait_for(lambda: not a.up, within=2.0)
+    a.publish("c:k", b"while down")  # dropped: b never sees it ...
+    await ra.wait_for(lambda: a.up, within=5.0)
+    await rb.wait_for(lambda: rb.resets > resets_b)  # ... so b is told to resync
+    assert ("c:k", b"while down") not in rb.got and b.up

@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from points_hooks import Flaky, Hang
 from redisproc import RedisProc
-from support import FakeClock, read_db
+from support import FakeClock, http_get, read_db
 from wsclient import WsClient
 
 from chatd.app import App
@@ -81,6 +81,9 @@ async def test_awards_land_as_pushes_with_daily_caps_recorded(make_server: Any, 
     capped = [e for e in entries if e["amount"] == 0]
     assert [(e["rule"], e["note"]) for e in capped] == [("post", "daily cap 2 reached")]
     await alice.no_push(0.3, "points")
+    metrics = (await http_get(app.port, "/metrics"))[1]
+    assert b"chatd_points_awards_total 3.0" in metrics  # the capped entry moved nothing
+    assert b"chatd_points_lag_seconds 0.0" in metrics  # caught up
     assert await alice.call("points.balance") == {"points": 5, "cv": 2}
     ledger = await alice.call("points.ledger", limit=2)
     assert len(ledger["entries"]) == 2 and ledger["next"] is not None
