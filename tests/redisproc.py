@@ -60,7 +60,7 @@ class RedisProc:
     """One ``redis-server`` on 127.0.0.1. ``port=None`` picks a free one on the
     first start and keeps it for every restart."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, port: int | None = None, binary: str | None = None, extra: tuple[str, ...] = ()) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise RedisProcError(MISSING)
@@ -70,6 +70,7 @@ class RedisProc:
         self.dir = Path(tempfile.mkdtemp(prefix="chatd-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.extra = extra  # more redis-server arguments
 
     @property
     def url(self) -> str:
@@ -125,6 +126,7 @@ class RedisProc:
                     "--daemonize", "no",
                     "--dir", str(self.dir),
                     "--logfile", "",  # stdout, which is the log file
+                    *self.extra,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

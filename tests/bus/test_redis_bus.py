@@ -232,3 +232,21 @@ async def test_what_a_node_published_while_its_bus_was_down_makes_the_others_res
     await ra.wait_for(lambda: a.up, within=5.0)
     await rb.wait_for(lambda: rb.resets > resets_b)  # ... so b is told to resync
     assert ("c:k", b"while down") not in rb.got and b.up
+
+
+async def test_a_unix_socket_url_works() -> None:
+    rp = RedisProc()
+    sock = rp.dir / "redis.sock"
+    rp.extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    await asyncio.get_running_loop().run_in_executor(None, rp.start)
+    a, _ = await node(f"unix://{sock}")
+    b, rb = await node(f"unix://{sock}")
+    try:
+        b.interest("c:k", 1)
+        await b.ready("c:k")
+        a.publish("c:k", b"over a unix socket")
+        await rb.wait_for(lambda: ("c:k", b"over a unix socket") in rb.got)
+    finally:
+        await a.stop()
+        await b.stop()
+        rp.close()
