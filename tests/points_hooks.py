@@ -38,6 +38,21 @@ class Hang:
         return []
 
 
+class HangOnce:
+    """Blocks its thread for good on its first call, then awards 1 point per event
+    (a hook whose call into a service hung once)."""
+
+    name = "hang_once"
+    calls = 0
+    stuck = threading.Event()  # set by the test's teardown to let the thread go
+
+    def __call__(self, event: Event) -> list[Award]:
+        type(self).calls += 1
+        if type(self).calls == 1:
+            type(self).stuck.wait(60)
+        return [Award(event.user, "points", 1, "hang_once", f"hang_once:{event.key}")]
+
+
 class SlowAsync:
     name = "slow_async"
 

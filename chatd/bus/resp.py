@@ -219,12 +219,32 @@ class RespConnection(asyncio.Protocol):
         (a publisher then costs Redis no reply and itself no wakeup per PUBLISH;
         ``checkpoint`` confirms what was written). False, and replies stay on,
         where the server does not support it."""
-        try:
-            await self.call("CLIENT", "REPLY", "ON")  # answers +OK where REPLY is supported
-        except RespError:
-            return False
+        # OFF (silent where supported), ON (+OK), PING (+PONG): exactly those two
+        # answers, or the server does not do REPLY OFF and replies stay on
+        if not self.is_open or self._waiting:
+            raise ConnectionError(self.reason or "not connected or busy")
         assert self.transport is not None
-        self.transport.write(pack("CLIENT", "REPLY", "OFF"))  # no reply, by definition
+        got: list[Value] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def collect(value: Value) -> None:
+            got.append(value)
+            if value == b"PONG" and not done.done():
+                done.set_result(None)
+
+        self.on_push = collect
+        try:
+            self.transport.write(pack("CLIENT", "REPLY", "OFF") + pack("CLIENT", "REPLY", "ON") + pack("PING"))
+            closed = asyncio.ensure_future(asyncio.shield(self.closed))
+            await asyncio.wait({done, closed}, return_when=asyncio.FIRST_COMPLETED)
+            closed.cancel()
+            if not done.done():
+                raise ConnectionError(self.reason)
+        finally:
+            self.on_push = None
+        if got != [b"OK", b"PONG"]:
+            return False
+        self.transport.write(pack("CLIENT", "REPLY", "OFF"))
         self.replies = False
         return True
 
@@ -238,7 +258,26 @@ class RespConnection(asyncio.Protocol):
         self._expect(self.written)
         self.transport.write(pack("CLIENT", "REPLY", "ON") + pack("CLIENT", "REPLY", "OFF"))
 
+    async def confirm(self) -> None:
+        """Wait until Redis has processed everything written so far (replies are
+        on afterwards)."""
+        if not self.is_open:
+            raise ConnectionError(self.reason or "not connected")
+        assert self.transport is not None
+        fut: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
+        self._expect(fut)
+        if self.replies:
+            self.transport.write(pack("PING"))  # answered after every earlier command
+        else:
+            self.transport.write(pack("CLIENT", "REPLY", "ON"))  # +OK, likewise
+            self.replies = True
+        await fut
+        self.confirmed = self.written
+
     async def call(self, *args: bytes | str | int) -> Value:
+        """A command and its reply (replies must be on)."""
+        if not self.replies:
+            raise RuntimeError("call() on a connection with replies off")
         if not self.is_open:
             raise ConnectionError(self.reason or "not connected")
         assert self.transport is not None

@@ -74,6 +74,7 @@ class HookState:
     attempts: int = 0
     retry_at: float = 0.0
     failing: str = ""
+    lag_ms: int = 0  # age of its oldest pending event at its last read
 
 
 # -- store functions (writer thread) -------------------------------------------
@@ -199,7 +200,7 @@ class PointsWorker:
         self.idle_poll = idle_poll
         self.yield_s = yield_s
         self.yields = 0
-        self.lag_ms = 0  # age of the oldest event not yet processed when the last batch was read
+        self.lag_ms = 0  # the most behind hook's lag (0 on a node without the lease)
         self.hooks: list[HookState] = []
         for hook in hooks:
             is_async = inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
@@ -241,6 +242,9 @@ class PointsWorker:
                     for h in self.hooks:
                         busy |= await self._step(h)
                     await self._expire()
+                    self.lag_ms = max((h.lag_ms for h in self.hooks), default=0)
+                else:
+                    self.lag_ms = 0  # another node runs the hooks
                 if not busy:
                     await asyncio.sleep(self.idle_poll)
                 elif self.yield_s and self.pipeline.backlog and self.lag_ms < MAX_LAG_MS:
@@ -283,7 +287,7 @@ class PointsWorker:
             self.store, h.cursors.get("messages", 0), h.cursors.get("events", 0), self.day_offset_h
         )
         first = next((ev for _, _, ev in batch if ev is not None), None)
-        self.lag_ms = max(0, self.clock() - first.ts) if first is not None else 0
+        h.lag_ms = max(0, self.clock() - first.ts) if first is not None else 0
         if not batch:
             return False
         awards: list[Award] = []
@@ -350,6 +354,9 @@ class PointsWorker:
                 self.hook_timeout + 0.01 * len(events),
             )
         except TimeoutError as exc:
+            # its thread may hang for good: later calls get a fresh one
+            h.executor.shutdown(wait=False, cancel_futures=True)
+            h.executor = ThreadPoolExecutor(1, thread_name_prefix="chatd-hook")
             return [exc]
 
     async def _expire(self) -> None:

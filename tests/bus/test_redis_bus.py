@@ -250,3 +250,58 @@ async def test_a_unix_socket_url_works() -> None:
         await a.stop()
         await b.stop()
         rp.close()
+
+
+async def test_what_is_published_just_before_stop_arrives(pair: Pair) -> None:
+    a, _, b, rb, _admin = pair
+    b.interest("c:k", 1)
+    await b.ready("c:k")
+    for i in range(100):
+        a.publish("c:k", b"last %d" % i)
+    await a.stop()  # same loop turn: nothing was written yet
+    await rb.wait_for(lambda: len(rb.got) == 100)
+    assert rb.got[-1] == ("c:k", b"last 99")
+
+
+async def test_a_reset_owed_at_stop_is_still_sent(pair: Pair) -> None:
+    a, _, _b, rb, _admin = pair
+    resets = rb.resets
+    a._lost(1, "test: an envelope lost just before the deploy")
+    await a.stop()  # before the watcher's next round
+    await rb.wait_for(lambda: rb.resets > resets)
+
+
+async def test_a_server_that_answers_client_reply_off_keeps_replies_on() -> None:
+    """A Redis-like proxy that answers every command (REPLY OFF included): the
+    publisher keeps replies on and counts them, and nothing loops."""
+    from chatd.bus import resp
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buf = b""
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            buf += data
+            while True:
+                cmd, end = resp.parse(buf, 0)
+                if cmd is resp._NEED:
+                    break
+                buf = buf[end:]
+                name = cmd[0].upper()
+                writer.write(b"+PONG\r\n" if name == b"PING" else b":0\r\n" if name == b"PUBLISH" else b"+OK\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        conn = await resp.connect(f"redis://127.0.0.1:{port}")
+        assert await conn.replies_off() is False and conn.replies
+        conn.write(resp.pack("PUBLISH", "x", b"y") * 3, 3)
+        await conn.confirm()
+        assert conn.unconfirmed == 0 and conn.is_open
+        conn.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from points_hooks import Flaky, Hang
+from points_hooks import Flaky, Hang, HangOnce
 from redisproc import RedisProc
 from support import FakeClock, http_get, read_db
 from wsclient import WsClient
@@ -278,3 +278,21 @@ async def test_red_packet_claims_from_two_nodes_conserve_points(
     held = read_db(db, "SELECT COALESCE(SUM(held), 0) FROM red_packets WHERE state = 'open'")[0][0]
     assert held == 0
     assert sum(x for (u, c), x in balances(db).items() if c == "points") == before
+
+
+async def test_a_sync_hook_that_hung_once_gets_a_fresh_thread(make_server: Any, clients: Any) -> None:
+    """The hung call times out and is retried on a new thread: awards resume
+    instead of every later call timing out behind the stuck one."""
+    HangOnce.calls = 0
+    HangOnce.stuck.clear()
+    try:
+        app = await make_server(points=True, points_hooks=("points_hooks:HangOnce",), hook_timeout_s=0.3)
+        alice = await clients(app, "alice")
+        conv = (await alice.call("circle.create", name="x", category="city"))["conv"]
+        await alice.call("send", conv=conv, cid="m1", text="hello")
+        got: list[dict[str, Any]] = []
+        while not any(e["rule"] == "hang_once" for e in got):
+            got += (await points_push(alice, 5.0))["entries"]
+        assert HangOnce.calls >= 2
+    finally:
+        HangOnce.stuck.set()
