@@ -164,13 +164,15 @@ class Conn:
         self.convs: set[str] = set()
         self.bucket = TokenBucket(svc.config.request_rate, svc.config.request_burst, svc.monotonic())
         self.strikes = 0
-        self.queue: deque[tuple[Request, int]] = deque()  # (request, frame size) for the worker, in order
+        # (request, frame size) for the worker, in order; None while empty (an empty
+        # deque is 600 bytes, times every idle socket)
+        self.queue: deque[tuple[Request, int]] | None = None
         self.queued_bytes = 0
         self.paused = False  # reading paused while the queue is over HIGH_WATER
         self.inflight = 0  # sends in the pipeline whose reply is still to come
         self.waiter: asyncio.Future[None] | None = None  # a close waiting for inflight == 0
         self.left: set[str] | None = None  # during auth: conversations left meanwhile
-        self.watching: set[str] = set()  # users whose presence this socket subscribed to
+        self.watching: set[str] | None = None  # users whose presence this socket subscribed to
         self.worker: asyncio.Task[None] | None = None
         self.out = svc.output
         self.pending: list[bytes] | None = None  # frames held while output is corked
@@ -198,7 +200,7 @@ class Conn:
         if self.user:
             self.svc.hub.remove(self)
         self.state = State.CLOSED
-        self.queue.clear()
+        self.queue = None
         self.queued_bytes = 0
 
     def _auth_expired(self) -> None:
@@ -280,10 +282,13 @@ class Conn:
         self.worker = asyncio.get_running_loop().create_task(self._authenticate(req))
 
     def _enqueue(self, req: Request, size: int) -> None:
-        if len(self.queue) >= MAX_QUEUED or self.queued_bytes + size > MAX_QUEUED_BYTES:
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= MAX_QUEUED or self.queued_bytes + size > MAX_QUEUED_BYTES:
             self.close_soon(Close.FLOOD, "too many requests waiting")
             return
-        self.queue.append((req, size))
+        queue.append((req, size))
         self.queued_bytes += size
         if self.queued_bytes > HIGH_WATER and not self.paused:
             self.paused = True
@@ -301,6 +306,8 @@ class Conn:
         try:
             while self.queue and self.state is State.OPEN:
                 req, size = self.queue.popleft()
+                if not self.queue:
+                    self.queue = None
                 self.queued_bytes -= size
                 if self.paused and self.queued_bytes < LOW_WATER:
                     self.paused = False

@@ -475,7 +475,9 @@ class Presence:
     # -- subscriptions ----------------------------------------------------------
 
     async def watch(self, conn: Conn, users: list[str]) -> list[dict[str, Any]]:
-        watching: set[str] = conn.watching
+        watching = conn.watching
+        if watching is None:
+            watching = conn.watching = set()
         new = [u for u in dict.fromkeys(users) if u not in watching]
         if len(watching) + len(new) > self.max_subs:
             from chatd_protocol import Err, RequestError
@@ -503,11 +505,12 @@ class Presence:
 
     def unwatch(self, conn: Conn, users: list[str]) -> None:
         for user in users:
-            if user in conn.watching:
+            if conn.watching and user in conn.watching:
                 self._unwatch(conn, user)
 
     def _unwatch(self, conn: Conn, user: str) -> None:
-        conn.watching.discard(user)
+        if conn.watching is not None:
+            conn.watching.discard(user)
         conns = self.subs.get(user)
         if conns is None:
             return

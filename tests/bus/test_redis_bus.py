@@ -5,6 +5,7 @@ envelopes that are not ours."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -127,9 +128,12 @@ async def test_garbage_from_the_server_drops_the_connection_and_the_bus_stays_do
     reconnecting, and stops cleanly."""
     accepted = 0
 
+    writers: list[asyncio.StreamWriter] = []
+
     async def liar(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal accepted
         accepted += 1
+        writers.append(writer)
         await reader.read(100)
         writer.write(b"?this is not RESP\r\n")
         await writer.drain()
@@ -150,6 +154,7 @@ async def test_garbage_from_the_server_drops_the_connection_and_the_bus_stays_do
     finally:
         await bus.stop()
         server.close()
+        await close_all(writers)
         await server.wait_closed()
 
 
@@ -167,6 +172,14 @@ async def test_publishing_costs_redis_no_replies(pair: Pair) -> None:
     assert a._pub.written == 200
     publishers = [c for c in await admin.client_list() if c.get("cmd") == "publish"]
     assert len(publishers) == 1 and publishers[0]["obl"] == "0"  # nothing queued back to us
+
+
+async def close_all(writers: list[asyncio.StreamWriter]) -> None:
+    """The fake servers' side of their connections (3.11's Server.close leaves them open)."""
+    for w in writers:
+        w.close()
+        with contextlib.suppress(Exception):
+            await w.wait_closed()
 
 
 async def kill_publishers(admin: aioredis.Redis) -> int:
@@ -276,7 +289,10 @@ async def test_a_server_that_answers_client_reply_off_keeps_replies_on() -> None
     publisher keeps replies on and counts them, and nothing loops."""
     from chatd.bus import resp
 
+    writers: list[asyncio.StreamWriter] = []
+
     async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         buf = b""
         while True:
             data = await reader.read(65536)
@@ -304,4 +320,5 @@ async def test_a_server_that_answers_client_reply_off_keeps_replies_on() -> None
         conn.close()
     finally:
         server.close()
+        await close_all(writers)
         await server.wait_closed()
