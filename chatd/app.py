@@ -59,6 +59,7 @@ class App:
             backend = RedisPresence(
                 aioredis.Redis(connection_pool=pool), bus.node, config.bus_prefix, config.presence_lease_ms
             )
+            backend.on_node_dead = lambda dead: bus.reset_all(f"node {dead} died; it may not have published all it committed")
         else:
             backend = MemoryPresence(bus.node)
         fanout = Fanout(hub, directory, bus, store, metrics)

@@ -178,6 +178,9 @@ class RedisPresence:
         self.node = node
         self.p = prefix
         self.lease_ms = lease_ms
+        # called with a node reaped here: it may have committed messages it never
+        # published, so the app has every node resync (bus.reset_all)
+        self.on_node_dead: Callable[[str], None] | None = None
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self.p}:{kind}:{name}"
@@ -272,6 +275,8 @@ class RedisPresence:
             await self.r.delete(self._k("nu", dead))
             await self.r.zrem(self._k("nodes", "all"), dead)
             log.warning("presence: node %s missed its lease; %d users' devices there removed", dead, len(users))
+            if self.on_node_dead is not None:
+                self.on_node_dead(dead)
         return changes
 
     def _reaper(self, user: str, fields: list[Any], gone_at: int) -> Callable[[Any], None]:

@@ -72,4 +72,8 @@ class Bus(Protocol):
 
     def publish(self, key: str, payload: bytes) -> None: ...
 
+    def reset_all(self, why: str) -> None:
+        """Every node (this one included) runs ``bus_reset`` soon: something
+        other nodes may have missed happened outside the bus (a node died)."""
+
     def stats(self) -> dict[str, int]: ...

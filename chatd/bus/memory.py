@@ -91,6 +91,12 @@ class MemoryBus:
         self.published += 1
         self.broker.route(self, channel_of(self.prefix, key, self.shards), key, payload)
 
+    def reset_all(self, why: str) -> None:
+        loop = asyncio.get_running_loop()
+        for node in self.broker.nodes:
+            if node.running and node.handler is not None:
+                loop.call_soon(node.handler.bus_reset)
+
     def deliver(self, key: str, payload: bytes) -> None:
         if self.running and self.handler is not None:
             self.received += 1

@@ -301,6 +301,14 @@ class RedisBus:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def reset_all(self, why: str) -> None:
+        log.warning("bus: every node resyncs (%s)", why)
+        self._remote_reset()  # this node (coalesced like the others')
+        if self._up:
+            self._queue_reset()
+        else:
+            self._owe_reset = True
+
     def _reset_envelope(self) -> bytes:
         env = b"".join((self._node_b, len(RESET_KEY).to_bytes(2, "big"), RESET_KEY, b"\x00"))
         return resp.pack("PUBLISH", self._all, env)

@@ -203,3 +203,15 @@ async def test_publish_while_down_never_raises(harness: Harness) -> None:
         a.publish("c:z", b"x" * 100)
     await asyncio.sleep(0.05)
     await harness.restore()
+
+
+async def test_reset_all_resets_every_node(harness: Harness) -> None:
+    a, ra = await harness.node()
+    _b, rb = await harness.node()
+    await asyncio.sleep(1.1)  # past the coalescing window of the first connect's reset (Redis)
+    resets_a, resets_b = ra.resets, rb.resets
+    a.reset_all("test: a node died")
+    await ra.wait_for(lambda: ra.resets > resets_a)
+    await rb.wait_for(lambda: rb.resets > resets_b)
+    await asyncio.sleep(0.2)
+    assert (ra.resets, rb.resets) == (resets_a + 1, resets_b + 1)  # once each
