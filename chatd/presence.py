@@ -118,6 +118,11 @@ class PresenceBackend(Protocol):
 
     async def reap(self, now: int) -> list[Change]: ...
 
+    async def leave(self, now: int) -> list[Change]:
+        """A clean stop: remove this node (and any device of it still there) now,
+        so that no other node reaps it as dead."""
+        ...
+
     async def prune(self, live: set[str], now: int) -> list[Change]:
         """Remove this node's devices that are not in ``live`` (device ids)."""
         ...
@@ -166,6 +171,9 @@ class MemoryPresence:
         return False
 
     async def reap(self, now: int) -> list[Change]:
+        return []
+
+    async def leave(self, now: int) -> list[Change]:
         return []
 
     async def prune(self, live: set[str], now: int) -> list[Change]:
@@ -265,18 +273,31 @@ class RedisPresence:
             # one reaper per dead node
             if not await self.r.set(self._k("reap", dead), self.node, nx=True, ex=10):
                 continue
-            members: Any = await self.r.smembers(self._k("nu", dead))
-            users = [_s(u) for u in members]
-            for user in users:
-                raw: Any = await self.r.hgetall(self._k("pd", user))
-                fields = [f for f in raw if _s(f).startswith(dead + "/")]
-                version, state = await self._change(user, now, self._reaper(user, fields, int(heartbeats[dead])))
-                changes.append((user, version, state))
-            await self.r.delete(self._k("nu", dead))
-            await self.r.zrem(self._k("nodes", "all"), dead)
-            log.warning("presence: node %s missed its lease; %d users' devices there removed", dead, len(users))
+            found = await self._remove_node(dead, int(heartbeats[dead]), now)
+            changes += found
+            log.warning("presence: node %s missed its lease; %d users' devices there removed", dead, len(found))
             if self.on_node_dead is not None:
-                self.on_node_dead(dead)
+                try:
+                    self.on_node_dead(dead)
+                except Exception:
+                    log.exception("presence: node-dead handler failed")
+        return changes
+
+    async def leave(self, now: int) -> list[Change]:
+        return await self._remove_node(self.node, now, now)
+
+    async def _remove_node(self, node: str, gone_at: int, now: int) -> list[Change]:
+        """Remove ``node``'s devices (users go offline where it held their last
+        one) and the node itself."""
+        members: Any = await self.r.smembers(self._k("nu", node))
+        changes: list[Change] = []
+        for user in (_s(u) for u in members):
+            raw: Any = await self.r.hgetall(self._k("pd", user))
+            fields = [f for f in raw if _s(f).startswith(node + "/")]
+            version, state = await self._change(user, now, self._reaper(user, fields, gone_at))
+            changes.append((user, version, state))
+        await self.r.delete(self._k("nu", node))
+        await self.r.zrem(self._k("nodes", "all"), node)
         return changes
 
     def _reaper(self, user: str, fields: list[Any], gone_at: int) -> Callable[[Any], None]:
@@ -330,6 +351,11 @@ class Presence:
         for task in list(self._chains.values()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(task), 1.0)
+        try:  # a clean stop is no death: nobody reaps this node (nor resyncs for it)
+            for user, version, state in await asyncio.wait_for(self.backend.leave(self.clock()), 2.0):
+                self.changed(user, version, state)
+        except Exception as exc:
+            log.warning("presence: could not leave cleanly (%r); the lease will expire", exc)
         close = getattr(self.backend, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):

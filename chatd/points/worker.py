@@ -24,9 +24,9 @@ import contextlib
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,7 @@ log = logging.getLogger("chatd.points")
 
 BATCH = 500
 MAX_ATTEMPTS = 10
+MAX_STUCK = 4  # calls of a sync hook left blocked on their threads before the hook counts as failing
 MAX_LAG_MS = 60_000  # the worker stops yielding to chat once its oldest pending event is this old
 LEASE_MS = 10_000
 
@@ -69,12 +70,13 @@ class HookState:
     name: str
     inline: bool
     is_async: bool
-    executor: ThreadPoolExecutor | None
+    threaded: bool  # a sync hook: each call on a thread of its own
     cursors: dict[str, int] = field(default_factory=dict)  # source -> last processed
     attempts: int = 0
     retry_at: float = 0.0
     failing: str = ""
     lag_ms: int = 0  # age of its oldest pending event at its last read
+    stuck: list[threading.Thread] = field(default_factory=list)  # calls that timed out
 
 
 # -- store functions (writer thread) -------------------------------------------
@@ -205,8 +207,7 @@ class PointsWorker:
         for hook in hooks:
             is_async = inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
             inline = bool(getattr(hook, "inline", False))
-            executor = None if (is_async or inline) else ThreadPoolExecutor(1, thread_name_prefix="chatd-hook")
-            self.hooks.append(HookState(hook, hook_name(hook), inline, is_async, executor))
+            self.hooks.append(HookState(hook, hook_name(hook), inline, is_async, not (is_async or inline)))
         names = [h.name for h in self.hooks]
         if len(set(names)) != len(names):
             raise ValueError(f"points hooks need distinct names: {names}")
@@ -226,9 +227,6 @@ class PointsWorker:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for h in self.hooks:
-            if h.executor is not None:
-                h.executor.shutdown(wait=False, cancel_futures=True)
 
     async def init(self) -> None:
         """Create the cursors of hooks seen for the first time (at the current head)."""
@@ -346,17 +344,30 @@ class PointsWorker:
                     out.append(exc)
                     break
             return out
-        assert h.executor is not None
+        # A call runs on a daemon thread of its own: one that hangs for good is
+        # left behind (it cannot hold up the next call, nor the process's exit),
+        # up to MAX_STUCK per hook; past that the hook fails until one returns.
+        h.stuck = [t for t in h.stuck if t.is_alive()]
+        if len(h.stuck) >= MAX_STUCK:
+            return [RuntimeError(f"{len(h.stuck)} calls of this hook are still blocked")]
         loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
+
+        def run() -> None:
+            try:
+                result: list[Any] = _run_all(h.hook, events)
+            except BaseException as exc:  # _run_all catches what a hook raises; this is a bug guard
+                result = [exc]
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (stopped)
+                loop.call_soon_threadsafe(_settle, fut, result)
+
+        thread = threading.Thread(target=run, name=f"chatd-hook-{h.name}", daemon=True)
+        thread.start()
         try:
-            return await asyncio.wait_for(
-                loop.run_in_executor(h.executor, _run_all, h.hook, events),
-                self.hook_timeout + 0.01 * len(events),
-            )
+            return await asyncio.wait_for(asyncio.shield(fut), self.hook_timeout + 0.01 * len(events))
         except TimeoutError as exc:
-            # its thread may hang for good: later calls get a fresh one
-            h.executor.shutdown(wait=False, cancel_futures=True)
-            h.executor = ThreadPoolExecutor(1, thread_name_prefix="chatd-hook")
+            h.stuck.append(thread)
+            log.error("points hook %s: a call is blocked past %.1f s; left on its thread", h.name, self.hook_timeout)
             return [exc]
 
     async def _expire(self) -> None:
@@ -381,6 +392,11 @@ def _valid(a: Any) -> bool:
         and isinstance(a.user, str)
         and bool(a.user)
     )
+
+
+def _settle(fut: asyncio.Future[list[Any]], result: list[Any]) -> None:
+    if not fut.done():
+        fut.set_result(result)
 
 
 def _run_all(hook: Any, events: list[Event]) -> list[Any]:

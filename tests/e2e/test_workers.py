@@ -209,3 +209,23 @@ async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: A
     assert push["user"] == "alice" and push["status"] == "offline"
     assert took < 1.5 + 0.5 + 1.0, f"offline after {took:.2f} s"
     assert push["last_seen"] > 0
+
+
+async def test_a_clean_stop_takes_users_offline_at_once_and_resyncs_nobody(make_proc: Any) -> None:
+    """SIGTERM is no death: the node leaves presence itself (its users go offline
+    now, not after the lease) and the other nodes are not made to resync."""
+    p1 = make_proc("--presence-lease", "1.5")
+    p2 = make_proc("--presence-lease", "1.5")
+    await asyncio.gather(p1.healthy(), p2.healthy())
+    bob = await connect(p2.port, "bob")
+    await bob.call("presence.sub", users=["alice"])
+    await connect(p1.port, "alice")
+    while (await bob.next_push(5, "presence")).d["status"] != "online":
+        pass
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await loop.run_in_executor(None, p1.stop)
+    push = (await bob.next_push(5, "presence")).d
+    assert push["user"] == "alice" and push["status"] == "offline"
+    assert loop.time() - t0 < 1.5, "offline only when the lease ran out"
+    await bob.no_push(1.5 * 2 + 1.0, "resync")  # past the lease: nobody reaped p1
