@@ -196,15 +196,17 @@ class Fanout:
                         entry[0] += 1
                     self.hub.user_follow(user, conv, False)
 
-    def bus_reset(self) -> None:
-        """The bus (re)connected: envelopes may have been lost. Forget cached
-        conversation state and gate positions, re-read every local user's
-        memberships, and tell every socket to catch up (push ``resync``)."""
+    def bus_reset(self, reconnected: bool = True) -> None:
+        """Envelopes may have been lost (the bus reconnected, or another node lost
+        some). Forget cached conversation state and gate positions, re-read every
+        local user's memberships, and tell every socket to catch up (push
+        ``resync``). Presence: re-read watched users' states; after a reconnect
+        also put every local device again (Redis may have restarted empty)."""
         self.directory.clear()
         self.last.clear()
         self.held.clear()
         if self.presence is not None:
-            self._spawn(self.presence.republish())
+            self._spawn(self.presence.republish(reput=reconnected))
         if self.hub.users:
             if self._resyncing:
                 self._again = True  # the running resync starts over when done

@@ -444,15 +444,16 @@ class Presence:
             self._put(conn, new)
         return new
 
-    async def republish(self) -> None:
-        """The bus came back (Redis maybe restarted empty): renew the lease, put
-        every local device again, and re-read the state of every watched user
-        (changes published meanwhile were lost). Versions restart with an empty
-        Redis, so what was pushed before is forgotten, not compared with."""
+    async def republish(self, reput: bool = True) -> None:
+        """Presence pushes may have been lost: re-read the state of every watched
+        user. ``reput`` (the bus came back; Redis maybe restarted empty): first
+        renew the lease and put every local device again. Versions restart with
+        an empty Redis, so what was pushed before is forgotten, not compared with."""
         self.known.clear()
-        with contextlib.suppress(Exception):
-            await self.backend.heartbeat(self.clock())
-        await self._reput()
+        if reput:
+            with contextlib.suppress(Exception):
+                await self.backend.heartbeat(self.clock())
+            await self._reput()
         watched = list(self.subs)
         for i in range(0, len(watched), 500):
             try:

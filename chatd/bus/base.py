@@ -35,7 +35,10 @@ from typing import Protocol
 class BusHandler(Protocol):
     def bus_message(self, key: str, payload: bytes) -> None: ...
 
-    def bus_reset(self) -> None: ...
+    def bus_reset(self, reconnected: bool = True) -> None:
+        """Envelopes may have been lost. ``reconnected``: this node's link to the
+        bus was (re)established (Redis may have restarted empty); False: another
+        node lost envelopes (``reset_all``), the bus itself kept its state."""
 
 
 def shard_of(key: str, shards: int) -> int:

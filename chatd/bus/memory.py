@@ -4,6 +4,7 @@ one process can share (the contract tests and multi-node tests in one loop)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 
 from .base import BusHandler, channel_of
@@ -95,7 +96,7 @@ class MemoryBus:
         loop = asyncio.get_running_loop()
         for node in self.broker.nodes:
             if node.running and node.handler is not None:
-                loop.call_soon(node.handler.bus_reset)
+                loop.call_soon(functools.partial(node.handler.bus_reset, reconnected=False))
 
     def deliver(self, key: str, payload: bytes) -> None:
         if self.running and self.handler is not None:

@@ -344,7 +344,7 @@ class RedisBus:
         log.info("bus: resync (%s)", why)
         if self.handler is not None:
             try:
-                self.handler.bus_reset()
+                self.handler.bus_reset(reconnected=False)
             except Exception:
                 log.exception("bus: reset handler failed")
 

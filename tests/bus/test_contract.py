@@ -18,14 +18,16 @@ class Recorder:
     def __init__(self) -> None:
         self.got: list[tuple[str, bytes]] = []
         self.resets = 0
+        self.reconnected: list[bool] = []  # per reset: the bus reconnected (True) or another node lost envelopes
         self.event = asyncio.Event()
 
     def bus_message(self, key: str, payload: bytes) -> None:
         self.got.append((key, payload))
         self.event.set()
 
-    def bus_reset(self) -> None:
+    def bus_reset(self, reconnected: bool = True) -> None:
         self.resets += 1
+        self.reconnected.append(reconnected)
         self.event.set()
 
     async def wait_for(self, cond: Callable[[], bool], within: float = 5.0) -> None:
@@ -215,3 +217,4 @@ async def test_reset_all_resets_every_node(harness: Harness) -> None:
     await rb.wait_for(lambda: rb.resets > resets_b)
     await asyncio.sleep(0.2)
     assert (ra.resets, rb.resets) == (resets_a + 1, resets_b + 1)  # once each
+    assert ra.reconnected[-1] is False and rb.reconnected[-1] is False  # the bus itself kept its state
