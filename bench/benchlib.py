@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -28,6 +29,8 @@ HOST = "127.0.0.1"
 
 _started: list[subprocess.Popen[bytes]] = []
 
+
+T = TypeVar("T")
 
 # -- processes -----------------------------------------------------------------
 
@@ -86,6 +89,18 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 def stop_all() -> None:
     for p in list(_started):
         stop_server(p, timeout=2.0)
+
+
+def run_pinned(main: Coroutine[Any, Any, T]) -> T:
+    """Run a benchmark's ``main`` on uvloop with this generator pinned to core 1,
+    stopping every server it started (also on error or Ctrl-C)."""
+    import uvloop
+
+    pin_self(1)
+    try:
+        return uvloop.run(main)
+    finally:
+        stop_all()
 
 
 def log_tail(proc: subprocess.Popen[bytes], lines: int = 20) -> str:

@@ -194,16 +194,10 @@ def main() -> None:
 
         uvloop.run(_child(args.role, args.url, args.keys))
         return
-    import uvloop
-
     args.rates = args.rates or [200.0, 500.0, 2000.0]
     args.window = args.window or (3.0 if args.quick else 10.0)
     benchlib.install_watchdog(180)
-    benchlib.pin_self(1)
-    try:
-        rows = uvloop.run(_measure(args))
-    finally:
-        benchlib.stop_all()
+    rows = benchlib.run_pinned(_measure(args))
     table = benchlib.md_table(
         rows,
         [

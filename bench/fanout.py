@@ -39,7 +39,6 @@ from typing import Any
 
 import benchlib
 import orjson
-import uvloop
 import wsload
 
 NODES = {"floor": 1, "chatd": 1, "chatd2": 2}  # chatd processes per target
@@ -553,11 +552,7 @@ def main() -> None:
     need = args.circles * args.members + 100
     if wsload.raise_nofile() < need:
         raise SystemExit(f"fd limit too low for {need} connections")
-    benchlib.pin_self(1)
-    try:
-        rows = uvloop.run(run(args))
-    finally:
-        benchlib.stop_all()
+    rows = benchlib.run_pinned(run(args))
     cols = [
         ("server", "server"),
         ("target/s", "target_dps"),

@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 import benchlib
-import uvloop
 import wsload
 
 
@@ -110,11 +109,7 @@ def main() -> None:
     need = args.conns + args.warm + 100
     if wsload.raise_nofile() < need:
         raise SystemExit(f"fd limit too low for {need} connections")
-    benchlib.pin_self(1)
-    try:
-        rows = uvloop.run(run(args))
-    finally:
-        benchlib.stop_all()
+    rows = benchlib.run_pinned(run(args))
     table = benchlib.md_table(
         rows,
         [

@@ -26,7 +26,6 @@ from collections import Counter
 from typing import Any
 
 import benchlib
-import uvloop
 import wsload
 
 
@@ -248,11 +247,7 @@ def main() -> None:
     args.modes = [(s, p) for s in syncs for p in pts]
     benchlib.install_watchdog(200)
     wsload.raise_nofile()
-    benchlib.pin_self(1)
-    try:
-        rows = uvloop.run(run(args))
-    finally:
-        benchlib.stop_all()
+    rows = benchlib.run_pinned(run(args))
     table = benchlib.md_table(
         rows,
         [

@@ -30,7 +30,6 @@ from collections import Counter
 from typing import Any
 
 import benchlib
-import uvloop
 import wsload
 
 NODES = {"chatd": 1, "chatd2": 2}
@@ -368,11 +367,7 @@ def main() -> None:
 
     benchlib.install_watchdog(int(60 + len(args.setups) * (40 + args.warmup + args.window) * 1.5))
     wsload.raise_nofile()
-    benchlib.pin_self(1)
-    try:
-        rows = uvloop.run(run(args))
-    finally:
-        benchlib.stop_all()
+    rows = benchlib.run_pinned(run(args))
     table = benchlib.md_table(
         rows,
         [

@@ -49,7 +49,7 @@ MAX_BUFFERED = 32 << 20  # bytes written to Redis and not yet taken by the socke
 CONNECT_TIMEOUT = 1.0  # s to connect and set up a connection
 CHECKPOINT_EVERY = 1.0  # s between confirmations of what the publisher wrote
 RESET_EVERY = 1.0  # s: resets asked for by other nodes are coalesced to one per this
-RESET_KEY = b"!reset"  # envelope key on the all-nodes channel
+RESET_KEY = "!reset"  # envelope key on the all-nodes channel
 UNSUBSCRIBE_AFTER = 10.0  # s a channel stays subscribed with no interest (phones reconnect often)
 READY_TIMEOUT = 2.0  # s ready() waits for a SUBSCRIBE confirmation
 
@@ -181,9 +181,14 @@ class RedisBus:
         if len(self._out) >= MAX_QUEUED:  # Redis is not keeping up
             self._lost(1, "publish queue full")
             return
+        self._out.append(resp.pack("PUBLISH", channel_of(self.prefix, key, self.shards), self._envelope(key, payload)))
+        self._schedule_flush()
+
+    def _envelope(self, key: str, payload: bytes) -> bytes:
         k = key.encode()
-        envelope = b"".join((self._node_b, len(k).to_bytes(2, "big"), k, payload))
-        self._out.append(resp.pack("PUBLISH", channel_of(self.prefix, key, self.shards), envelope))
+        return b"".join((self._node_b, len(k).to_bytes(2, "big"), k, payload))
+
+    def _schedule_flush(self) -> None:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -248,7 +253,6 @@ class RedisBus:
             if pub is not None:
                 pub.close("stopped", flush=True)
             return
-        n = len(self._out)
         try:
             if pub is None or not pub.is_open:
                 pub = await resp.connect(self.url, CONNECT_TIMEOUT)
@@ -257,7 +261,7 @@ class RedisBus:
                 self._out.append(self._reset_envelope())
             if self._out:
                 pub.write(b"".join(self._out), len(self._out))
-                self.published += n
+                self.published += len(self._out)
                 self._out.clear()
             await asyncio.wait_for(pub.confirm(), 0.5)
         except (OSError, ConnectionError, ValueError, TimeoutError, resp.RespError) as exc:
@@ -276,9 +280,8 @@ class RedisBus:
         if conn.unconfirmed_at_close and self._running:
             # what it wrote since Redis last confirmed may or may not have arrived
             self._lost(conn.unconfirmed_at_close, conn.reason)
-        if self._out and self._running and not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._out and self._running:
+            self._schedule_flush()
 
     def _lost(self, n: int, why: str) -> None:
         """``n`` envelopes other nodes may have missed: once this node's bus is up
@@ -297,9 +300,7 @@ class RedisBus:
         missed our envelopes drops its caches and has its clients catch up."""
         self._owe_reset = False
         self._out.append(self._reset_envelope())
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+        self._schedule_flush()
 
     def reset_all(self, why: str) -> None:
         log.warning("bus: every node resyncs (%s)", why)
@@ -310,8 +311,7 @@ class RedisBus:
             self._owe_reset = True
 
     def _reset_envelope(self) -> bytes:
-        env = b"".join((self._node_b, len(RESET_KEY).to_bytes(2, "big"), RESET_KEY, b"\x00"))
-        return resp.pack("PUBLISH", self._all, env)
+        return resp.pack("PUBLISH", self._all, self._envelope(RESET_KEY, b"\x00"))
 
     async def _watch_pub(self) -> None:
         """Confirm what the publisher wrote (replies are off) once a second; a
@@ -435,7 +435,7 @@ class RedisBus:
             if len(data) <= 10 + klen or klen == 0:
                 raise ValueError(f"short envelope ({len(data)} bytes)")
             key = data[10 : 10 + klen].decode()
-            if key == "!reset":
+            if key == RESET_KEY:
                 self._remote_reset()
                 return
             if self.handler is not None:

@@ -263,15 +263,10 @@ class RespConnection(asyncio.Protocol):
         on afterwards)."""
         if not self.is_open:
             raise ConnectionError(self.reason or "not connected")
-        assert self.transport is not None
-        fut: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
-        self._expect(fut)
-        if self.replies:
-            self.transport.write(pack("PING"))  # answered after every earlier command
-        else:
-            self.transport.write(pack("CLIENT", "REPLY", "ON"))  # +OK, likewise
-            self.replies = True
-        await fut
+        # PING, or with replies off CLIENT REPLY ON: answered after every earlier command
+        data = pack("PING") if self.replies else pack("CLIENT", "REPLY", "ON")
+        self.replies = True
+        await self._ask(data)
         self.confirmed = self.written
 
     async def call(self, *args: bytes | str | int) -> Value:
@@ -280,10 +275,14 @@ class RespConnection(asyncio.Protocol):
             raise RuntimeError("call() on a connection with replies off")
         if not self.is_open:
             raise ConnectionError(self.reason or "not connected")
+        return await self._ask(pack(*args))
+
+    async def _ask(self, data: bytes) -> Value:
+        """Write one command and wait for its answer (the connection is open)."""
         assert self.transport is not None
         fut: asyncio.Future[Value] = asyncio.get_running_loop().create_future()
         self._expect(fut)
-        self.transport.write(pack(*args))
+        self.transport.write(data)
         return await fut
 
     def close(self, reason: str = "closed", flush: bool = False) -> None:

@@ -49,8 +49,6 @@ MAX_ATTEMPTS = 10
 MAX_STUCK = 4  # calls of a sync hook left blocked on their threads before the hook counts as failing
 MAX_LAG_MS = 60_000  # the worker stops yielding to chat once its oldest pending event is this old
 LEASE_MS = 10_000
-
-
 DAY_MS = 86_400_000
 
 
@@ -70,7 +68,6 @@ class HookState:
     name: str
     inline: bool
     is_async: bool
-    threaded: bool  # a sync hook: each call on a thread of its own
     cursors: dict[str, int] = field(default_factory=dict)  # source -> last processed
     attempts: int = 0
     retry_at: float = 0.0
@@ -190,7 +187,7 @@ class PointsWorker:
         day_offset_h: int = 8,
         hook_timeout: float = 5.0,
         idle_poll: float = 0.1,
-        yield_s: float = 0.02,
+        yield_s: float = 0.05,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -207,7 +204,7 @@ class PointsWorker:
         for hook in hooks:
             is_async = inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(type(hook).__call__)
             inline = bool(getattr(hook, "inline", False))
-            self.hooks.append(HookState(hook, hook_name(hook), inline, is_async, not (is_async or inline)))
+            self.hooks.append(HookState(hook, hook_name(hook), inline, is_async))
         names = [h.name for h in self.hooks]
         if len(set(names)) != len(names):
             raise ValueError(f"points hooks need distinct names: {names}")

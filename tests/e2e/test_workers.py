@@ -184,8 +184,9 @@ async def test_workers_share_the_port_and_a_killed_worker_is_replaced(make_proc:
     assert [m["cid"] for m in history["messages"] if m["kind"] == "text"] == [f"w{i}" for i in range(24)]
 
 
-async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: Any) -> None:
-    """Lease 1.5 s here (default 15 s: offline within 20 s, the brief's bound is 30 s)."""
+async def alice_on_p1_watched_by_bob_on_p2(make_proc: Any) -> tuple[Proc, WsClient]:
+    """Two processes with a 1.5 s presence lease; bob (on the second) sees alice
+    (on the first) online. Returns the first process and bob."""
     p1 = make_proc("--presence-lease", "1.5")
     p2 = make_proc("--presence-lease", "1.5")
     await asyncio.gather(p1.healthy(), p2.healthy())
@@ -194,6 +195,12 @@ async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: A
     await connect(p1.port, "alice")
     while (await bob.next_push(5, "presence")).d["status"] != "online":
         pass
+    return p1, bob
+
+
+async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: Any) -> None:
+    """Lease 1.5 s here (default 15 s: offline within 20 s, the brief's bound is 30 s)."""
+    p1, bob = await alice_on_p1_watched_by_bob_on_p2(make_proc)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     p1.kill9()
@@ -214,14 +221,7 @@ async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: A
 async def test_a_clean_stop_takes_users_offline_at_once_and_resyncs_nobody(make_proc: Any) -> None:
     """SIGTERM is no death: the node leaves presence itself (its users go offline
     now, not after the lease) and the other nodes are not made to resync."""
-    p1 = make_proc("--presence-lease", "1.5")
-    p2 = make_proc("--presence-lease", "1.5")
-    await asyncio.gather(p1.healthy(), p2.healthy())
-    bob = await connect(p2.port, "bob")
-    await bob.call("presence.sub", users=["alice"])
-    await connect(p1.port, "alice")
-    while (await bob.next_push(5, "presence")).d["status"] != "online":
-        pass
+    p1, bob = await alice_on_p1_watched_by_bob_on_p2(make_proc)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await loop.run_in_executor(None, p1.stop)
