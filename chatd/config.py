@@ -70,6 +70,8 @@ class Config:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("--redis-url must be a redis://, rediss:// or unix:// URL")
+        if self.points_yield_ms < 0:
+            raise ValueError("--points-yield-ms must be 0 (never pause) or more")
         if self.sync not in ("full", "normal"):
             raise ValueError("sync must be 'full' or 'normal'")
 

@@ -163,6 +163,12 @@ def test_bad_sync_mode_refused() -> None:
         Config(sync="off").check()
 
 
+def test_negative_points_yield_refused() -> None:
+    with pytest.raises(ValueError, match="points-yield-ms"):
+        Config(points_yield_ms=-1).check()
+    Config(points_yield_ms=0).check()
+
+
 def test_custom_secret_is_the_only_one_accepted() -> None:
     tok = make_token("alice", "owner", secret=OTHER_SECRET)
     assert verify_token(tok, OTHER_SECRET).id == "alice"
