@@ -13,13 +13,15 @@ from .codec import (
 )
 from .errors import Close, Err, FrameError, ProtocolError, RequestError, close_action
 from .frames import ErrorReply, Frame, Push, Reply, Request, RequestId, ServerFrame
-from .ops import OPS, check_args
+from .ops import OPS, RETRY_SAFE, RULES, Rule, Scope, check_args
 
 __all__ = [
     "CODECS",
     "JSON",
     "MSGPACK",
     "OPS",
+    "RETRY_SAFE",
+    "RULES",
     "SUBPROTOCOLS",
     "Close",
     "Codec",
@@ -33,6 +35,8 @@ __all__ = [
     "Request",
     "RequestError",
     "RequestId",
+    "Rule",
+    "Scope",
     "ServerFrame",
     "check_args",
     "close_action",

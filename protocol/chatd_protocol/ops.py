@@ -1,14 +1,18 @@
-"""Argument schemas of every request op, and the one function that checks them.
+"""The op table: the arguments of every request op, and the one function that
+checks them; per op, whether a retry is safe and which scope it needs.
 
-The table below *is* the specification of request arguments: protocol/README.md
+``OPS`` *is* the specification of request arguments: protocol/README.md
 describes the same fields in prose, and both server and client call
 :func:`check_args` so that a bad request is refused identically everywhere.
+``RULES`` is read by the server (the scope a caller needs) and by the client
+(which ops it resends after a reconnect).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from .errors import Err, RequestError
@@ -141,6 +145,74 @@ OPS: dict[str, dict[str, Field]] = {
     },
     "redpacket.claim": {"id": S("str", True, 1, 32)},
 }
+
+
+class Scope(StrEnum):
+    """Who may run an op. A caller holds one or more scopes: every authenticated
+    identity holds ``user``; staff tokens add ``staff``, bot tokens ``bot``; a
+    backend's admin token holds ``admin``. ``anyone`` is for ``auth`` only."""
+
+    ANYONE = "anyone"
+    USER = "user"
+    STAFF = "staff"
+    BOT = "bot"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """What the op table says of an op besides its arguments.
+
+    ``retry``: safe to send again after the connection dropped before the reply
+    (protocol/README.md §5, "Retrying after a dropped connection"): the op is a
+    read, never moves state back, or is deduplicated on a client-chosen id.
+    ``scope``: the scope a caller must hold (the server refuses others with
+    ``forbidden``)."""
+
+    retry: bool
+    scope: Scope = Scope.USER
+
+
+R = Rule  # short alias for the table
+RETRY, ONCE = R(True), R(False)
+
+# Keep in step with OPS (checked below) and with the README's retry list.
+RULES: dict[str, Rule] = {
+    "auth": R(False, Scope.ANYONE),
+    "ping": RETRY,
+    "dm.open": RETRY,  # one canonical conversation per pair
+    "block": RETRY,
+    "unblock": RETRY,
+    "circle.create": ONCE,  # a retry makes a second circle
+    "circle.list": RETRY,
+    "circle.join": ONCE,  # a retry answers conflict (already a member)
+    "circle.leave": ONCE,  # a retry answers not_member
+    "circle.role": ONCE,
+    "circle.announce": ONCE,
+    "circle.mute": ONCE,
+    "members": RETRY,
+    "send": RETRY,  # deduplicated on (from, cid)
+    "recall": ONCE,  # a retry answers conflict (already recalled)
+    "history": RETRY,
+    "read": RETRY,  # the cursor never moves back
+    "sync": RETRY,
+    "convs": RETRY,
+    "presence.sub": RETRY,
+    "presence.unsub": RETRY,
+    "presence.set": RETRY,
+    "typing": RETRY,
+    "points.balance": RETRY,
+    "points.ledger": RETRY,
+    "points.top": RETRY,
+    "tip": RETRY,  # deduplicated on its tid
+    "redpacket.send": RETRY,  # deduplicated on its rid
+    "redpacket.claim": RETRY,  # one claim per user: a retry returns the same share
+}
+
+assert RULES.keys() == OPS.keys(), "every op has a rule and every rule an op"
+
+#: Ops a client may send again after a dropped connection (from the table).
+RETRY_SAFE = frozenset(op for op, rule in RULES.items() if rule.retry)
 
 
 def check_args(op: str, d: Any) -> None:

@@ -36,6 +36,7 @@ from chatd_protocol import (
     CODECS,
     JSON,
     MSGPACK,
+    RETRY_SAFE,
     Codec,
     ErrorReply,
     FrameError,
@@ -62,33 +63,10 @@ log = logging.getLogger("chatd_client")
 Event: TypeAlias = Push  # what events() yields: Event.type ("msg", "read", ...) and Event.d
 TokenProvider = Callable[[], str | Awaitable[str]]
 
-#: Ops that may be sent twice without doing anything twice. ``send`` is one
-#: because the server deduplicates on its ``cid``; ``read`` never moves back.
-IDEMPOTENT_OPS = frozenset(
-    {
-        "ping",
-        "presence.sub",
-        "presence.unsub",
-        "presence.set",
-        "typing",
-        "points.balance",
-        "points.ledger",
-        "points.top",
-        "tip",  # deduplicated on its tid
-        "redpacket.send",  # deduplicated on its rid
-        "redpacket.claim",  # one claim per user: a retry returns the same share
-        "dm.open",
-        "block",
-        "unblock",
-        "circle.list",
-        "members",
-        "send",
-        "history",
-        "read",
-        "sync",
-        "convs",
-    }
-)
+#: Ops that may be sent twice without doing anything twice, from the protocol's
+#: op table (``send`` is one because the server deduplicates on its ``cid``;
+#: ``read`` never moves back).
+IDEMPOTENT_OPS = RETRY_SAFE
 TEMPORARY_CODES = frozenset({"rate_limited", "unavailable", "internal"})
 _STABLE_AFTER_S = 5.0  # a connection that lived this long resets the backoff
 

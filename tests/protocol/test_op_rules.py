@@ -1,0 +1,35 @@
+"""The op table's rules: a retry-safe flag and a scope for every op, in step with
+the README's retry list and with what the client resends."""
+
+from __future__ import annotations
+
+import re
+
+from chatd_client import IDEMPOTENT_OPS
+from chatd_protocol import OPS, RETRY_SAFE, RULES, Scope
+from support import ROOT
+
+
+def test_every_op_has_exactly_one_rule() -> None:
+    assert RULES.keys() == OPS.keys()
+    assert RULES["auth"].scope is Scope.ANYONE
+    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op != "auth")
+
+
+def test_the_client_resends_what_the_table_says_is_safe() -> None:
+    assert IDEMPOTENT_OPS == RETRY_SAFE
+    assert {"send", "read", "history", "sync", "tip", "redpacket.send", "redpacket.claim"} <= RETRY_SAFE
+    assert not {"auth", "circle.create", "circle.join", "recall"} & RETRY_SAFE
+
+
+def test_the_readme_retry_section_agrees_with_the_table() -> None:
+    text = (ROOT / "protocol" / "README.md").read_text()
+    section = text[text.index("### Retrying after a dropped connection") :]
+    section = section[: section.index("\n## ")]
+    safe_part, _, once_part = section.partition("Not idempotent:")
+    once_part = once_part.split("after a drop")[0]  # what follows names reads to check the state with
+    named_safe = set(re.findall(r"`([a-z.]+)`", safe_part)) & OPS.keys()
+    named_once = set(re.findall(r"`([a-z.]+)`", once_part)) & OPS.keys()
+    assert named_safe and named_once
+    assert named_safe <= RETRY_SAFE, named_safe - RETRY_SAFE
+    assert not named_once & RETRY_SAFE, named_once & RETRY_SAFE
