@@ -167,7 +167,7 @@ async def test_every_message_once_in_order_across_disconnects(connect: Callable[
     async def sabotage() -> None:
         for i in range(6):
             await asyncio.sleep(0.04)
-            ws = bob._ws
+            ws = bob._conn._ws
             if ws is None:
                 continue
             if i % 2:
@@ -192,13 +192,13 @@ async def test_every_message_once_in_order_across_disconnects(connect: Callable[
 def hold_reconnects(client: Client) -> asyncio.Event:
     """Keep ``client`` offline after its next disconnect until the event is set."""
     release = asyncio.Event()
-    real_open = client._open
+    real_open = client._conn._open
 
     async def held_open(new_token: bool) -> Any:
         await release.wait()
         return await real_open(new_token)
 
-    client._open = held_open  # type: ignore[method-assign]
+    client._conn._open = held_open  # type: ignore[method-assign]
     return release
 
 
@@ -236,7 +236,7 @@ async def test_long_absence_is_synced_in_pages(tmp_path: Path) -> None:
             conv = (await alice.dm_open("bob"))["conv"]
             inbox = Inbox(bob)
             release = hold_reconnects(bob)
-            bob._ws.transport.abort()  # type: ignore[union-attr]
+            bob._conn._ws.transport.abort()  # type: ignore[union-attr]
             n = SYNC_PAGE + 20  # more than one sync page
             for start in range(0, n, 100):
                 await asyncio.gather(*(alice.send(conv, f"n{i}") for i in range(start, min(n, start + 100))))
@@ -256,7 +256,7 @@ async def test_first_connect_does_not_replay_old_history(connect: Callable[..., 
     inbox = Inbox(bob)
     await alice.send(conv, "fresh")
     await inbox.wait_for(lambda: len(inbox.messages) >= 1)
-    await bob._ws.close()  # type: ignore[union-attr]  # reconnect + sync must not bring "old news"
+    await bob._conn._ws.close()  # type: ignore[union-attr]  # reconnect + sync must not bring "old news"
     await alice.send(conv, "fresher")
     await inbox.wait_for(lambda: len(inbox.messages) >= 2)
     await asyncio.sleep(0.2)
@@ -271,7 +271,7 @@ async def test_lost_push_is_fetched_with_history(connect: Callable[..., Any]) ->
     await alice.send(conv, "one")
     await inbox.wait_for(lambda: len(inbox.messages) == 1)
     # Lose the pushes of "two" and "three" on the way in (as a lossy bus would).
-    real_put = bob._inbox.put_nowait
+    real_put = bob._conn.inbox.put_nowait
     lost: list[str] = []
 
     def lossy_put(item: Any) -> None:
@@ -280,7 +280,7 @@ async def test_lost_push_is_fetched_with_history(connect: Callable[..., Any]) ->
             return
         real_put(item)
 
-    bob._inbox.put_nowait = lossy_put  # type: ignore[method-assign]
+    bob._conn.inbox.put_nowait = lossy_put  # type: ignore[method-assign]
     for text in ("two", "three", "four"):
         await alice.send(conv, text)
     await inbox.wait_for(lambda: len(inbox.messages) == 4)
@@ -314,13 +314,13 @@ async def test_send_whose_reply_is_lost_is_retried_after_reconnect(
         def get(self, key: Any, default: Any = None) -> Any:
             if self.armed and key in self:
                 self.armed = False
-                ws = alice._ws
+                ws = alice._conn._ws
                 assert ws is not None
                 ws.transport.abort()
                 return None
             return super().get(key, default)
 
-    alice._pending = LoseNextReply()
+    alice._conn._pending = LoseNextReply()
     ack = await asyncio.wait_for(alice.send(conv, "exactly one"), 10)
     assert ack["dup"] is True
     texts = [m["text"] for m in (await alice.history(conv))["messages"]]
@@ -330,7 +330,7 @@ async def test_send_whose_reply_is_lost_is_retried_after_reconnect(
 async def test_send_while_disconnected_waits_for_reconnect(connect: Callable[..., Any]) -> None:
     alice = await connect("alice")
     conv = (await alice.dm_open("bob"))["conv"]
-    alice._ws.transport.abort()  # type: ignore[union-attr]
+    alice._conn._ws.transport.abort()  # type: ignore[union-attr]
     ack = await asyncio.wait_for(alice.send(conv, "queued"), 10)
     assert ack["dup"] is False
     assert [m["text"] for m in (await alice.history(conv))["messages"]] == ["queued"]
@@ -378,7 +378,7 @@ async def test_token_provider_replaces_an_expired_token(server: Server) -> None:
 async def test_protocol_violation_stops_the_client(connect: Callable[..., Any]) -> None:
     alice = await connect("alice")
     events = alice.events()
-    await alice._ws.send(b"\xc1\xff", text=False)  # type: ignore[union-attr]  # garbage: 4200
+    await alice._conn._ws.send(b"\xc1\xff", text=False)  # type: ignore[union-attr]  # garbage: 4200
     with pytest.raises(ClientClosed) as err:
         await asyncio.wait_for(anext(events), 5)
     assert err.value.code == 4200

@@ -1,34 +1,29 @@
-"""The chatd client: one WebSocket, requests, pushes, reconnect and catch-up.
+"""The chatd client: :class:`Client`, its request API and the events it delivers.
 
-Three tasks share one :class:`Client`:
+A :class:`Client` holds a :class:`~chatd_client.connection.Connection`, the socket
+layer (reader, supervisor, reconnect by close code, catch-up markers in its
+*inbox*), and adds two things on top:
 
-* the **reader** (one per socket) decodes frames: replies resolve the future of
-  their request, pushes go to the *inbox* queue;
-* the **supervisor** owns the socket's life: when it closes it decides by close
-  code (protocol/README.md §8) whether to reconnect, fetch a new token or stop,
-  and after each reconnect puts a *catch-up marker* in the inbox;
-* the **deliverer** consumes the inbox in order. A marker makes it ``sync`` from
-  the last ``pos``; pushes that arrive meanwhile wait behind the marker in the
-  inbox, so they are merged after the catch-up. Every message goes through
-  :class:`~chatd_client.ordering.Ordering` (dedup, seq order, gaps filled with
-  ``history``, see ``delivery.py``) before it reaches :meth:`Client.events`.
-
-Requests wait until a socket is authenticated. If the socket drops before the
-reply, idempotent ops (reads, ``send`` with its ``cid``, ...) are sent again
-after the reconnect; the others raise :class:`ConnectionLost`, since they may or
-may not have been applied.
+* the **request API**: :meth:`Client.request`, a typed wrapper per op, and the
+  retry loop under them. Requests wait until a socket is authenticated. If the
+  socket drops before the reply, idempotent ops (reads, ``send`` with its
+  ``cid``, ...) are sent again after the reconnect; the others raise
+  :class:`ConnectionLost`, since they may or may not have been applied.
+  Temporary error replies to idempotent ops are retried after a backoff;
+* the **deliverer**, a task that consumes the inbox in order. A marker makes it
+  ``sync`` from the last ``pos``; pushes that arrive meanwhile wait behind the
+  marker in the inbox, so they are merged after the catch-up. Every message goes
+  through :class:`~chatd_client.ordering.Ordering` (dedup, seq order, gaps filled
+  with ``history``, see ``delivery.py``) before it reaches :meth:`Client.events`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
-import random
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -37,54 +32,33 @@ from chatd_protocol import (
     JSON,
     MSGPACK,
     RETRY_SAFE,
-    Codec,
     ErrorReply,
-    FrameError,
     Push,
-    Request,
     RequestError,
-    RequestId,
-    ServerFrame,
     check_args,
-    close_action,
-    decode_server_frame,
-    encode,
 )
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
-from websockets.typing import Subprotocol
 
+from .connection import CatchUp, Connection, Dropped, TokenProvider
 from .delivery import Delivery
-from .errors import AuthError, ChatError, ClientClosed, ConnectError, ConnectionLost
+from .errors import ChatError, ClientClosed, ConnectionLost
 
 log = logging.getLogger("chatd_client")
 
 Event: TypeAlias = Push  # what events() yields: Event.type ("msg", "read", ...) and Event.d
-TokenProvider = Callable[[], str | Awaitable[str]]
 
 #: Ops that may be sent twice without doing anything twice, from the protocol's
 #: op table (``send`` is one because the server deduplicates on its ``cid``;
 #: ``read`` never moves back).
 IDEMPOTENT_OPS = RETRY_SAFE
 TEMPORARY_CODES = frozenset({"rate_limited", "unavailable", "internal"})
-_STABLE_AFTER_S = 5.0  # a connection that lived this long resets the backoff
 
-
-class _Transient(Exception):
-    """An attempt to connect failed in a way worth retrying."""
-
-
-class _Dropped(Exception):
-    """The socket carrying a request closed before its reply."""
-
-
-class _CatchUp:
-    """Inbox marker: a new socket is authenticated, sync before the next push."""
-
-
-_CATCH_UP = _CatchUp()
 _END = object()
+
+
+def _on_connection(name: str) -> Any:
+    """A :class:`Client` attribute that its connection reads (or sets): reading
+    or assigning it on the client goes to the connection's."""
+    return property(lambda self: getattr(self._conn, name), lambda self, value: setattr(self._conn, name, value))
 
 
 class Client:
@@ -95,6 +69,16 @@ class Client:
     (close codes 4100-4199). With only a static token, a refused token (4101,
     4102) stops the client with :class:`AuthError`.
     """
+
+    url: str = _on_connection("url")
+    reconnect: bool = _on_connection("reconnect")
+    backoff_min: float = _on_connection("backoff_min")
+    backoff_max: float = _on_connection("backoff_max")
+    open_timeout: float = _on_connection("open_timeout")
+    #: the authenticated user ({"id", "name", "type", "badges", "roles"})
+    user: dict[str, Any] = _on_connection("user")
+    #: server limits from the auth reply (max_frame, max_text, ...)
+    limits: dict[str, Any] = _on_connection("limits")
 
     def __init__(
         self,
@@ -113,36 +97,23 @@ class Client:
             raise ValueError("give a token or a token_provider")
         if encoding not in ("msgpack", "json"):
             raise ValueError("encoding must be 'msgpack' or 'json'")
-        self.url = url
-        self.reconnect = reconnect
-        self.backoff_min = backoff_min
-        self.backoff_max = backoff_max
-        self.open_timeout = open_timeout
         self.send_retries = send_retries
-        self._token = token
-        self._token_provider = token_provider
-        self._codec: Codec = CODECS[MSGPACK if encoding == "msgpack" else JSON]
-
-        #: the authenticated user ({"id", "name", "type", "badges", "roles"})
-        self.user: dict[str, Any] = {}
-        #: server limits from the auth reply (max_frame, max_text, ...)
-        self.limits: dict[str, Any] = {}
-
-        self._ws: ClientConnection | None = None
-        self._online = asyncio.Event()  # set while self._ws is authenticated
-        self._offline = asyncio.Event()  # set once the reader saw self._ws close
-        self._pending: dict[RequestId, tuple[ClientConnection, asyncio.Future[ServerFrame]]] = {}
-        self._next_id = 0
-        self._inbox: asyncio.Queue[Push | _CatchUp] = asyncio.Queue()
+        self._conn = Connection(
+            url,
+            token=token,
+            token_provider=token_provider,
+            codec=CODECS[MSGPACK if encoding == "msgpack" else JSON],
+            reconnect=reconnect,
+            backoff_min=backoff_min,
+            backoff_max=backoff_max,
+            open_timeout=open_timeout,
+            on_auth=self._authenticated,
+            on_stop=self._stopped,
+        )
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._delivery = Delivery(self._call_idempotent, lambda m: self._events.put_nowait(Push("msg", m)))
         self._pos: int | None = None  # sync position from the last auth (first) / sync
-        self._auth_pos: int | None = None  # pos of the latest auth reply
-        self._supervisor: asyncio.Task[None] | None = None
         self._deliverer: asyncio.Task[None] | None = None
-        self._closing = False  # close() called or stopped: no more reconnects
-        self._finished = False
-        self._error: ClientClosed | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -153,37 +124,22 @@ class Client:
         (network, handshake), :class:`ClientClosed` (server closed for good) or
         :class:`ChatError` (auth answered with an error).
         """
-        if self._supervisor is not None:
-            raise RuntimeError("connect() was already called")
-        try:
-            try:
-                ws = await self._open(new_token=False)
-            except AuthError:
-                if self._token_provider is None:
-                    raise
-                ws = await self._open(new_token=True)  # once, with a fresh token
-        except _Transient as exc:
-            raise ConnectError(f"cannot connect to {self.url}: {exc}") from exc.__cause__
-        self._pos = self._auth_pos  # baseline: no replay of older history
-        self._supervisor = asyncio.create_task(self._supervise(ws), name="chatd-supervisor")
+        await self._conn.start()
+        self._pos = self._conn.auth_pos  # baseline: no replay of older history
         self._deliverer = asyncio.create_task(self._deliver(), name="chatd-deliverer")
 
     async def close(self) -> None:
         """Close the socket and stop; :meth:`events` ends after what was delivered."""
-        if self._closing:
+        if self._conn.closing:
             return
-        self._closing = True
-        ws = self._ws
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        tasks = [t for t in (self._supervisor, self._deliverer) if t is not None]
+        await self._conn.hang_up()
+        tasks = [t for t in (self._conn.supervisor, self._deliverer) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        self._finish(None)
+        self._conn.finish(None)
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -199,7 +155,7 @@ class Client:
 
     @property
     def connected(self) -> bool:
-        return self._ws is not None and self._online.is_set()
+        return self._conn.connected
 
     async def events(self) -> AsyncIterator[Event]:
         """Pushes for the application, in order: ``msg`` (exactly once, in seq
@@ -212,10 +168,20 @@ class Client:
             item = await self._events.get()
             if item is _END:
                 self._events.put_nowait(_END)  # other iterators end too
-                if self._error is not None:
-                    raise self._error
+                if self._conn.error is not None:
+                    raise self._conn.error
                 return
             yield item
+
+    def _authenticated(self, user: dict[str, Any]) -> None:
+        self._delivery.me = user.get("id")
+
+    def _stopped(self, error: ClientClosed | None) -> None:
+        """The connection stopped for good: end events(); if the server stopped
+        it, stop the deliverer too (close() stops it itself)."""
+        self._events.put_nowait(_END)
+        if error is not None and self._deliverer is not None and self._deliverer is not asyncio.current_task():
+            self._deliverer.cancel()
 
     # -- requests ----------------------------------------------------------------
 
@@ -368,26 +334,14 @@ class Client:
             raise ChatError(str(exc.code), exc.message) from None
         attempt = 0
         while True:
-            ws = await self._wait_online()
-            rid = self._new_id()
-            fut: asyncio.Future[ServerFrame] = asyncio.get_running_loop().create_future()
-            self._pending[rid] = (ws, fut)
             try:
-                try:
-                    await self._send(ws, Request(rid, op, d))
-                except ConnectionClosed:
-                    await self._wait_offline(ws)
-                    continue  # never written: safe to send again, whatever the op
-                try:
-                    frame = await fut
-                except _Dropped:
-                    if not idempotent:
-                        raise ConnectionLost(
-                            f"connection lost before the reply to {op!r}; it may have been applied"
-                        ) from None
-                    continue
-            finally:
-                self._pending.pop(rid, None)
+                frame = await self._conn.exchange(op, d)
+            except Dropped:
+                if not idempotent:
+                    raise ConnectionLost(
+                        f"connection lost before the reply to {op!r}; it may have been applied"
+                    ) from None
+                continue
             if not isinstance(frame, ErrorReply):
                 reply: dict[str, Any] = frame.d
                 return reply
@@ -397,7 +351,7 @@ class Client:
             if frame.retry_after_ms is not None:
                 delay = frame.retry_after_ms / 1000
             else:
-                delay = self._backoff(attempt)
+                delay = self._conn.backoff(attempt)
             attempt += 1
             log.info("%s: %s, retrying in %.2fs", op, err, delay)
             await asyncio.sleep(delay)
@@ -405,210 +359,26 @@ class Client:
     async def _call_idempotent(self, op: str, d: dict[str, Any]) -> dict[str, Any]:
         return await self._call(op, d, idempotent=True)
 
-    def _new_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
-
-    async def _send(self, ws: ClientConnection, frame: Request) -> None:
-        await ws.send(encode(self._codec, frame), text=self._codec.text)
-
-    async def _wait_online(self) -> ClientConnection:
-        while True:
-            if self._error is not None:
-                raise self._error
-            if self._closing:
-                raise ClientClosed("client is closed")
-            ws = self._ws
-            if ws is not None and self._online.is_set():
-                return ws
-            if self._supervisor is None:
-                raise ClientClosed("client is not connected; call connect() first")
-            await self._online.wait()
-
-    async def _wait_offline(self, ws: ClientConnection) -> None:
-        if self._ws is ws:
-            await self._offline.wait()
-
-    # -- connection --------------------------------------------------------------
-
-    async def _get_token(self, new: bool) -> str:
-        if self._token is not None and not new:
-            return self._token
-        if self._token_provider is None:
-            assert self._token is not None
-            return self._token
-        result = self._token_provider()
-        token = await result if inspect.isawaitable(result) else result
-        if not isinstance(token, str):
-            raise TypeError("token_provider must return a str")
-        self._token = token
-        return token
-
-    async def _open(self, new_token: bool) -> ClientConnection:
-        """Open a socket and authenticate on it.
-
-        Raises :class:`_Transient` (worth retrying), :class:`AuthError` (token
-        refused), :class:`ClientClosed` (stop code) or :class:`ChatError`.
-        """
-        token = await self._get_token(new_token)
-        try:
-            ws = await ws_connect(
-                self.url,
-                subprotocols=[Subprotocol(self._codec.name)],
-                compression=None,  # the protocol never negotiates permessage-deflate
-                open_timeout=self.open_timeout,
-                max_size=2**26,  # sync pages can exceed websockets' 1 MiB default
-            )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise _Transient(str(exc) or type(exc).__name__) from exc
-        try:
-            if ws.subprotocol != self._codec.name:
-                raise ClientClosed(f"server did not accept subprotocol {self._codec.name}")
-            rid = self._new_id()
-            await self._send(ws, Request(rid, "auth", {"token": token}))
-            async with asyncio.timeout(self.open_timeout):
-                while True:
-                    frame = decode_server_frame(self._codec, await ws.recv())
-                    if isinstance(frame, Push):
-                        self._inbox.put_nowait(frame)
-                    elif frame.id == rid:
-                        break
-        except ConnectionClosed:
-            code, reason = _close_code(ws)
-            action = close_action(code)
-            if action == "reauth":
-                raise AuthError(f"authentication refused: close {code} {reason}", code, reason) from None
-            if action == "stop":
-                raise ClientClosed(f"server closed the connection: {code} {reason}", code, reason) from None
-            raise _Transient(f"closed during auth: {code} {reason}") from None
-        except TimeoutError:
-            await ws.close()
-            raise _Transient("no auth reply") from None
-        except BaseException:
-            await ws.close()
-            raise
-        if isinstance(frame, ErrorReply):
-            await ws.close()
-            raise ChatError(frame.code, frame.message, frame.temporary, frame.retry_after_ms)
-        self.user = frame.d.get("user", {})
-        self._delivery.me = self.user.get("id")
-        self.limits = frame.d.get("limits", {})
-        self._auth_pos = frame.d.get("pos")
-        self._ws = ws
-        self._offline.clear()
-        self._online.set()
-        log.info("connected to %s as %s", self.url, self.user.get("id"))
-        return ws
-
-    async def _supervise(self, ws: ClientConnection) -> None:
-        attempt = 0
-        while True:
-            opened = time.monotonic()
-            code, reason = await self._read(ws)
-            if self._closing:
-                return
-            action = close_action(code)
-            log.info("disconnected: %s %s (%s)", code, reason, action)
-            if action == "stop" or not self.reconnect:
-                self._finish(ClientClosed(f"connection closed: {code} {reason}", code, reason))
-                return
-            if action == "reauth" and code in (4101, 4102) and self._token_provider is None:
-                self._finish(AuthError(f"token refused: {code} {reason}", code, reason))
-                return
-            if time.monotonic() - opened >= _STABLE_AFTER_S:
-                attempt = 0
-            new_token = action == "reauth"
-            while True:
-                await asyncio.sleep(self._backoff(attempt))
-                attempt += 1
-                try:
-                    ws = await self._open(new_token)
-                except AuthError as exc:
-                    if self._token_provider is None:
-                        self._finish(exc)
-                        return
-                    new_token = True
-                except _Transient as exc:
-                    log.info("reconnect failed: %s", exc)
-                except ClientClosed as exc:
-                    self._finish(exc)
-                    return
-                except ChatError as exc:
-                    self._finish(ClientClosed(f"auth refused: {exc}"))
-                    return
-                else:
-                    break
-            self._inbox.put_nowait(_CATCH_UP)
-
-    async def _read(self, ws: ClientConnection) -> tuple[int, str]:
-        """Read frames until the socket closes; return its close code and reason."""
-        try:
-            async for data in ws:
-                try:
-                    frame = decode_server_frame(self._codec, data)
-                except FrameError as exc:
-                    log.warning("undecodable frame from server: %s", exc.reason)
-                    continue
-                if isinstance(frame, Push):
-                    self._inbox.put_nowait(frame)
-                    continue
-                entry = self._pending.get(frame.id)
-                if entry is not None and entry[0] is ws and not entry[1].done():
-                    entry[1].set_result(frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            self._ws = None
-            self._online.clear()
-            self._offline.set()
-            for sock, fut in list(self._pending.values()):
-                if sock is ws and not fut.done():
-                    fut.set_exception(_Dropped())
-        return _close_code(ws)
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max, self.backoff_min * 2.0 ** min(attempt, 30))
-        return max(self.backoff_min, ceiling * random.uniform(0.5, 1.0))
-
-    def _finish(self, error: ClientClosed | None) -> None:
-        """Stop for good: fail waiting requests, end events()."""
-        if self._finished:
-            return
-        self._finished = True
-        self._error = error
-        self._closing = True
-        self._online.set()  # wake _wait_online(), which raises
-        exc: Exception = error or ClientClosed("client is closed")
-        for _, fut in list(self._pending.values()):
-            if not fut.done():
-                fut.set_exception(exc)
-        self._pending.clear()
-        self._events.put_nowait(_END)
-        if error is not None:
-            log.warning("client stopped: %s", error)
-            if self._deliverer is not None and self._deliverer is not asyncio.current_task():
-                self._deliverer.cancel()
-
     # -- delivery ----------------------------------------------------------------
 
     async def _deliver(self) -> None:
         while True:
-            item = await self._inbox.get()
+            item = await self._conn.inbox.get()
             try:
-                if isinstance(item, _CatchUp):
+                if isinstance(item, CatchUp):
                     if self._pos is None:
-                        self._pos = self._auth_pos
+                        self._pos = self._conn.auth_pos
                     else:
-                        self._pos = await self._delivery.catch_up(self._pos, fallback=self._auth_pos)
+                        self._pos = await self._delivery.catch_up(self._pos, fallback=self._conn.auth_pos)
                 elif item.type == "msg":
                     await self._delivery.offer([item.d])
                 elif item.type == "resync":
                     # the server's processes lost touch for a while: pushes may be
                     # missing; catch up as after a reconnect, then tell the app
                     # (its presence view may be stale)
-                    since = self._pos if self._pos is not None else self._auth_pos
+                    since = self._pos if self._pos is not None else self._conn.auth_pos
                     if since is not None:
-                        self._pos = await self._delivery.catch_up(since, fallback=self._auth_pos)
+                        self._pos = await self._delivery.catch_up(since, fallback=self._conn.auth_pos)
                     self._events.put_nowait(item)
                 else:
                     self._events.put_nowait(item)
@@ -616,17 +386,3 @@ class Client:
                 return
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("dropped malformed push %r: %r", item, exc)
-
-
-def _close_code(ws: ClientConnection) -> tuple[int, str]:
-    """The close code that tells what to do next.
-
-    A close the server started carries its code. A close this side started
-    outside :meth:`Client.close` (e.g. a test aborting the socket), or one with
-    no close frame at all, counts as abnormal (1006): reconnect.
-    """
-    proto = ws.protocol
-    rcvd = proto.close_rcvd
-    if rcvd is not None and (proto.close_sent is None or proto.close_rcvd_then_sent):
-        return rcvd.code, rcvd.reason
-    return 1006, ""
