@@ -1,7 +1,7 @@
-"""Composition root: config -> store, pipeline, hub, directory, server.
+"""Composition root: config -> engines -> core -> kinds -> ops -> edge.
 
 Everything is built here with constructor injection; feature modules never
-build their own collaborators.
+build their own collaborators, and nothing else picks an engine.
 """
 
 from __future__ import annotations
@@ -9,28 +9,31 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio import BlockingConnectionPool
-
-from .bus import Bus, make_bus
-from .bus.redis import RedisBus
+from .bus import make_bus
 from .config import Config
-from .directory import Directory
-from .fanout import Fanout
-from .hub import Hub
-from .interactions import Interactions
+from .core.directory import Directory
+from .core.fanout import Fanout
+from .core.hub import Hub
+from .core.outbox import Outbox
+from .core.pipeline import Pipeline
+from .core.scheduler import Scheduler
+from .edge import wsframe
+from .edge.http import Routes, health_routes
+from .edge.session import Env, Lifecycle
+from .edge.sink import Output
+from .edge.ws import SocketServer
+from .kinds import default_kinds
+from .limits import SendLimiter, Throttle
 from .metrics import Metrics
-from .output import Output
-from .pipeline import Pipeline
+from .ops import Circles, DirectOps, Messaging, PointsOps, PresenceOps, SessionOps, table
+from .ops.base import Commit
+from .ops.presence import TYPING_EVERY
 from .points.model import entry_point_hooks, load_ref
 from .points.rules import RulesHook
 from .points.stream import StreamHook
-from .points.worker import PointsWorker
-from .presence import MemoryPresence, Presence, PresenceBackend, RedisPresence
-from .server import SocketServer
-from .services import Services
-from .store import Store
-from .store.messages import head
+from .points.worker import PointsWorker, RedPacketExpiry
+from .presence import Presence, make_backend
+from .store import open_store
 
 log = logging.getLogger("chatd.app")
 
@@ -39,103 +42,101 @@ class App:
     def __init__(self, config: Config) -> None:
         config.check()
         self.config = config
-        metrics = Metrics()
-        store = Store(config.db_path, sync=config.sync)
+        clock = self.clock = config.clock
+        # -- engines
+        metrics = self.metrics = Metrics()
+        store = self.store = open_store(config.db_path, sync=config.sync)
+        bus = self.bus = make_bus(config.redis_url, config.bus_shards, config.bus_prefix)
+        backend = make_backend(config.redis_url, bus.node, config.bus_prefix, config.presence_lease_ms)
+        backend.on_node_dead = lambda dead: bus.reset_all(f"node {dead} died; it may not have published all it committed")
+        # -- core
+        kinds = self.kinds = default_kinds()
         output = Output()
-        bus = make_bus(config.redis_url, config.bus_shards, config.bus_prefix)
-        hub = Hub(metrics)
-
-        async def ready(conv: str) -> None:
-            await bus.ready("c:" + conv)
-
-        directory = Directory(store, ready=ready)
-        backend: PresenceBackend
-        if isinstance(bus, RedisBus):
-            # a pool of its own, bounded and waiting when busy: a burst of presence
-            # changes (a Redis restart re-puts every device) must not starve the bus
-            pool = BlockingConnectionPool.from_url(
-                config.redis_url or "", max_connections=16, timeout=5, socket_connect_timeout=1, socket_timeout=2
-            )
-            backend = RedisPresence(
-                aioredis.Redis(connection_pool=pool), bus.node, config.bus_prefix, config.presence_lease_ms
-            )
-            backend.on_node_dead = lambda dead: bus.reset_all(f"node {dead} died; it may not have published all it committed")
-        else:
-            backend = MemoryPresence(bus.node)
-        fanout = Fanout(hub, directory, bus, store, metrics)
-        presence = Presence(backend, bus, config.clock, config.presence_max_subs, config.presence_lease_ms)
-        fanout.presence = presence
-        self.svc = Services(
-            config=config,
-            store=store,
-            pipeline=Pipeline(store, metrics, output, config.max_batch),
-            hub=hub,
-            directory=directory,
-            metrics=metrics,
-            interactions=Interactions(metrics),
-            output=output,
-            bus=bus,
-            fanout=fanout,
-            presence=presence,
+        pipeline = self.pipeline = Pipeline(store, metrics, output, config.max_batch)
+        hub = self.hub = Hub(metrics, wsframe.frame)
+        directory = self.directory = Directory(store.conversations, store.blocks, kinds)
+        fanout = self.fanout = Fanout(hub, directory, bus, store.messages, store.members, metrics)
+        directory.ready = fanout.conv_ready
+        presence = self.presence = Presence(
+            backend, bus, clock, hub.encode, config.presence_max_subs, config.presence_lease_ms
         )
-        self.server = SocketServer(self.svc)
-        # with --no-points the hooks do not run, but their cursors exist from the
+        fanout.presence = presence
+        outbox = Outbox(store.outbox, metrics, config.points_day_offset_h)
+        # -- ops
+        commit = Commit(pipeline, fanout, metrics)
+        self.ops = table(
+            SessionOps(store.members, kinds, clock),
+            DirectOps(commit, store.conversations, store.blocks, fanout, kinds.dm, clock),
+            Circles(commit, store.conversations, store.members, directory, fanout, outbox, kinds.circle, clock),
+            Messaging(
+                pipeline, commit, store.messages, store.members, directory, fanout, outbox,
+                SendLimiter(config.send_rate, config.send_burst, clock), metrics, clock,
+                config.max_text, config.recall_window_s, config.read_receipt_max_members,
+            ),
+            PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
+            PointsOps(commit, store.ledger, fanout, clock, config.red_packet_ttl_s),
+        )
+        # -- periodic work, one process at a time (a store lease). With
+        # --no-points the hooks do not run, but their cursors exist from the
         # first start: a later start with points on awards what happened meanwhile
         self.points = PointsWorker(
-            store,
-            self.svc.pipeline,
-            fanout,
-            self._hooks(config, bus),
-            bus.node,
-            config.clock,
-            config.points_day_offset_h,
-            config.hook_timeout_s,
+            outbox, store.outbox, pipeline, fanout, self._hooks(config), clock, config.hook_timeout_s,
             yield_s=config.points_yield_ms / 1000,
         )
-
-        def bus_stats() -> dict[str, int]:
-            return {
-                **bus.stats(),
-                "up": int(bus.up),
-                "gaps_filled": fanout.gaps_filled,
-                "presence_errors": presence.errors,
-            }
-
-        metrics.bus_stats = bus_stats
-        worker = self.points
-        metrics.points_stats = lambda: {"lag_s": worker.lag_ms / 1000, "awards": worker.awards, "yields": worker.yields}
+        self.scheduler = Scheduler(pipeline, store.leases, clock, bus.node)
+        self.scheduler.add(RedPacketExpiry(store.ledger, pipeline, fanout, clock))
+        if config.points:
+            self.scheduler.add(self.points)
+        # -- edge
+        life = Lifecycle()
+        env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
+                  metrics, output, life)
+        self.server = SocketServer(env, Routes(health_routes(life, bus, metrics), life))
+        self._metrics_sources(metrics)
         self.port = 0
 
+    def _metrics_sources(self, metrics: Metrics) -> None:
+        bus, fanout, presence, points, scheduler = self.bus, self.fanout, self.presence, self.points, self.scheduler
+
+        def bus_stats() -> dict[str, int]:
+            return {**bus.stats(), "up": int(bus.up), "gaps_filled": fanout.gaps_filled, "presence_errors": presence.errors}
+
+        metrics.bus_stats = bus_stats
+        metrics.points_stats = lambda: {
+            "lag_s": points.lag_ms / 1000 if scheduler.held else 0,  # another node runs the hooks
+            "awards": points.awards,
+            "yields": points.yields,
+        }
+
     @staticmethod
-    def _hooks(config: Config, bus: Bus) -> list[Any]:
+    def _hooks(config: Config) -> list[Any]:
         """The built-in rules hook, then entry-point hooks, then configured ones,
         then the Redis stream forwarder if asked for."""
         hooks: list[Any] = [RulesHook.from_file(config.points_rules) if config.points_rules else RulesHook()]
         hooks += entry_point_hooks()
         hooks += [load_ref(ref) for ref in config.points_hooks]
-        if config.points_stream:
-            assert isinstance(bus, RedisBus)
-            hooks.append(StreamHook(bus.client, config.points_stream))
+        if config.points_stream and config.redis_url:
+            hooks.append(StreamHook.from_url(config.redis_url, config.points_stream))
         return hooks
 
     async def start(self) -> None:
-        await self.svc.store.open()
-        self.svc.pipeline.head = await head(self.svc.store)
-        self.svc.pipeline.start()
-        await self.svc.bus.start()
-        self.svc.presence.start()
+        await self.store.open()
+        self.pipeline.head = await self.store.messages.head()
+        self.pipeline.start()
+        await self.bus.start()
+        self.presence.start()
         await self.points.init()
-        if self.config.points:
-            self.points.start()
+        self.scheduler.start()
         self.port = await self.server.start()
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
 
     async def stop(self) -> None:
         await self.server.drain()
-        await self.svc.pipeline.stop()
-        await self.points.stop()
-        await self.svc.presence.stop()
-        await self.svc.fanout.stop()
-        await self.svc.bus.stop()
-        await self.svc.store.close()
+        await self.pipeline.stop()
+        await self.scheduler.stop()
+        await self.points.close()
+        await self.presence.stop()
+        await self.fanout.stop()
+        await self.bus.stop()
+        await self.store.close()
         log.info("chatd stopped")

@@ -80,16 +80,11 @@ def _supervise(config: Config, workers: int) -> int:
     """``--workers N``: N processes share the port (SO_REUSEPORT), the store file
     and Redis. This process migrates the store, forks the workers, restarts one
     that dies, and passes SIGTERM/SIGINT on (each worker drains on its own)."""
-    import sqlite3
     import time
 
-    from .store.engine import set_wal
-    from .store.schema import migrate
+    from .store.sqlite import prepare
 
-    conn = sqlite3.connect(config.db_path, isolation_level=None)
-    set_wal(conn)
-    migrate(conn)
-    conn.close()
+    prepare(config.db_path.removeprefix("sqlite:"))
     log = logging.getLogger("chatd.supervisor")
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False

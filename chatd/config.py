@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .clock import Clock, SystemClock
+
 DEV_SECRET = "chatd-development-secret-loopback-only"
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
 class Config:
     host: str = "127.0.0.1"
     port: int = 8765
-    db_path: str = "chatd.db"
+    db_path: str = "chatd.db"  # the store: a SQLite file path (or sqlite:<path>)
     secret: str | None = None  # None: the development secret (loopback only)
     sync: str = "full"  # SQLite synchronous: "full" (fsync per commit) or "normal"
     max_frame: int = 64 * 1024  # bytes; larger frames are refused with 1009
@@ -49,7 +45,7 @@ class Config:
     hook_timeout_s: float = 5.0
     points_yield_ms: int = 20  # pause between worker batches while chat writes are queued
     red_packet_ttl_s: int = 86_400
-    clock: Callable[[], int] = field(default=wall_ms)  # wall time in ms
+    clock: Clock = field(default_factory=SystemClock)  # every timer, bucket, lease and expiry takes it
 
     @property
     def signing_secret(self) -> str:

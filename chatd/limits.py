@@ -1,6 +1,11 @@
-"""Rate limits as pure functions of ``now`` (seconds, monotonic)."""
+"""Rate limits as pure functions of ``now`` (seconds on the clock's monotonic
+time), and the limiters built on them. Both limiters are per process: with
+several processes a user's budget is per node (a known limit until limits are
+kept in Redis)."""
 
 from __future__ import annotations
+
+from .clock import Clock
 
 
 class TokenBucket:
@@ -23,3 +28,46 @@ class TokenBucket:
             self.tokens -= cost
             return 0.0
         return (cost - self.tokens) / self.rate
+
+
+class SendLimiter:
+    """Messages per user across all of the user's sockets on this node."""
+
+    MAX_USERS = 100_000  # past this, full buckets (idle users) are forgotten
+
+    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def wait(self, user: str) -> float:
+        """0.0 if ``user`` may send now, else seconds to wait."""
+        now = self.clock.monotonic()
+        bucket = self.buckets.get(user)
+        if bucket is None:
+            if len(self.buckets) > self.MAX_USERS:
+                self.buckets = {u: b for u, b in self.buckets.items() if b.tokens < b.burst}
+            bucket = self.buckets[user] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+
+class Throttle:
+    """At most one event per key every ``every`` seconds (typing indicators)."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, every: float, clock: Clock) -> None:
+        self.every = every
+        self.clock = clock
+        self.last: dict[tuple[str, str], float] = {}
+
+    def allow(self, key: tuple[str, str]) -> bool:
+        now = self.clock.monotonic()
+        last = self.last.get(key)
+        if last is not None and now - last < self.every:
+            return False
+        if len(self.last) > self.MAX_KEYS:  # forget stale entries
+            self.last = {k: t for k, t in self.last.items() if now - t < self.every}
+        self.last[key] = now
+        return True

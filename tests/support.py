@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from chatd.app import App
 from chatd.auth import make_token
+from chatd.clock import ManualClock
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class FakeClock:
-    """Wall clock in ms that only moves when told (Config.clock)."""
+class FakeClock(ManualClock):
+    """The server's clock (Config.clock), moving only when a test says so."""
 
-    def __init__(self, start: int = 1_763_900_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += int(seconds * 1000)
+    async def run_until(self, cond: Callable[[], Awaitable[bool]], step: float = 0.1, within: float = 5.0) -> None:
+        """Move time ``step`` s at a time, letting the server run between steps (its
+        scheduler and timers), until ``cond()`` holds; fail after ``within`` s of
+        real time."""
+        deadline = time.monotonic() + within
+        while not await cond():
+            assert time.monotonic() < deadline, "condition not met in time"
+            self.advance(step)
+            await asyncio.sleep(0.01)
 
 
 def url(app: App | int) -> str:

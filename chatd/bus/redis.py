@@ -35,8 +35,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from . import resp
 from .base import BusHandler, channel_of
 
@@ -66,10 +64,6 @@ class RedisBus:
         self._control = f"{prefix}:n:{self.node}"  # always subscribed: a connection loss is noticed
         self._all = f"{prefix}:n:all"  # always subscribed: resets asked for by other nodes
         self._probe = f"{prefix}:n:probe"  # nobody subscribes: PUBLISH permission check
-        # redis-py, for what is not on the message path (the points stream forwarder)
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_connect_timeout=1.0, socket_timeout=2.0, socket_keepalive=True
-        )
         self.handler: BusHandler | None = None
         self.counts: dict[str, int] = {}  # channel -> local interest (0: unsubscribe on next sweep)
         self.confirmed: set[str] = set()  # channels SUBSCRIBE confirmed on the current connection
@@ -136,8 +130,6 @@ class RedisBus:
         await asyncio.gather(*side, return_exceptions=True)
         self._flushing = False
         await self._final_flush()
-        with contextlib.suppress(Exception):
-            await self.client.aclose()
 
     # -- interest ------------------------------------------------------------
 

@@ -1,65 +1,126 @@
 """Op handlers, one module per feature area, gathered into one table.
 
-A handler is ``async def h(conn, rid, d) -> dict | None``: it returns the reply's
-``d``, raises RequestError to refuse, or returns None when it has arranged the
-reply itself (``send`` replies from its commit callback, without a task).
-Arguments were already checked against chatd_protocol.ops.OPS.
+Each module's class gets exactly the collaborators it uses (built in
+``chatd/app.py``). :class:`Ops` is the table: every op of the protocol's op
+table has exactly one handler (checked at start), and :meth:`Ops.run` is how
+any caller runs one: the WebSocket session, an HTTP admin request, a test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Mapping
 
-from chatd_protocol import OPS, Err, RequestError
+from chatd_protocol import OPS, RULES, Err, RequestError, Scope, check_args
 
-from . import circles, direct, messaging, points, presence, session
+from ..core.caller import Caller
+from ..store import StoreUnavailable
+from .base import Args, FastHandler, Handler, Reply, Responder
+from .circles import Circles
+from .direct import DirectOps
+from .messaging import Messaging
+from .points import PointsOps
+from .presence import PresenceOps
+from .session import SessionOps
 
-if TYPE_CHECKING:
-    from ..conn import Conn
-
-Handler = Callable[["Conn", Any, dict[str, Any]], Awaitable[dict[str, Any] | None]]
-# A synchronous fast path: True if it handled the request (replying itself,
-# maybe later), False to fall back to the async handler. Raises RequestError.
-FastHandler = Callable[["Conn", Any, dict[str, Any]], bool]
-
-
-async def _already(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any] | None:
-    raise RequestError(Err.ALREADY_AUTHENTICATED, "this socket is already authenticated")
+log = logging.getLogger("chatd.ops")
 
 
-HANDLERS: dict[str, Handler] = {
-    "auth": _already,
-    "ping": session.ping,
-    "convs": session.convs,
-    "dm.open": direct.open_dm,
-    "block": direct.block,
-    "unblock": direct.unblock,
-    "circle.create": circles.create,
-    "circle.list": circles.list_,
-    "circle.join": circles.join,
-    "circle.leave": circles.leave,
-    "circle.role": circles.role,
-    "circle.announce": circles.announce,
-    "circle.mute": circles.mute,
-    "members": circles.members,
-    "send": messaging.send,
-    "recall": messaging.recall,
-    "history": messaging.history,
-    "read": messaging.read,
-    "sync": messaging.sync,
-    "presence.sub": presence.sub,
-    "presence.unsub": presence.unsub,
-    "presence.set": presence.set_,
-    "typing": presence.typing,
-    "points.balance": points.balance,
-    "points.ledger": points.entries,
-    "points.top": points.top,
-    "tip": points.tip,
-    "redpacket.send": points.send_red_packet,
-    "redpacket.claim": points.claim_red_packet,
-}
+class Ops:
+    def __init__(self, handlers: Mapping[str, Handler], fast: Mapping[str, FastHandler]) -> None:
+        if handlers.keys() != OPS.keys():
+            missing, extra = OPS.keys() - handlers.keys(), handlers.keys() - OPS.keys()
+            raise AssertionError(f"every protocol op has exactly one handler (missing {missing}, extra {extra})")
+        self.handlers = dict(handlers)
+        self.fast = dict(fast)
+        self._fast_for: dict[frozenset[Scope], dict[str, FastHandler]] = {}
 
-FAST: dict[str, FastHandler] = {"send": messaging.send_now}
+    @staticmethod
+    def allowed(caller: Caller, op: str) -> bool:
+        scope = RULES[op].scope
+        return scope is Scope.ANYONE or scope in caller.scopes
 
-assert set(HANDLERS) == set(OPS), "every protocol op has exactly one handler"
+    def fast_for(self, caller: Caller) -> dict[str, FastHandler]:
+        """The fast handlers this caller may run (one shared table per set of scopes)."""
+        table = self._fast_for.get(caller.scopes)
+        if table is None:
+            table = self._fast_for[caller.scopes] = {
+                op: h for op, h in self.fast.items() if self.allowed(caller, op)
+            }
+        return table
+
+    async def run(self, caller: Caller, op: str, d: Args) -> Reply:
+        """Check the arguments and the caller's scope, run the handler. Raises
+        :class:`RequestError` for every refusal; a failing store or a bug come
+        out as ``unavailable`` / ``internal``, never with their details."""
+        check_args(op, d)
+        if not self.allowed(caller, op):
+            raise RequestError(Err.FORBIDDEN, f"{op} needs the {RULES[op].scope.value} scope")
+        try:
+            return await self.handlers[op](caller, d)
+        except RequestError:
+            raise
+        except StoreUnavailable:
+            raise RequestError(Err.UNAVAILABLE, "the store is unavailable; retry") from None
+        except Exception:
+            log.exception("op %s failed for %s", op, caller.user)
+            raise RequestError(Err.INTERNAL, "internal error") from None
+
+
+def table(
+    session: SessionOps,
+    direct: DirectOps,
+    circles: Circles,
+    messaging: Messaging,
+    presence: PresenceOps,
+    points: PointsOps,
+) -> Ops:
+    return Ops(
+        {
+            "auth": session.auth,
+            "ping": session.ping,
+            "convs": session.convs,
+            "dm.open": direct.open_dm,
+            "block": direct.block,
+            "unblock": direct.unblock,
+            "circle.create": circles.create,
+            "circle.list": circles.list_,
+            "circle.join": circles.join,
+            "circle.leave": circles.leave,
+            "circle.role": circles.role,
+            "circle.announce": circles.announce,
+            "circle.mute": circles.mute,
+            "members": circles.members_page,
+            "send": messaging.send,
+            "recall": messaging.recall,
+            "history": messaging.history,
+            "read": messaging.read,
+            "sync": messaging.sync,
+            "presence.sub": presence.sub,
+            "presence.unsub": presence.unsub,
+            "presence.set": presence.set_,
+            "typing": presence.typing,
+            "points.balance": points.balance,
+            "points.ledger": points.entries,
+            "points.top": points.top,
+            "tip": points.tip,
+            "redpacket.send": points.send_red_packet,
+            "redpacket.claim": points.claim_red_packet,
+        },
+        {"send": messaging.send_now},
+    )
+
+
+__all__ = [
+    "Circles",
+    "DirectOps",
+    "FastHandler",
+    "Handler",
+    "Messaging",
+    "Ops",
+    "PointsOps",
+    "PresenceOps",
+    "Responder",
+    "SessionOps",
+    "table",
+]

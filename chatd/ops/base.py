@@ -1,50 +1,89 @@
-"""Helpers shared by the op modules: membership checks, committing system events."""
+"""What op handlers are, and the helpers the op modules share.
+
+A handler is ``async def h(caller, args) -> reply``: it returns the reply's
+``d`` or raises :class:`RequestError` to refuse. The same handler runs for a
+WebSocket request, an HTTP admin request and a test with no socket at all
+(``caller.sink`` is None then). Arguments were already checked against the
+protocol's op table.
+
+The hot op, ``send``, also has a synchronous fast form (:data:`FastHandler`)
+that the edge runs as the frame is parsed, with no task: it answers later,
+from the commit callback, through a :class:`Responder`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
-from chatd_protocol import Err, RequestError
+from chatd_protocol import Err, RequestError, RequestId
 
-from ..store.conversations import ConvState, Event
-from ..store.engine import WriteOp
+from ..core.caller import Caller
+from ..core.directory import Directory
+from ..core.fanout import Fanout
+from ..core.pipeline import Pipeline
+from ..kinds import ConvState
+from ..metrics import Metrics
+from ..store import Write
+from ..store.records import SystemMessage
 
-if TYPE_CHECKING:
-    from ..conn import Conn
-    from ..services import Services
+T = TypeVar("T")
+
+Args = dict[str, Any]
+Reply = dict[str, Any]
+Handler = Callable[[Caller, Args], Awaitable[Reply]]
 
 
-async def member_state(conn: Conn, conv: str) -> tuple[ConvState, str]:
+class Responder(Protocol):
+    """Where a fast handler's answer goes once its write committed."""
+
+    def answer(self, rid: RequestId, d: Reply) -> None: ...
+
+    def refuse(self, rid: RequestId, exc: RequestError) -> None: ...
+
+
+# True if it handled the request (answering through the responder, maybe
+# later); False to fall back to the async handler. Raises RequestError.
+FastHandler = Callable[[Caller, RequestId, Args, Responder], bool]
+
+
+async def member_state(directory: Directory, caller: Caller, conv: str) -> tuple[ConvState, str]:
     """The conversation's cached state and the caller's role, or a refusal."""
-    state = await conn.svc.directory.get(conv)
+    state = await directory.get(conv)
     if state is None:
         raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
-    role = state.members.get(conn.user)
+    role = state.members.get(caller.user)
     if role is None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     return state, role
 
 
-def events_of(result: Any) -> list[Event]:
-    if isinstance(result, Event):
+def system_messages(result: Any) -> list[SystemMessage]:
+    if isinstance(result, SystemMessage):
         return [result]
     if isinstance(result, tuple):
-        return [r for r in result if isinstance(r, Event)]
+        return [r for r in result if isinstance(r, SystemMessage)]
     return []
 
 
-async def commit(svc: Services, op: WriteOp, after: Callable[[Any], None] | None = None) -> Any:
-    """Run ``op`` through the pipeline. On commit, in commit order: ``after``
-    (cache and subscription updates), then push every system event it produced."""
+class Commit:
+    """Run a write through the pipeline; on commit, in commit order: ``after``
+    (cache and subscription updates), then push every system message it
+    appended."""
 
-    def on_commit(result: Any) -> None:
-        try:
-            if after is not None:
-                after(result)
-        finally:  # what was stored is pushed even if a cache update failed
-            for event in events_of(result):
-                svc.metrics.system_messages += 1
-                svc.fanout.publish(event.msg["conv"], "msg", event.msg)
+    def __init__(self, pipeline: Pipeline, fanout: Fanout, metrics: Metrics) -> None:
+        self.pipeline = pipeline
+        self.fanout = fanout
+        self.metrics = metrics
 
-    return await svc.pipeline.write(op, on_commit)
+    async def __call__(self, op: Write[T], after: Callable[[T], None] | None = None) -> T:
+        def on_commit(result: T) -> None:
+            try:
+                if after is not None:
+                    after(result)
+            finally:  # what was stored is pushed even if a cache update failed
+                for event in system_messages(result):
+                    self.metrics.system_messages += 1
+                    self.fanout.publish(event.msg["conv"], "msg", event.msg)
+
+        return await self.pipeline.write(op, on_commit)

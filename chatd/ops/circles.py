@@ -2,140 +2,134 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
 
 from chatd_protocol import Err, RequestError
 
-from ..interactions import Interaction
-from ..store import conversations
-from ..store.conversations import ConvState, Event
-from ..store.engine import write_op
-from .base import commit, member_state
-
-if TYPE_CHECKING:
-    from ..conn import Conn
-
-
-def _author(conn: Conn) -> dict[str, Any]:
-    assert conn.identity is not None
-    return conn.identity.author()
+from ..clock import Clock
+from ..core.caller import Caller
+from ..core.directory import Directory
+from ..core.fanout import Fanout
+from ..core.outbox import Outbox
+from ..kinds import Circle, ConvState
+from ..store.base import Conversations, Members
+from ..store.records import ConvRecord, SystemMessage
+from .base import Args, Commit, Reply, member_state
 
 
-async def create(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    certified = d.get("certified", False)
-    if certified and not (conn.identity and conn.identity.is_staff):
-        raise RequestError(Err.FORBIDDEN, "only staff may create certified circles")
-    svc = conn.svc
+class Circles:
+    def __init__(
+        self,
+        commit: Commit,
+        conversations: Conversations,
+        members: Members,
+        directory: Directory,
+        fanout: Fanout,
+        outbox: Outbox,
+        kind: Circle,
+        clock: Clock,
+    ) -> None:
+        self.commit = commit
+        self.conversations = conversations
+        self.members = members
+        self.directory = directory
+        self.fanout = fanout
+        self.outbox = outbox
+        self.kind = kind
+        self.clock = clock
 
-    def after(result: tuple[dict[str, Any], Event]) -> None:
-        svc.fanout.user_follow(conn.user, result[0]["conv"])
+    async def create(self, caller: Caller, d: Args) -> Reply:
+        certified = d.get("certified", False)
+        if certified and not caller.is_staff:
+            raise RequestError(Err.FORBIDDEN, "only staff may create certified circles")
+        kind = self.kind
 
-    info, _ = await commit(
-        svc,
-        write_op(
-            conversations.create_circle,
-            owner=conn.user,
-            author=_author(conn),
-            name=d["name"],
-            category=d["category"],
-            description=d.get("description", ""),
-            certified=certified,
-            ts=svc.now_ms(),
-        ),
-        after,
-    )
-    return info
+        def after(result: tuple[ConvRecord, SystemMessage]) -> None:
+            self.fanout.user_follow(caller.user, result[0].conv)
 
+        attrs = {"category": d["category"], "description": d.get("description", ""), "certified": certified}
+        rec, _ = await self.commit(
+            self.conversations.create(
+                kind.name, kind.prefix, caller.user, caller.author, d["name"], attrs, self.clock.wall_ms()
+            ),
+            after,
+        )
+        return kind.wire(rec)
 
-async def list_(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    items, nxt = await conversations.list_circles(conn.svc.store, d.get("category"), d.get("after"), d.get("limit", 20))
-    return {"convs": items, "next": nxt}
+    async def list_(self, caller: Caller, d: Args) -> Reply:
+        items, nxt = await self.conversations.listing(
+            self.kind.name, d.get("category"), d.get("after"), d.get("limit", 20)
+        )
+        return {"convs": [self.kind.wire(r) for r in items], "next": nxt}
 
+    async def join(self, caller: Caller, d: Args) -> Reply:
+        conv, user = d["conv"], caller.user
 
-async def join(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc, conv, user = conn.svc, d["conv"], conn.user
-    now = svc.now_ms()
+        def after(result: tuple[ConvRecord, SystemMessage]) -> None:
+            self.fanout.changed(conv, lambda s: s.members.__setitem__(user, "member"))
+            self.fanout.user_follow(user, conv)
+            self.outbox.happened("circle.joined")
 
-    def after(result: tuple[dict[str, Any], Event]) -> None:
-        svc.fanout.changed(conv, lambda s: s.members.__setitem__(user, "member"))
-        svc.fanout.user_follow(user, conv)
-        svc.interactions.emit(Interaction("circle.joined", user, conv, result[1].msg["seq"], now))
+        check = functools.partial(self.kind.require, conv)
+        rec, _ = await self.commit(self.members.join(conv, user, caller.author, self.clock.wall_ms(), check), after)
+        return self.kind.wire(rec)
 
-    info, _ = await commit(svc, write_op(conversations.join, conv=conv, user=user, author=_author(conn), ts=now), after)
-    return info
+    async def leave(self, caller: Caller, d: Args) -> Reply:
+        conv, user = d["conv"], caller.user
 
+        def forget(state: ConvState) -> None:
+            state.members.pop(user, None)
+            state.muted.pop(user, None)
 
-async def leave(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc, conv, user = conn.svc, d["conv"], conn.user
+        def after(result: SystemMessage) -> None:
+            # the leave event is published after this: the leaver's own sockets
+            # stop following first, and learn of it from the reply
+            self.fanout.changed(conv, forget)
+            self.fanout.user_follow(user, conv, on=False)
 
-    def forget(state: ConvState) -> None:
-        state.members.pop(user, None)
-        state.muted.pop(user, None)
+        check = functools.partial(self.kind.check_leave, conv)
+        await self.commit(self.members.leave(conv, user, caller.author, self.clock.wall_ms(), check), after)
+        return {}
 
-    def after(result: Event) -> None:
-        # the leave event is published after this: the leaver's own sockets
-        # stop following first, and learn of it from the reply
-        svc.fanout.changed(conv, forget)
-        svc.fanout.user_follow(user, conv, on=False)
+    async def role(self, caller: Caller, d: Args) -> Reply:
+        conv, target, new_role = d["conv"], d["user"], d["role"]
+        await member_state(self.directory, caller, conv)
+        check = functools.partial(self.kind.check_role_change, conv, target)
+        await self.commit(
+            self.members.set_role(conv, caller.user, caller.author, target, new_role, self.clock.wall_ms(), check),
+            lambda _: self.fanout.changed(conv, lambda s: s.members.__setitem__(target, new_role)),
+        )
+        return {}
 
-    await commit(svc, write_op(conversations.leave, conv=conv, user=user, author=_author(conn), ts=svc.now_ms()), after)
-    return {}
+    async def announce(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        await member_state(self.directory, caller, conv)
+        check = functools.partial(self.kind.check_admin, conv)
+        event = await self.commit(
+            self.conversations.announce(conv, caller.user, caller.author, d["text"], self.clock.wall_ms(), check)
+        )
+        return {"seq": event.msg["seq"]}
 
+    async def mute(self, caller: Caller, d: Args) -> Reply:
+        conv, target = d["conv"], d["user"]
+        await member_state(self.directory, caller, conv)
+        now = self.clock.wall_ms()
+        until = now + d["seconds"] * 1000 if d["seconds"] else 0
 
-async def role(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc, conv, target, new_role = conn.svc, d["conv"], d["user"], d["role"]
-    await member_state(conn, conv)
-    await commit(
-        svc,
-        write_op(
-            conversations.set_role,
-            conv=conv,
-            actor=conn.user,
-            author=_author(conn),
-            user=target,
-            role=new_role,
-            ts=svc.now_ms(),
-        ),
-        lambda _: svc.fanout.changed(conv, lambda s: s.members.__setitem__(target, new_role)),
-    )
-    return {}
+        def apply(state: ConvState) -> None:
+            if until:
+                state.muted[target] = until
+            else:
+                state.muted.pop(target, None)
 
+        check = functools.partial(self.kind.check_mute, conv, target)
+        await self.commit(
+            self.members.mute(conv, caller.user, caller.author, target, until, now, check),
+            lambda _: self.fanout.changed(conv, apply),
+        )
+        return {"until": until}
 
-async def announce(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc, conv = conn.svc, d["conv"]
-    await member_state(conn, conv)
-    event = await commit(
-        svc,
-        write_op(
-            conversations.announce, conv=conv, actor=conn.user, author=_author(conn), text=d["text"], ts=svc.now_ms()
-        ),
-    )
-    return {"seq": event.msg["seq"]}
-
-
-async def mute(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc, conv, target = conn.svc, d["conv"], d["user"]
-    await member_state(conn, conv)
-    now = svc.now_ms()
-    until = now + d["seconds"] * 1000 if d["seconds"] else 0
-
-    def apply(state: ConvState) -> None:
-        if until:
-            state.muted[target] = until
-        else:
-            state.muted.pop(target, None)
-
-    await commit(
-        svc,
-        write_op(
-            conversations.mute, conv=conv, actor=conn.user, author=_author(conn), user=target, until=until, ts=now
-        ),
-        lambda _: svc.fanout.changed(conv, apply),
-    )
-    return {"until": until}
-
-
-async def members(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    await member_state(conn, d["conv"])
-    items, nxt = await conversations.members_page(conn.svc.store, d["conv"], d.get("after"), d.get("limit", 50))
-    return {"members": items, "next": nxt}
+    async def members_page(self, caller: Caller, d: Args) -> Reply:
+        await member_state(self.directory, caller, d["conv"])
+        items, nxt = await self.members.page(d["conv"], d.get("after"), d.get("limit", 50))
+        return {"members": items, "next": nxt}

@@ -2,54 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from chatd_protocol import Err, RequestError
-
-from ..store import conversations
-from ..store.engine import write_op
-from .base import commit
-
-if TYPE_CHECKING:
-    from ..conn import Conn
+from ..clock import Clock
+from ..core.caller import Caller
+from ..core.fanout import Fanout
+from ..kinds import Direct
+from ..store.base import Blocks, Conversations
+from ..store.records import ConvRecord
+from .base import Args, Commit, Reply
 
 
-def _other(conn: Conn, d: dict[str, Any]) -> str:
-    other: str = d["user"]
-    if other == conn.user:
-        raise RequestError(Err.BAD_REQUEST, "user must be someone else")
-    return other
+class DirectOps:
+    def __init__(
+        self, commit: Commit, conversations: Conversations, blocks: Blocks, fanout: Fanout, kind: Direct, clock: Clock
+    ) -> None:
+        self.commit = commit
+        self.conversations = conversations
+        self.blocks = blocks
+        self.fanout = fanout
+        self.kind = kind
+        self.clock = clock
 
+    async def open_dm(self, caller: Caller, d: Args) -> Reply:
+        me, other = caller.user, d["user"]
+        conv = self.kind.conv_id(me, other)
 
-async def open_dm(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc, other = conn.svc, _other(conn, d)
+        def after(rec: ConvRecord) -> None:
+            if not self.fanout.following(caller.sink, conv):  # first open on this process: both sides follow
+                self.fanout.changed(conv, None)
+                self.fanout.user_follow(me, conv)
+                self.fanout.user_follow(other, conv)
 
-    def after(info: dict[str, Any]) -> None:
-        conv = info["conv"]
-        if conv not in conn.convs:  # first open on this process: both sides follow
-            svc.fanout.changed(conv, None)
-            svc.fanout.user_follow(conn.user, conv)
-            svc.fanout.user_follow(other, conv)
+        rec = await self.commit(self.conversations.open_dm(conv, self.kind.name, me, other, self.clock.wall_ms()), after)
+        return {**self.kind.wire(rec), "peer": other}
 
-    info = await commit(svc, write_op(conversations.open_dm, a=conn.user, b=other, ts=svc.now_ms()), after)
-    return {**info, "peer": other}
+    async def _set_block(self, caller: Caller, d: Args, on: bool) -> Reply:
+        conv = self.kind.conv_id(caller.user, d["user"])
+        # drop the cached DM state: the next send reloads whether either side blocks
+        await self.commit(self.blocks.set(caller.user, d["user"], on), lambda _: self.fanout.changed(conv, None))
+        return {}
 
+    async def block(self, caller: Caller, d: Args) -> Reply:
+        return await self._set_block(caller, d, True)
 
-async def _set_block(conn: Conn, d: dict[str, Any], on: bool) -> dict[str, Any]:
-    svc, other = conn.svc, _other(conn, d)
-    conv = conversations.dm_id(conn.user, other)
-    # drop the cached DM state: the next send reloads whether either side blocks
-    await commit(
-        svc,
-        write_op(conversations.set_block, blocker=conn.user, blocked=other, on=on),
-        lambda _: svc.fanout.changed(conv, None),
-    )
-    return {}
-
-
-async def block(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    return await _set_block(conn, d, True)
-
-
-async def unblock(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    return await _set_block(conn, d, False)
+    async def unblock(self, caller: Caller, d: Args) -> Reply:
+        return await self._set_block(caller, d, False)

@@ -2,178 +2,187 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import functools
+from typing import Any
 
-from chatd_protocol import Err, RequestError
+from chatd_protocol import Err, RequestError, RequestId
 
-from ..interactions import Interaction
-from ..store import conversations, messages
-from ..store.engine import write_op
-from ..store.messages import Appended
-from .base import commit, member_state
-
-if TYPE_CHECKING:
-    from ..conn import Conn
-
-ADMIN_ROLES = ("owner", "admin")
-
-
-def send_now(conn: Conn, rid: Any, d: dict[str, Any]) -> bool:
-    """The hot path, run synchronously as the frame is parsed. Returns False
-    (nothing done) when the conversation's state is not cached; ``send`` then
-    loads it and comes back here."""
-    svc = conn.svc
-    user = conn.user
-    conv = d["conv"]
-    state = svc.directory.cached(conv)
-    if state is None:
-        return False
-    role = state.members.get(user)
-    if role is None:
-        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
-    text = d["text"]
-    if len(text) > svc.config.max_text:
-        raise RequestError(Err.TOO_LONG, f"text is over {svc.config.max_text} characters")
-    if state.blocked:
-        raise RequestError(Err.BLOCKED, "this conversation is blocked")
-    now = svc.now_ms()
-    if state.muted.get(user, 0) > now:
-        raise RequestError(Err.MUTED, "you are muted in this circle")
-    mention_all = d.get("mention_all", False)
-    if mention_all and (state.kind != "circle" or role not in ADMIN_ROLES):
-        raise RequestError(Err.FORBIDDEN, "only circle admins may mention everyone")
-    mentions = d.get("mentions")
-    if mentions:
-        mentions = list(dict.fromkeys(m for m in mentions if m in state.members))
-    wait = svc.send_allowed(user)
-    if wait:
-        raise RequestError(Err.RATE_LIMITED, "send rate exceeded", retry_after_ms=int(wait * 1000) + 1)
-
-    cid = d["cid"]
-    data: dict[str, Any] = {"a": conn.author, "t": text}
-    if mentions:
-        data["m"] = mentions
-    if mention_all:
-        data["ma"] = True
-
-    def on_commit(a: Appended) -> None:
-        conn.sent()
-        conn.reply(rid, {"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
-        if a.dup:
-            return
-        svc.metrics.text_messages += 1
-        svc.fanout.publish(conv, "msg", messages.wire(conv, a.seq, a.pos, user, cid, now, messages.TEXT, data))
-        svc.interactions.emit(Interaction("message.sent", user, conv, a.seq, now, {"kind": state.kind}))
-
-    def on_error(exc: RequestError) -> None:
-        conn.sent()
-        conn.error(rid, exc)
-
-    op = write_op(
-        messages.append,
-        conv=conv,
-        sender=user,
-        cid=cid,
-        ts=now,
-        kind=messages.TEXT,
-        data=messages.pack(data),
-        savepoint=False,
-    )
-    svc.pipeline.submit(op, on_commit, on_error)
-    conn.inflight += 1
-    return True
-
-
-async def send(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any] | None:
-    """``send`` when the fast path could not run or refused: load the state and
-    run it; before refusing, look for the same ``cid``: a retry of a message that
-    was stored (say, before the sender was muted) gets its original ack."""
-    try:
-        await member_state(conn, d["conv"])
-        if not send_now(conn, rid, d):  # evicted meanwhile: refuse rather than loop
-            raise RequestError(Err.UNAVAILABLE, "conversation state is loading; retry")
-        return None
-    except RequestError:
-        original = await messages.find(conn.svc.store, conn.user, d["cid"])
-        if original is None:
-            raise
-        return {"conv": original.conv, "seq": original.seq, "pos": original.pos, "ts": original.ts, "dup": True}
-
-
-async def recall(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    conv, seq = d["conv"], d["seq"]
-    await member_state(conn, conv)
-    assert conn.identity is not None
-    svc = conn.svc
-    event = await commit(
-        svc,
-        write_op(
-            conversations.recall,
-            conv=conv,
-            seq=seq,
-            actor=conn.user,
-            author=conn.identity.author(),
-            ts=svc.now_ms(),
-            window_ms=svc.config.recall_window_s * 1000,
-        ),
-    )
-    return {"seq": event.msg["seq"]}
-
+from ..clock import Clock
+from ..core.caller import Caller
+from ..core.directory import Directory
+from ..core.fanout import Fanout
+from ..core.outbox import Outbox
+from ..core.pipeline import Pipeline
+from ..kinds import ConvState
+from ..limits import SendLimiter
+from ..metrics import Metrics
+from ..store.base import Members, Messages
+from ..store.records import TEXT, Appended, message_wire, pack
+from .base import Args, Commit, Reply, Responder, member_state
 
 # Encoded replies stay under this size whatever the codec: JSON escapes control
 # characters as 6 bytes each, so the store's byte budget alone is not enough.
 MAX_REPLY = 768 * 1024
 
 
-def _fit(conn: Conn, msgs: list[dict[str, Any]], keep_newest: bool) -> tuple[list[dict[str, Any]], bool]:
+def _fit(caller: Caller, msgs: list[dict[str, Any]], keep_newest: bool) -> tuple[list[dict[str, Any]], bool]:
     """Drop messages (the oldest or the newest end) until the encoded list fits MAX_REPLY."""
     trimmed = False
-    while len(msgs) > 1 and len(conn.codec.dumps(msgs)) > MAX_REPLY:
+    while len(msgs) > 1 and len(caller.codec.dumps(msgs)) > MAX_REPLY:
         half = len(msgs) // 2
         msgs = msgs[half:] if keep_newest else msgs[:half]
         trimmed = True
     return msgs, trimmed
 
 
-async def history(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    await member_state(conn, d["conv"])
-    msgs, more = await messages.history(conn.svc.store, d["conv"], d.get("before"), d.get("limit", 50))
-    msgs, trimmed = _fit(conn, msgs, keep_newest=True)
-    return {"messages": msgs, "more": more or trimmed}
+class Messaging:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        commit: Commit,
+        messages: Messages,
+        members: Members,
+        directory: Directory,
+        fanout: Fanout,
+        outbox: Outbox,
+        limiter: SendLimiter,
+        metrics: Metrics,
+        clock: Clock,
+        max_text: int,
+        recall_window_s: int,
+        receipt_max_members: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.commit = commit
+        self.messages = messages
+        self.members = members
+        self.directory = directory
+        self.fanout = fanout
+        self.outbox = outbox
+        self.limiter = limiter
+        self.metrics = metrics
+        self.clock = clock
+        self.max_text = max_text
+        self.recall_window_ms = recall_window_s * 1000
+        self.receipt_max_members = receipt_max_members
 
+    def send_now(self, caller: Caller, rid: RequestId, d: Args, respond: Responder) -> bool:
+        """The hot path, run synchronously as the frame is parsed. Returns False
+        (nothing done) when the conversation's state is not cached; ``send``
+        then loads it and comes back here."""
+        conv = d["conv"]
+        state = self.directory.cached(conv)
+        if state is None:
+            return False
+        self._submit(caller, d, state, lambda a: respond.answer(rid, a), functools.partial(respond.refuse, rid))
+        return True
 
-async def read(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    conv = d["conv"]
-    state, _ = await member_state(conn, conv)
-    svc = conn.svc
-    user = conn.user
-    receipts = len(state.members) <= svc.config.read_receipt_max_members
+    def _submit(self, caller: Caller, d: Args, state: ConvState, ok: Any, fail: Any) -> None:
+        """Check ``send`` against the cached state and submit its write; ``ok``
+        gets the ack once committed, ``fail`` a refusal from the store."""
+        user = caller.user
+        conv = d["conv"]
+        role = state.members.get(user)
+        if role is None:
+            raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+        text = d["text"]
+        if len(text) > self.max_text:
+            raise RequestError(Err.TOO_LONG, f"text is over {self.max_text} characters")
+        now = self.clock.wall_ms()
+        kind = state.kind
+        mention_all = d.get("mention_all", False)
+        kind.check_send(state, user, role, mention_all, now)
+        mentions = d.get("mentions")
+        if mentions:
+            mentions = list(dict.fromkeys(m for m in mentions if m in state.members))
+        wait = self.limiter.wait(user)
+        if wait:
+            raise RequestError(Err.RATE_LIMITED, "send rate exceeded", retry_after_ms=int(wait * 1000) + 1)
 
-    def after(result: tuple[int, int, bool]) -> None:
-        if receipts and result[2]:  # only when the cursor moved
-            svc.fanout.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
+        cid = d["cid"]
+        data: dict[str, Any] = {"a": caller.author, "t": text}
+        if mentions:
+            data["m"] = mentions
+        if mention_all:
+            data["ma"] = True
 
-    read_seq, unread, _ = await commit(
-        svc, write_op(conversations.mark_read, conv=conv, user=user, seq=d["seq"]), after
-    )
-    return {"read_seq": read_seq, "unread": unread}
+        def on_commit(a: Appended) -> None:
+            ok({"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
+            if a.dup:
+                return
+            self.metrics.text_messages += 1
+            self.fanout.publish(conv, "msg", message_wire(conv, a.seq, a.pos, user, cid, now, TEXT, data))
+            self.outbox.happened("message.sent")
 
+        self.pipeline.submit(
+            self.messages.append(conv, user, cid, now, pack(data), kind.append_effects), on_commit, fail
+        )
 
-async def sync(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc = conn.svc
-    since = d["since"]
-    limit = d.get("limit", 500)
-    head = svc.pipeline.head  # read before the query: everything <= head is in it
-    msgs, changed, more = await messages.since(svc.store, conn.user, since, limit)
-    msgs, trimmed = _fit(conn, msgs, keep_newest=False)
-    more = more or trimmed
-    if more:
-        pos = msgs[-1]["pos"]
-    else:
-        pos = max(head, since, msgs[-1]["pos"] if msgs else 0)
-    return {
-        "messages": msgs,
-        "pos": pos,
-        "more": more,
-        "convs": [{"conv": c, "last_seq": last, "read_seq": rs, "unread": last - rs} for c, last, rs in changed],
-    }
+    async def send(self, caller: Caller, d: Args) -> Reply:
+        """``send`` when the fast path could not run or refused: load the state
+        and run it; before refusing, look for the same ``cid``: a retry of a
+        message that was stored (say, before the sender was muted) gets its
+        original ack."""
+        try:
+            state, _ = await member_state(self.directory, caller, d["conv"])
+            return await self._wait(caller, d, state)
+        except RequestError:
+            original = await self.messages.find(caller.user, d["cid"])
+            if original is None:
+                raise
+            return {"conv": original.conv, "seq": original.seq, "pos": original.pos, "ts": original.ts, "dup": True}
+
+    async def _wait(self, caller: Caller, d: Args, state: ConvState) -> Reply:
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._submit(caller, d, state, fut.set_result, fut.set_exception)
+        return await fut
+
+    async def recall(self, caller: Caller, d: Args) -> Reply:
+        conv, seq = d["conv"], d["seq"]
+        state, _ = await member_state(self.directory, caller, conv)
+        check = functools.partial(state.kind.check_recall, self.recall_window_ms)
+        event = await self.commit(
+            self.messages.recall(conv, seq, caller.user, caller.author, self.clock.wall_ms(), check)
+        )
+        return {"seq": event.msg["seq"]}
+
+    async def history(self, caller: Caller, d: Args) -> Reply:
+        await member_state(self.directory, caller, d["conv"])
+        msgs, more = await self.messages.history(d["conv"], d.get("before"), d.get("limit", 50))
+        msgs, trimmed = _fit(caller, msgs, keep_newest=True)
+        return {"messages": msgs, "more": more or trimmed}
+
+    async def read(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        state, _ = await member_state(self.directory, caller, conv)
+        user = caller.user
+        receipts = state.kind.receipts(state, self.receipt_max_members)
+
+        def after(result: tuple[int, int, bool]) -> None:
+            if receipts and result[2]:  # only when the cursor moved
+                self.fanout.publish(conv, "read", {"conv": conv, "user": user, "seq": result[0]})
+
+        read_seq, unread, _ = await self.commit(self.members.mark_read(conv, user, d["seq"]), after)
+        return {"read_seq": read_seq, "unread": unread}
+
+    async def sync(self, caller: Caller, d: Args) -> Reply:
+        since = d["since"]
+        limit = d.get("limit", 500)
+        head = self.pipeline.head  # read before the query: everything <= head is in it
+        msgs, changed, more = await self.messages.since(caller.user, since, limit)
+        msgs, trimmed = _fit(caller, msgs, keep_newest=False)
+        more = more or trimmed
+        if more:
+            pos = msgs[-1]["pos"]
+        else:
+            pos = max(head, since, msgs[-1]["pos"] if msgs else 0)
+        return {
+            "messages": msgs,
+            "pos": pos,
+            "more": more,
+            "convs": [
+                {"conv": c.conv, "last_seq": c.last_seq, "read_seq": c.read_seq, "unread": c.last_seq - c.read_seq}
+                for c in changed
+            ],
+        }

@@ -2,118 +2,93 @@
 
 from __future__ import annotations
 
+import functools
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..points import ledger
-from ..store.engine import write_op
-from .base import commit
-
-if TYPE_CHECKING:
-    from ..conn import Conn
+from ..clock import Clock
+from ..core.caller import Caller
+from ..core.fanout import Fanout
+from ..points.split import split_amounts
+from ..store.base import Ledger
+from .base import Args, Commit, Reply
 
 _rng = random.SystemRandom()
 
 
-async def balance(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    return await ledger.balance(conn.svc.store, conn.user)
+class PointsOps:
+    def __init__(self, commit: Commit, ledger: Ledger, fanout: Fanout, clock: Clock, red_packet_ttl_s: int) -> None:
+        self.commit = commit
+        self.ledger = ledger
+        self.fanout = fanout
+        self.clock = clock
+        self.red_packet_ttl_ms = red_packet_ttl_s * 1000
 
+    async def balance(self, caller: Caller, d: Args) -> Reply:
+        return dict(await self.ledger.balance(caller.user))
 
-async def entries(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    items, nxt = await ledger.recent(conn.svc.store, conn.user, d.get("before"), d.get("limit", 50))
-    return {"entries": items, "next": nxt}
+    async def entries(self, caller: Caller, d: Args) -> Reply:
+        items, nxt = await self.ledger.recent(caller.user, d.get("before"), d.get("limit", 50))
+        return {"entries": items, "next": nxt}
 
+    async def top(self, caller: Caller, d: Args) -> Reply:
+        return {"top": await self.ledger.leaderboard(d.get("limit", 20))}
 
-async def top(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    return {"top": await ledger.leaderboard(conn.svc.store, d.get("limit", 20))}
+    async def _push_balances(self, moves: dict[str, dict[str, Any]]) -> None:
+        """A ``points`` push to each user whose balance moved (all their sockets, every node)."""
+        for user, entry in moves.items():
+            bal = await self.ledger.balance(user)
+            self.fanout.user_push(user, "points", {"entries": [entry], "balance": bal})
 
+    async def tip(self, caller: Caller, d: Args) -> Reply:
+        now = self.clock.wall_ms()
+        user = caller.user
+        out = await self.commit(self.ledger.tip(user, d["tid"], d["conv"], d["seq"], d["amount"], now))
+        if not out["dup"]:
+            key = f"tip:{user}:{d['tid']}"
+            ref = f"{d['conv']}#{d['seq']}"
 
-async def _push_balances(conn: Conn, moves: dict[str, dict[str, Any]]) -> None:
-    """A ``points`` push to each user whose balance moved (all their sockets, every node)."""
-    for user, entry in moves.items():
-        bal = await ledger.balance(conn.svc.store, user)
-        conn.svc.fanout.user_push(user, "points", {"entries": [entry], "balance": bal})
+            def entry(suffix: str, amount: int) -> dict[str, Any]:
+                return {"key": key + suffix, "currency": "points", "amount": amount, "rule": "tip", "ref": ref, "ts": now}
 
+            await self._push_balances({user: entry(":out", -out["amount"]), out["to"]: entry(":in", out["amount"])})
+        return dict(out)
 
-async def tip(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc = conn.svc
-    now = svc.now_ms()
-    out = await commit(
-        svc,
-        write_op(ledger.tip, user=conn.user, tid=d["tid"], conv=d["conv"], seq=d["seq"], amount=d["amount"], ts=now),
-    )
-    if not out["dup"]:
-        key = f"tip:{conn.user}:{d['tid']}"
-        ref = f"{d['conv']}#{d['seq']}"
-        await _push_balances(
-            conn,
-            {
-                conn.user: {
-                    "key": key + ":out",
-                    "currency": "points",
-                    "amount": -out["amount"],
-                    "rule": "tip",
-                    "ref": ref,
-                    "ts": now,
-                },
-                out["to"]: {
-                    "key": key + ":in",
-                    "currency": "points",
-                    "amount": out["amount"],
-                    "rule": "tip",
-                    "ref": ref,
-                    "ts": now,
-                },
-            },
+    async def send_red_packet(self, caller: Caller, d: Args) -> Reply:
+        now = self.clock.wall_ms()
+        user = caller.user
+        split = d.get("split", "random")
+        amounts = functools.partial(split_amounts, d["total"], d["shares"], split, _rng)
+        out, _event = await self.commit(
+            self.ledger.send_red_packet(
+                user, caller.author, d["rid"], d["conv"], d["total"], d["shares"], split, amounts, now,
+                self.red_packet_ttl_ms,
+            )
         )
-    return dict(out)
+        if not out["dup"]:
+            entry = {
+                "key": f"redpacket:{user}:{d['rid']}",
+                "currency": "points",
+                "amount": -d["total"],
+                "rule": "redpacket.hold",
+                "ref": out["id"],
+                "ts": now,
+            }
+            await self._push_balances({user: entry})
+        return dict(out)
 
-
-async def send_red_packet(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc = conn.svc
-    assert conn.identity is not None
-    now = svc.now_ms()
-    out, _event = await commit(
-        svc,
-        write_op(
-            ledger.send_red_packet,
-            user=conn.user,
-            author=conn.identity.author(),
-            rid=d["rid"],
-            conv=d["conv"],
-            total=d["total"],
-            shares=d["shares"],
-            split=d.get("split", "random"),
-            ts=now,
-            ttl_ms=svc.config.red_packet_ttl_s * 1000,
-            rng=_rng,
-        ),
-    )
-    if not out["dup"]:
-        entry = {
-            "key": f"redpacket:{conn.user}:{d['rid']}",
-            "currency": "points",
-            "amount": -d["total"],
-            "rule": "redpacket.hold",
-            "ref": out["id"],
-            "ts": now,
-        }
-        await _push_balances(conn, {conn.user: entry})
-    return dict(out)
-
-
-async def claim_red_packet(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    svc = conn.svc
-    now = svc.now_ms()
-    out = await commit(svc, write_op(ledger.claim_red_packet, user=conn.user, pid=d["id"], ts=now))
-    if not out["dup"]:
-        entry = {
-            "key": f"{d['id']}:claim:{conn.user}",
-            "currency": "points",
-            "amount": out["amount"],
-            "rule": "redpacket.claim",
-            "ref": d["id"],
-            "ts": now,
-        }
-        await _push_balances(conn, {conn.user: entry})
-    return dict(out)
+    async def claim_red_packet(self, caller: Caller, d: Args) -> Reply:
+        now = self.clock.wall_ms()
+        user = caller.user
+        out = await self.commit(self.ledger.claim_red_packet(user, d["id"], now))
+        if not out["dup"]:
+            entry = {
+                "key": f"{d['id']}:claim:{user}",
+                "currency": "points",
+                "amount": out["amount"],
+                "rule": "redpacket.claim",
+                "ref": d["id"],
+                "ts": now,
+            }
+            await self._push_balances({user: entry})
+        return dict(out)

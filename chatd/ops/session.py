@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from chatd_protocol import Err, RequestError
 
-from ..store import conversations
-
-if TYPE_CHECKING:
-    from ..conn import Conn
-
-
-async def ping(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    return {"server_time": conn.svc.now_ms()}
+from ..clock import Clock
+from ..core.caller import Caller
+from ..kinds import Kinds
+from ..store.base import Members
+from .base import Args, Reply
 
 
-async def convs(conn: Conn, rid: Any, d: dict[str, Any]) -> dict[str, Any]:
-    items, nxt = await conversations.member_view(conn.svc.store, conn.user, d.get("after"), d.get("limit", 50))
-    return {"convs": items, "next": nxt}
+class SessionOps:
+    def __init__(self, members: Members, kinds: Kinds, clock: Clock) -> None:
+        self.members = members
+        self.kinds = kinds
+        self.clock = clock
+
+    async def auth(self, caller: Caller, d: Args) -> Reply:
+        # the session itself authenticates (chatd/edge/session.py); a caller
+        # that reaches an op is authenticated already
+        raise RequestError(Err.ALREADY_AUTHENTICATED, "this socket is already authenticated")
+
+    async def ping(self, caller: Caller, d: Args) -> Reply:
+        return {"server_time": self.clock.wall_ms()}
+
+    async def convs(self, caller: Caller, d: Args) -> Reply:
+        views, nxt = await self.members.view(caller.user, d.get("after"), d.get("limit", 50))
+        return {"convs": [self.kinds[v.record.kind].member_wire(v, caller.user) for v in views], "next": nxt}

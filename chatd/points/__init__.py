@@ -1,5 +1,5 @@
-"""Points (DESIGN.md §6): interaction events, hooks that turn them into awards,
-an append-only ledger, tips and red packets. See docs/points.md."""
+"""Points (DESIGN.md §6): hooks that turn interaction events into awards, the
+built-in rules, the worker, tips and red packets. See docs/points.md."""
 
 from .model import Award, Event, PointsHook
 

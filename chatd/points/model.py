@@ -15,9 +15,13 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Awaitable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
+
+from ..core.outbox import Event
+
+__all__ = ["Award", "Event", "PointsHook", "entry_point_hooks", "hook_name", "load_ref"]
 
 log = logging.getLogger("chatd.points")
 
@@ -26,22 +30,6 @@ CV = "cv"  # contribution value: ranks users, never spendable
 CURRENCIES = (POINTS, CV)
 
 ENTRY_POINT_GROUP = "chatd.points_hooks"
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An interaction that can earn something.
-
-    ``key`` is the event's idempotency key (``message.sent:c:12:7``); ``day`` is the
-    community's calendar day of ``ts`` (UTC+8 by default), for daily rules."""
-
-    kind: str  # message.sent, checkin is derived; circle.joined, tip.sent, redpacket.sent, ...
-    key: str
-    user: str
-    conv: str | None
-    ts: int  # ms
-    day: str  # YYYY-MM-DD
-    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

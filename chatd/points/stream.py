@@ -24,6 +24,13 @@ class StreamHook:
         self.maxlen = maxlen
         self.name = f"stream:{stream}"
 
+    @classmethod
+    def from_url(cls, url: str, stream: str = "chatd:events") -> StreamHook:
+        return cls(aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0), stream)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
     async def __call__(self, event: Event) -> list[Award]:
         fields: dict[Any, Any] = {
             "key": event.key,

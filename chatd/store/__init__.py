@@ -1,13 +1,18 @@
-"""The embedded store: SQLite in WAL mode, one writer thread, aiosqlite readers.
+"""The store: repository Protocols and the invariants every engine keeps
+(``base.py``), engine-neutral records (``records.py``), and the engines
+(``sqlite/``; chosen by :func:`open_store`)."""
 
-Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixins):
+from __future__ import annotations
 
-* ``engine``        opening, migrations, the writer thread, batched transactions
-* ``schema``        versioned migrations
-* ``messages``      message rows <-> wire dicts; append / recall / history / sync
-* ``conversations`` conversations, members, blocks
-"""
+from .base import Store, StoreUnavailable, Write
 
-from .engine import Store, StoreUnavailable
 
-__all__ = ["Store", "StoreUnavailable"]
+def open_store(location: str, *, sync: str = "full") -> Store:
+    """The store at ``location``: a SQLite file path (or ``sqlite:<path>``)."""
+    from .sqlite import SqliteStore
+
+    path = location.removeprefix("sqlite:")
+    return SqliteStore(path, sync=sync)
+
+
+__all__ = ["Store", "StoreUnavailable", "Write", "open_store"]

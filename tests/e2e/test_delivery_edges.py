@@ -13,23 +13,21 @@ from chatd_protocol import Reply
 from support import token, url
 from websockets.asyncio.client import connect
 
-import chatd.conn
-
 
 async def test_conversation_opened_while_auth_reads_memberships_is_pushed(
     server: Any, clients: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = asyncio.Event()
     reading = asyncio.Event()
-    real = chatd.conn.user_convs
+    real = server.store.members.convs_of
 
-    async def slow_user_convs(store: Any, user: str) -> list[str]:
+    async def slow_user_convs(user: str) -> list[str]:
         if user == "bob":
             reading.set()
             await release.wait()
-        return await real(store, user)
+        return await real(user)
 
-    monkeypatch.setattr(chatd.conn, "user_convs", slow_user_convs)
+    monkeypatch.setattr(server.store.members, "convs_of", slow_user_convs)
     alice = await clients(server, "alice")
     bob = await clients(server, None)
     auth = bob.start("auth", {"token": token("bob", "owner")})
@@ -51,16 +49,16 @@ async def test_circle_left_while_auth_reads_memberships_is_not_pushed(
     await bob1.call("circle.join", conv=conv)
     release = asyncio.Event()
     reading = asyncio.Event()
-    real = chatd.conn.user_convs
+    real = server.store.members.convs_of
 
-    async def slow_user_convs(store: Any, user: str) -> list[str]:
-        convs = await real(store, user)  # the snapshot still has the circle
+    async def slow_user_convs(user: str) -> list[str]:
+        convs = await real(user)  # the snapshot still has the circle
         if user == "bob":
             reading.set()
             await release.wait()
         return convs
 
-    monkeypatch.setattr(chatd.conn, "user_convs", slow_user_convs)
+    monkeypatch.setattr(server.store.members, "convs_of", slow_user_convs)
     bob2 = await clients(server, None)
     auth = bob2.start("auth", {"token": token("bob", "owner")})
     await asyncio.wait_for(reading.wait(), 5)
@@ -104,15 +102,13 @@ async def test_token_expiry_during_the_session_closes_4102(server: Any, clients:
     assert await c.closed(4) == 4102
 
 
-async def test_json_sync_reply_stays_under_one_mib(server: Any, clients: Any) -> None:
-    app = server
+async def test_json_sync_reply_stays_under_one_mib(make_server: Any, clients: Any) -> None:
+    app = await make_server(send_rate=1e6, send_burst=10**6)
     alice = await clients(app, "alice", encoding="json")
     conv = (await alice.call("dm.open", user="bob"))["conv"]
     bob = await clients(app, "bob", encoding="json")
     pos = bob.pos
     await bob.close()
-    app.svc.config.__dict__["send_rate"] = 1e6  # frozen dataclass: tests may bend it
-    app.svc.config.__dict__["send_burst"] = 10**6
     for k in range(64):  # control characters: 1 byte stored, 6 bytes in JSON
         await alice.call("send", conv=conv, cid=f"c{k}", text="\x01" * 4000)
     # a client with websockets' default 1 MiB limit pages through all of it

@@ -19,7 +19,7 @@ WRONG_TYPES: list[Any] = [None, True, 1.5, -1, 2**53, "", "x" * 5000, [], [1], {
 
 
 def internal_errors(app: App) -> float:
-    for metric in app.svc.metrics.errors.collect():
+    for metric in app.metrics.errors.collect():
         for sample in metric.samples:
             if sample.labels.get("code") == "internal" and sample.name.endswith("_total"):
                 return sample.value

@@ -22,7 +22,7 @@ Nodes = tuple[App, App]
 async def nodes(make_server: Any, redis_proc: RedisProc) -> Nodes:
     a = await make_server(redis_url=redis_proc.url, bus_shards=64, send_rate=1e4, send_burst=10_000)
     b = await make_server(redis_url=redis_proc.url, bus_shards=64, send_rate=1e4, send_burst=10_000)
-    assert a.svc.bus.up and b.svc.bus.up
+    assert a.bus.up and b.bus.up
     return a, b
 
 
@@ -79,7 +79,7 @@ async def test_dm_opened_on_one_node_is_followed_by_the_peer_on_the_other(nodes:
     alice = await clients(a, "alice")
     bob = await clients(b, "bob")
     conv = (await alice.call("dm.open", user="bob"))["conv"]
-    await eventually(lambda: conv in b.svc.hub.topics)
+    await eventually(lambda: conv in b.hub.topics)
     await alice.call("send", conv=conv, cid="d1", text="hi bob")
     assert (await texts(bob, conv, 1))[0]["text"] == "hi bob"
 
@@ -116,12 +116,12 @@ async def test_leave_on_one_node_stops_the_users_other_device(nodes: Nodes, clie
     bob_a = await clients(a, "bob")
     bob_b = await clients(b, "bob")
     conv = await circle(alice, bob_b)
-    await eventually(lambda: any(c.user == "bob" for c in a.svc.hub.topics.get(conv, (set(), set()))[0]))
+    await eventually(lambda: any(s in a.hub.users.get("bob", ()) for s in a.hub.topics.get(conv, (set(), set()))[0]))
     await alice.call("send", conv=conv, cid="1", text="before")
     assert (await texts(bob_a, conv, 1))[0]["text"] == "before"
     await bob_b.call("circle.leave", conv=conv)
     # bob's device on node a stops following, and node a's cache forgets bob
-    await eventually(lambda: not any(c.user == "bob" for c in a.svc.hub.topics.get(conv, (set(), set()))[0]))
+    await eventually(lambda: not any(s in a.hub.users.get("bob", ()) for s in a.hub.topics.get(conv, (set(), set()))[0]))
     await alice.call("send", conv=conv, cid="2", text="after")
     await bob_a.no_push(0.3, "msg")
     await bob_a.fail("send", "not_member", conv=conv, cid="x", text="still here?")
@@ -153,7 +153,7 @@ async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
     first = (await texts(bob, conv, 1))[0]
 
     redis_proc.kill()
-    await eventually(lambda: not a.svc.bus.up and not b.svc.bus.up)
+    await eventually(lambda: not a.bus.up and not b.bus.up)
     assert (await http_get(a.port, "/healthz"))[0] == 503
     assert b"chatd_bus_up 0.0" in (await http_get(a.port, "/metrics"))[1]
     # acknowledged and stored while Redis is away
@@ -163,7 +163,7 @@ async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
 
     t0 = time.monotonic()
     await asyncio.get_running_loop().run_in_executor(None, redis_proc.start)
-    await eventually(lambda: a.svc.bus.up and b.svc.bus.up, within=5)
+    await eventually(lambda: a.bus.up and b.bus.up, within=5)
     assert time.monotonic() - t0 < 5.0
     assert (await http_get(b.port, "/healthz"))[0] == 200
     metrics = (await http_get(b.port, "/metrics"))[1]
@@ -182,7 +182,7 @@ async def test_healthz_not_ready_while_redis_is_unreachable_at_start(make_server
     app = await make_server(redis_url=redis_proc.url)
     assert (await http_get(app.port, "/healthz"))[0] == 503
     await asyncio.get_running_loop().run_in_executor(None, redis_proc.start)
-    await eventually(lambda: app.svc.bus.up, within=5)
+    await eventually(lambda: app.bus.up, within=5)
     assert (await http_get(app.port, "/healthz"))[0] == 200
 
 
@@ -196,17 +196,17 @@ async def test_order_gate_fills_a_gap_from_the_store(nodes: Nodes, clients: Any)
     await alice.call("send", conv=conv, cid="s", text="start")
     await texts(bob, conv, 1)
     # drop node b's bus input for two messages
-    real = b.svc.fanout.bus_message
-    b.svc.fanout.bus_message = lambda key, payload: None  # type: ignore[method-assign]
+    real = b.fanout.bus_message
+    b.fanout.bus_message = lambda key, payload: None  # type: ignore[method-assign]
     await alice.call("send", conv=conv, cid="g1", text="lost 1")
     await alice.call("send", conv=conv, cid="g2", text="lost 2")
     await asyncio.sleep(0.2)
-    b.svc.fanout.bus_message = real  # type: ignore[method-assign]
+    b.fanout.bus_message = real  # type: ignore[method-assign]
     await alice.call("send", conv=conv, cid="g3", text="arrives")
     got = await texts(bob, conv, 3)
     assert [m["text"] for m in got] == ["lost 1", "lost 2", "arrives"]
     assert got[0]["seq"] + 2 == got[2]["seq"]
-    assert b.svc.fanout.gaps_filled >= 1
+    assert b.fanout.gaps_filled >= 1
 
 
 async def test_resync_that_cannot_read_a_users_memberships_leaks_nothing(
@@ -216,19 +216,18 @@ async def test_resync_that_cannot_read_a_users_memberships_leaks_nothing(
     alice = await clients(a, "alice")
     mallory = await clients(a, "mallory")
     private = (await alice.call("dm.open", user="bob"))["conv"]
-    import chatd.fanout as fanout_mod
     from chatd.store import StoreUnavailable
 
-    real = fanout_mod.user_convs
+    real = a.store.members.convs_of
 
-    async def flaky(store: Any, user: str) -> list[str]:
+    async def flaky(user: str) -> list[str]:
         if user == "mallory":
             raise StoreUnavailable("database is locked")
-        return await real(store, user)
+        return await real(user)
 
-    monkeypatch.setattr(fanout_mod, "user_convs", flaky)
-    a.svc.fanout.bus_reset()
+    monkeypatch.setattr(a.store.members, "convs_of", flaky)
+    a.fanout.bus_reset()
     await mallory.next_push(5, "resync")
-    assert private not in next(c for c in a.svc.hub.users["mallory"]).convs
+    assert private not in a.hub.follows(next(iter(a.hub.users["mallory"])))
     await alice.call("send", conv=private, cid="p", text="for bob only")
     await mallory.no_push(0.3, "msg")

@@ -16,8 +16,6 @@ from wsclient import WsClient
 
 from chatd.app import App
 from chatd.points import Award
-from chatd.points.ledger import apply_awards
-from chatd.store.engine import write_op
 
 RULES_CAP2 = """
 [rules.checkin]
@@ -55,7 +53,7 @@ async def circle(owner: WsClient, *members: WsClient) -> str:
 async def grant(app: App, user: str, amount: int) -> None:
     """Fund a user through the ledger's award path (what a hook's award does)."""
     award = Award(user, "points", amount, "grant", f"grant:{user}:{amount}")
-    await app.svc.pipeline.write(write_op(apply_awards, awards=[award], ts=1))
+    await app.pipeline.write(app.store.ledger.apply_awards([award], ts=1))
 
 
 def balances(db: Any) -> dict[tuple[str, str], int]:
@@ -161,7 +159,11 @@ async def test_unclaimed_red_packet_is_refunded_on_expiry(make_server: Any, clie
     alice, bob = await clients(app, "alice"), await clients(app, "bob")
     conv = (await alice.call("dm.open", user="bob"))["conv"]
     await alice.call("send", conv=conv, cid="c", text="hi")  # 5 points
-    await asyncio.sleep(0.5)
+
+    async def funded() -> bool:  # the award lands once the server's scheduler runs
+        return bool((await alice.call("points.balance"))["points"] >= 5)
+
+    await clock.run_until(funded)
     rp = await alice.call("redpacket.send", conv=conv, total=4, shares=2, split="equal", rid="r")
     msg = await bob.next_msg()
     while msg.get("event", {}).get("type") != "redpacket":

@@ -195,7 +195,7 @@ async def test_graceful_stop_acks_pending_then_4000(make_server: Any, clients: A
     await bob.next_msg()
 
     # make the next commit slow, so stop() starts while the write is in the pipeline
-    store = app.svc.store
+    store = app.store
     real = store.run_batch
     entered = asyncio.Event()
 

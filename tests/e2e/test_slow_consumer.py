@@ -54,7 +54,7 @@ async def test_slow_consumer_closed_4001_others_unaffected(make_server: Any, cli
             msg = await fast.next_msg(2)
             assert msg["cid"] == f"f{received}"
             received += 1
-        if slow_code is None and "slow" not in app.svc.hub.users:
+        if slow_code is None and "slow" not in app.hub.users:
             # the server gave up on it: reading again, the client finds the frames
             # queued before the cut-off and then the close frame with 4001
             slow._reader = asyncio.get_running_loop().create_task(slow._read())
@@ -148,13 +148,13 @@ class Circle:
         self.members = members  # others, reading normally
         self.conv = conv
         self.slow = slow
-        self.server_side = server_side  # the server's Conn of the stalled socket
+        self.server_side = server_side  # the server's sink of the stalled socket (its owner: the session)
         self.recorder = RecordingTransport(server_side.transport)
         server_side.transport = self.recorder
 
     @property
     def slow_connected(self) -> bool:
-        return "slow" in self.app.svc.hub.users
+        return "slow" in self.app.hub.users
 
     def send(self, k: int) -> asyncio.Future[Any]:
         return self.alice.start("send", {"conv": self.conv, "cid": f"f{k}", "text": TEXT})
@@ -196,7 +196,7 @@ async def stalled_circle(app: Any, clients: Any, *others: str) -> AsyncIterator[
     slow = await stalled_client(app, "slow")
     try:
         await slow.call("circle.join", conv=conv)
-        (server_side,) = app.svc.hub.users["slow"]
+        (server_side,) = app.hub.users["slow"]
         server_side.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
         slow._reader.cancel()  # stop reading: frames pile up in the kernel, then in the server
         with contextlib.suppress(asyncio.CancelledError):
@@ -209,12 +209,12 @@ async def stalled_circle(app: Any, clients: Any, *others: str) -> AsyncIterator[
 
 
 def closes(app: Any, code: int) -> float:
-    value = app.svc.metrics.registry.get_sample_value("chatd_closes_total", {"code": str(code)})
+    value = app.metrics.registry.get_sample_value("chatd_closes_total", {"code": str(code)})
     return value or 0.0
 
 
 def connections(app: Any) -> float:
-    return app.svc.metrics.registry.get_sample_value("chatd_connections") or 0.0
+    return app.metrics.registry.get_sample_value("chatd_connections") or 0.0
 
 
 async def test_stalled_reader_is_closed_4001_and_its_buffer_stays_under_the_cap(make_server: Any, clients: Any) -> None:
@@ -245,7 +245,7 @@ async def test_stalled_reader_is_closed_4001_and_its_buffer_stays_under_the_cap(
         assert [m["cid"] for m in got] == [f"f{k}" for k in range(len(got))]
         assert [m["seq"] for m in got] == list(range(got[0]["seq"], got[0]["seq"] + len(got)))
         # and the server let go of the socket
-        await asyncio.wait_for(c.server_side.ws.wait_closed(), 5)
+        await asyncio.wait_for(c.server_side.owner.ws.wait_closed(), 5)
 
 
 async def test_other_members_are_not_slowed_by_a_stalled_one(make_server: Any, clients: Any) -> None:
@@ -337,4 +337,4 @@ async def test_a_reader_that_never_resumes_is_disconnected(make_server: Any, cli
     async with stalled_circle(app, clients) as c:
         await c.send_until_cut()
         # close_timeout is 2 s: the server should have dropped the socket by then
-        await asyncio.wait_for(c.server_side.ws.wait_closed(), 3.5)
+        await asyncio.wait_for(c.server_side.owner.ws.wait_closed(), 3.5)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chatd.points.worker import day_of
+from chatd.core.outbox import day_of
 
 
 def ms(iso: str) -> int:

@@ -8,7 +8,7 @@ import pytest
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
-from chatd import wsframe
+from chatd.edge import wsframe
 
 
 def parse(data: bytes) -> Frame:

@@ -1,7 +1,8 @@
 """SQLite engine: one writer thread running batched transactions, aiosqlite readers.
 
-Writes are *operations*: plain functions ``op(tx) -> result`` that run on the
-writer thread (see :class:`Tx` and :func:`write_op`). :meth:`Store.run_batch` runs a whole list of them in one
+A :class:`~chatd.store.base.Write` made by this engine's repositories holds a
+plain function ``fn(tx, *args) -> result`` that runs on the writer thread (see
+:class:`Tx`). :meth:`Engine.run_batch` runs a whole list of them in one
 transaction, each inside a savepoint so that one refused operation (a domain
 error) rolls back alone while the others commit. The caller is told the outcome
 only after COMMIT returned, which is what lets chatd ack a message only once it
@@ -16,17 +17,17 @@ beside the writer).
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 from chatd_protocol import Err, RequestError
 
+from ..base import StoreUnavailable, Write
 from .schema import migrate
 
 T = TypeVar("T")
@@ -130,30 +131,9 @@ def read_pos(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM counters WHERE name = 'pos'").fetchone()[0])
 
 
-class WriteOp(Protocol):
-    """A write operation: runs on the writer thread inside a batch.
+class Engine:
+    """The SQLite file: the writer thread and the reader connection."""
 
-    ``savepoint=False`` promises that the op either completes or raises
-    RequestError before writing anything (the text-message fast path); other ops
-    run inside a savepoint so that a refusal rolls back their partial writes.
-    """
-
-    savepoint: bool
-
-    def __call__(self, tx: Tx) -> Any: ...
-
-
-def write_op(fn: Callable[..., Any], /, *args: Any, savepoint: bool = True, **kwargs: Any) -> WriteOp:
-    op = functools.partial(fn, *args, **kwargs)
-    op.savepoint = savepoint  # type: ignore[attr-defined]
-    return op  # type: ignore[return-value]
-
-
-class StoreUnavailable(Exception):
-    """The transaction could not commit (disk full, I/O error, closed store)."""
-
-
-class Store:
     def __init__(self, path: str, *, sync: str = "full") -> None:
         self.path = path
         self.sync = sync
@@ -197,7 +177,7 @@ class Store:
 
     # -- writes ------------------------------------------------------------
 
-    async def run_batch(self, ops: Sequence[WriteOp]) -> tuple[list[Any], int]:
+    async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
         """Run ``ops`` in one transaction. Returns each op's result (a value, or
         the exception that op raised after its savepoint rolled back) and the
         highest committed message ``pos``. Raises StoreUnavailable when the
@@ -209,7 +189,7 @@ class Store:
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    def _batch(self, ops: Sequence[WriteOp]) -> tuple[list[Any], int]:
+    def _batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             raise StoreUnavailable("store is closed")
@@ -220,14 +200,14 @@ class Store:
             for op in ops:
                 if not op.savepoint:
                     try:
-                        results.append(op(tx))
+                        results.append(op.fn(tx, *op.args))
                     except RequestError as exc:  # refused before writing anything
                         results.append(exc)
                     continue
                 tx.flush()
                 conn.execute("SAVEPOINT op")
                 try:
-                    results.append(op(tx))
+                    results.append(op.fn(tx, *op.args))
                 except Exception as exc:  # a refused op: undo it alone
                     conn.execute("ROLLBACK TO op")
                     tx.forget()

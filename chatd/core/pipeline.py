@@ -8,8 +8,9 @@ grows with load and costs no latency at low load (no timer).
 
 ``on_commit`` callbacks run synchronously in commit (pos) order: that is where
 pushes are published, so every member sees a conversation in seq order. While
-they run, socket output is corked (see output.py), so a socket that receives
-several frames from one batch (acks, pushes) gets them in one write.
+they run, socket output is corked (the edge's ``Output``, seen here as a
+:class:`Cork`), so a socket that receives several frames from one batch (acks,
+pushes) gets them in one write.
 """
 
 from __future__ import annotations
@@ -19,19 +20,34 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from chatd_protocol import Err, RequestError
 
-from .metrics import Metrics
-from .output import Output
-from .store import Store, StoreUnavailable
-from .store.engine import WriteOp
+from ..metrics import Metrics
+from ..store import Store, StoreUnavailable, Write
 
 log = logging.getLogger("chatd.pipeline")
 
+T = TypeVar("T")
 OnCommit = Callable[[Any], None]
 OnError = Callable[[RequestError], None]
+
+
+class Cork(Protocol):
+    """Output held back while a batch's commit callbacks run, then written at once."""
+
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
+
+
+class _NoCork:
+    def cork(self) -> None:
+        pass
+
+    def uncork(self) -> None:
+        pass
 
 
 def _ignore(exc: RequestError) -> None:
@@ -39,12 +55,12 @@ def _ignore(exc: RequestError) -> None:
 
 
 class Pipeline:
-    def __init__(self, store: Store, metrics: Metrics, output: Output, max_batch: int = 2000) -> None:
+    def __init__(self, store: Store, metrics: Metrics, output: Cork | None = None, max_batch: int = 2000) -> None:
         self.store = store
         self.metrics = metrics
-        self.output = output
+        self.output: Cork = output if output is not None else _NoCork()
         self.max_batch = max_batch
-        self._queue: deque[tuple[WriteOp, OnCommit | None, OnError]] = deque()
+        self._queue: deque[tuple[Write[Any], OnCommit | None, OnError]] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -61,7 +77,7 @@ class Pipeline:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="chatd-pipeline")
 
-    def submit(self, op: WriteOp, on_commit: OnCommit | None = None, on_error: OnError = _ignore) -> None:
+    def submit(self, op: Write[T], on_commit: Callable[[T], None] | None = None, on_error: OnError = _ignore) -> None:
         """Queue ``op``. After COMMIT, ``on_commit(result)``; if the op was refused
         or the batch failed, ``on_error(RequestError)`` (``unavailable`` when the
         store could not commit: nothing of the batch was stored)."""
@@ -72,11 +88,11 @@ class Pipeline:
             self._idle.clear()
             self._wake.set()
 
-    async def write(self, op: WriteOp, on_commit: OnCommit | None = None) -> Any:
+    async def write(self, op: Write[T], on_commit: Callable[[T], None] | None = None) -> T:
         """Submit and wait: the op's result, or its RequestError raised."""
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
 
-        def done(result: Any) -> None:
+        def done(result: T) -> None:
             try:
                 if on_commit is not None:
                     on_commit(result)
@@ -125,7 +141,7 @@ class Pipeline:
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self._deliver(batch, results)
 
-    def _deliver(self, batch: list[tuple[WriteOp, OnCommit | None, OnError]], results: list[Any]) -> None:
+    def _deliver(self, batch: list[tuple[Write[Any], OnCommit | None, OnError]], results: list[Any]) -> None:
         output = self.output
         output.cork()
         try:

@@ -10,44 +10,20 @@ in open red packets equals the sum of all awards.
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
 from chatd_protocol import Err, RequestError
 
-from ..store import messages
-from ..store.conversations import Event as SystemEvent
-from ..store.conversations import system
-from ..store.engine import Store, Tx
-from .model import CV, POINTS, Award
+from ..base import Write
+from ..records import TEXT, Entry, SystemMessage
+from .engine import Engine, Tx
+from .events import add_event
+from .messages import system
 
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    key: str
-    user: str
-    currency: str
-    amount: int
-    rule: str
-    ref: str
-    note: str
-    ts: int
-
-    def wire(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "key": self.key,
-            "currency": self.currency,
-            "amount": self.amount,
-            "rule": self.rule,
-            "ts": self.ts,
-        }
-        if self.ref:
-            out["ref"] = self.ref
-        if self.note:
-            out["note"] = self.note
-        return out
+POINTS = "points"  # spendable; 100 points = 10 yuan
+CV = "cv"  # contribution value: ranks users, never spendable
 
 
 def _insert(tx: Tx, e: Entry) -> bool:
@@ -76,7 +52,7 @@ def _debit(tx: Tx, user: str, amount: int) -> None:
         raise RequestError(Err.INSUFFICIENT, f"not enough points (need {amount})")
 
 
-def apply_awards(tx: Tx, awards: list[Award], ts: int) -> list[Entry]:
+def apply_awards(tx: Tx, awards: Sequence[Any], ts: int) -> list[Entry]:
     """Apply hook awards; returns the entries that were new (a retried award's
     key is known and is skipped). An award past its rule's daily cap is
     recorded with amount 0 and a note.
@@ -121,14 +97,6 @@ def apply_awards(tx: Tx, awards: list[Award], ts: int) -> list[Entry]:
     return applied
 
 
-def add_event(tx: Tx, key: str, kind: str, user: str, conv: str | None, ts: int, data: dict[str, Any]) -> None:
-    """The outbox row of an interaction that is not a message (same transaction)."""
-    tx.execute(
-        "INSERT OR IGNORE INTO events(key, kind, user, conv, ts, data) VALUES (?, ?, ?, ?, ?, ?)",
-        (key, kind, user, conv, ts, msgpack.packb(data)),
-    )
-
-
 def _member(tx: Tx, conv: str, user: str) -> None:
     if tx.execute("SELECT 1 FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone() is None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
@@ -150,7 +118,7 @@ def tip(tx: Tx, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) 
         return {"to": old[1].split("|")[0], "amount": -old[0], "dup": True}
     _member(tx, conv, user)
     row = tx.execute("SELECT sender, kind FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
-    if row is None or row[1] != messages.TEXT:
+    if row is None or row[1] != TEXT:
         raise RequestError(Err.NOT_FOUND, f"no message {conv}#{seq} to tip")
     to = row[0]
     if to == user:
@@ -167,26 +135,6 @@ def tip(tx: Tx, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) 
 # -- red packets ---------------------------------------------------------------
 
 
-def split_amounts(total: int, shares: int, split: str, rng: random.Random) -> list[int]:
-    """``equal``: total // shares each, the remainder one point at a time to the
-    first shares. ``random``: each share at least 1, drawn uniformly up to twice
-    the average of what is left (the familiar "double average" method); the last
-    share takes the rest. Always sums to ``total``."""
-    if shares < 1 or total < shares:
-        raise RequestError(Err.BAD_REQUEST, "need at least one point per share")
-    if split == "equal":
-        base, extra = divmod(total, shares)
-        return [base + (1 if i < extra else 0) for i in range(shares)]
-    out, left = [], total
-    for remaining in range(shares, 1, -1):
-        high = max(1, min(left - (remaining - 1), (2 * left) // remaining - 1))
-        amount = rng.randint(1, high)
-        out.append(amount)
-        left -= amount
-    out.append(left)
-    return out
-
-
 def send_red_packet(
     tx: Tx,
     user: str,
@@ -196,10 +144,10 @@ def send_red_packet(
     total: int,
     shares: int,
     split: str,
+    amounts_of: Callable[[], list[int]],
     ts: int,
     ttl_ms: int,
-    rng: random.Random,
-) -> tuple[dict[str, Any], SystemEvent | None]:
+) -> tuple[dict[str, Any], SystemMessage | None]:
     key = f"redpacket:{user}:{rid}"
     old = _existing(tx, key)
     if old is not None:
@@ -208,7 +156,7 @@ def send_red_packet(
     members = tx.execute("SELECT member_count FROM conversations WHERE id = ?", (conv,)).fetchone()
     if members is None:
         raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
-    amounts = split_amounts(total, shares, split, rng)
+    amounts = amounts_of()
     _debit(tx, user, total)
     n = tx.execute("UPDATE counters SET value = value + 1 WHERE name = 'red_packet' RETURNING value").fetchone()[0]
     pid = f"rp:{n}"
@@ -261,47 +209,95 @@ def claim_red_packet(tx: Tx, user: str, pid: str, ts: int) -> dict[str, Any]:
     return {"id": pid, "amount": amount, "left": len(amounts), "dup": False}
 
 
-def expire_red_packets(tx: Tx, now: int, limit: int = 500) -> list[tuple[str, str, int]]:
-    """Refund what expired packets still hold to their senders. Returns
-    (packet, sender, refunded) for each."""
+def expire_red_packets(tx: Tx, now: int, limit: int = 500) -> dict[str, dict[str, Any]]:
+    """Refund what expired packets still hold to their senders. Returns, per
+    sender refunded, the ``points`` push (``{entries, balance}``)."""
     rows = tx.execute(
         "SELECT id, sender, held FROM red_packets WHERE state = 'open' AND expires_ts <= ? LIMIT ?", (now, limit)
     ).fetchall()
-    out = []
+    out: dict[str, dict[str, Any]] = {}
     for pid, sender, held in rows:
         tx.execute("UPDATE red_packets SET held = 0, state = 'expired' WHERE id = ?", (pid,))
         if held:
+            entry = Entry(f"{pid}:refund", sender, POINTS, held, "redpacket.refund", pid, "", now)
             _credit(tx, sender, POINTS, held)
-            _insert(tx, Entry(f"{pid}:refund", sender, POINTS, held, "redpacket.refund", pid, "", now))
-        out.append((pid, sender, held))
+            _insert(tx, entry)
+            out.setdefault(sender, {"entries": []})["entries"].append(entry.wire())
+    for user, d in out.items():
+        row = tx.execute("SELECT amount FROM balances WHERE user = ? AND currency = 'points'", (user,)).fetchone()
+        d["balance"] = {"points": row[0] if row else 0}
     return out
 
 
-# -- reads ---------------------------------------------------------------------
-
-
-async def balance(store: Store, user: str) -> dict[str, int]:
-    rows = await store.fetchall("SELECT currency, amount FROM balances WHERE user = ?", (user,))
-    out = {POINTS: 0, CV: 0}
-    out.update({c: a for c, a in rows})
+def balances_push(tx: Tx, entries: list[Entry]) -> dict[str, dict[str, Any]]:
+    """Per user who got an entry that moved points: ``{"entries": [...], "balance":
+    {...}}`` for the push. A 0-point entry (past a daily cap) changes nothing: it
+    is in the ledger only."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in entries:
+        if e.amount:
+            out.setdefault(e.user, {"entries": []})["entries"].append(e.wire())
+    for user, d in out.items():
+        d["balance"] = {"points": 0, "cv": 0}
+        for currency, amount in tx.execute("SELECT currency, amount FROM balances WHERE user = ?", (user,)):
+            d["balance"][currency] = amount
     return out
 
 
-async def recent(store: Store, user: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    rows = await store.fetchall(
-        "SELECT id, key, user, currency, amount, rule, ref, note, ts FROM ledger"
-        " WHERE user = ? AND id < ? ORDER BY id DESC LIMIT ?",
-        (user, before if before is not None else 2**62, limit + 1),
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    entries = [{**Entry(*r[1:]).wire(), "id": r[0]} for r in rows]
-    return entries, (rows[-1][0] if more else None)
+# -- the repository ----------------------------------------------------------
 
 
-async def leaderboard(store: Store, limit: int) -> list[dict[str, Any]]:
-    rows = await store.fetchall(
-        "SELECT user, amount FROM balances WHERE currency = 'cv' AND amount > 0 ORDER BY amount DESC, user LIMIT ?",
-        (limit,),
-    )
-    return [{"rank": i + 1, "user": u, "cv": a} for i, (u, a) in enumerate(rows)]
+class SqliteLedger:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+
+    def apply_awards(self, awards: Sequence[Any], ts: int) -> Write[list[Entry]]:
+        return Write(apply_awards, (awards, ts))
+
+    def tip(self, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) -> Write[dict[str, Any]]:
+        return Write(tip, (user, tid, conv, seq, amount, ts))
+
+    def send_red_packet(
+        self,
+        user: str,
+        author: dict[str, Any],
+        rid: str,
+        conv: str,
+        total: int,
+        shares: int,
+        split: str,
+        amounts: Callable[[], list[int]],
+        ts: int,
+        ttl_ms: int,
+    ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
+        return Write(send_red_packet, (user, author, rid, conv, total, shares, split, amounts, ts, ttl_ms))
+
+    def claim_red_packet(self, user: str, pid: str, ts: int) -> Write[dict[str, Any]]:
+        return Write(claim_red_packet, (user, pid, ts))
+
+    def expire_red_packets(self, now: int) -> Write[dict[str, dict[str, Any]]]:
+        return Write(expire_red_packets, (now,))
+
+    async def balance(self, user: str) -> dict[str, int]:
+        rows = await self.db.fetchall("SELECT currency, amount FROM balances WHERE user = ?", (user,))
+        out = {POINTS: 0, CV: 0}
+        out.update({c: a for c, a in rows})
+        return out
+
+    async def recent(self, user: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+        rows = await self.db.fetchall(
+            "SELECT id, key, user, currency, amount, rule, ref, note, ts FROM ledger"
+            " WHERE user = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (user, before if before is not None else 2**62, limit + 1),
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        entries = [{**Entry(*r[1:]).wire(), "id": r[0]} for r in rows]
+        return entries, (rows[-1][0] if more else None)
+
+    async def leaderboard(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT user, amount FROM balances WHERE currency = 'cv' AND amount > 0 ORDER BY amount DESC, user LIMIT ?",
+            (limit,),
+        )
+        return [{"rank": i + 1, "user": u, "cv": a} for i, (u, a) in enumerate(rows)]

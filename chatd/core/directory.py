@@ -15,15 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from .store import Store
-from .store.conversations import ConvState, load_state
+from ..kinds import ConvState, Kinds
+from ..store.base import Blocks, Conversations
 
 
 class Directory:
     def __init__(
-        self, store: Store, max_entries: int = 200_000, ready: Callable[[str], Awaitable[None]] | None = None
+        self,
+        conversations: Conversations,
+        blocks: Blocks,
+        kinds: Kinds,
+        max_entries: int = 200_000,
+        ready: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self.store = store
+        self.conversations = conversations
+        self.blocks = blocks
+        self.kinds = kinds
         # awaited before a load: returns once changes to the conversation made on
         # other nodes reach us over the bus (so the load cannot miss one)
         self.ready = ready
@@ -42,7 +49,7 @@ class Directory:
             try:
                 if self.ready is not None:
                     await self.ready(conv)
-                state = await load_state(self.store, conv)
+                state = await self._load(conv)
             finally:
                 entry[0] -= 1
                 changed = entry[1] != seen
@@ -57,6 +64,17 @@ class Directory:
                 self._convs.pop(next(iter(self._convs)))  # oldest loaded first
             self._convs[conv] = state
         return state
+
+    async def _load(self, conv: str) -> ConvState | None:
+        snap = await self.conversations.load(conv)
+        if snap is None:
+            return None
+        kind = self.kinds[snap.kind]
+        blocked = False
+        if kind.blocking and len(snap.members) == 2:
+            a, b = snap.members
+            blocked = await self.blocks.between(a, b)
+        return ConvState(conv, kind, dict(snap.members), dict(snap.muted), blocked)
 
     def cached(self, conv: str) -> ConvState | None:
         """The cached state, without loading (the synchronous hot path)."""

@@ -1,0 +1,125 @@
+"""Time as a parameter (STYLE.md practice 8): one clock object that every timer,
+bucket, lease and expiry takes.
+
+A :class:`Clock` gives wall time (message timestamps, mutes, the recall window,
+leases and expiries written to the store), monotonic time (rate limits,
+throttles, retry backoff) and waiting (``sleep`` for periodic loops,
+``call_later`` for one-shot timers such as the auth timeout).
+
+:class:`SystemClock` is the real one. :class:`ManualClock` only moves when a
+test calls :meth:`ManualClock.advance`, which fires the timers and wakes the
+sleepers that fell due, in order: tests drive time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    def wall_ms(self) -> int:
+        """Wall-clock time in ms since the epoch."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (only differences mean anything)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
+        """Run ``fn`` on the event loop once ``seconds`` have passed."""
+        ...
+
+
+class SystemClock:
+    __slots__ = ()
+
+    def wall_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_later(max(0.0, seconds), fn)
+
+
+class _ManualTimer:
+    __slots__ = ("cancelled", "fn")
+
+    def __init__(self, fn: Callable[[], None]) -> None:
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """A clock that moves only when told. ``now`` is the wall time in ms (tests
+    read and compare it); monotonic time moves with it."""
+
+    def __init__(self, start_ms: int = 1_763_900_000_000) -> None:
+        self.now = start_ms
+        self._mono = 1000.0
+        self._due: list[tuple[float, int, _ManualTimer]] = []  # (monotonic deadline, order, timer)
+        self._order = itertools.count()
+
+    def __call__(self) -> int:  # a ManualClock reads like the wall-ms callables tests used before
+        return self.now
+
+    def wall_ms(self) -> int:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
+        timer = _ManualTimer(fn)
+        heapq.heappush(self._due, (self._mono + max(0.0, seconds), next(self._order), timer))
+        return timer
+
+    async def sleep(self, seconds: float) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        timer = self.call_later(seconds, wake)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward; run every timer that fell due, oldest deadline first
+        (a sleeper resumes at the event loop's next turn)."""
+        base_mono, base_now = self._mono, self.now
+        target = base_mono + max(0.0, seconds)
+        while self._due and self._due[0][0] <= target:
+            deadline, _, timer = heapq.heappop(self._due)
+            self._mono = max(self._mono, deadline)
+            self.now = base_now + round((self._mono - base_mono) * 1000)
+            if not timer.cancelled:
+                timer.fn()
+        self._mono = target
+        self.now = base_now + round((target - base_mono) * 1000)
+
+    @property
+    def pending(self) -> int:
+        """Timers and sleepers still waiting."""
+        return sum(1 for _, _, t in self._due if not t.cancelled)

@@ -1,0 +1,45 @@
+"""Bus keys and envelope payloads between nodes (docs/design.md, "Fan-out
+across processes").
+
+Keys: ``c:<conv>`` (a conversation), ``u:<user>`` (a user's sockets), ``p:<user>``
+(a user's presence). The first payload byte says what an envelope is:
+
+- ``c:``: a push (``OP_PUSH`` + seq, 8 bytes big-endian, 0 = unordered + the
+  msgpack push) or "cached state changed" (``OP_CHANGED``);
+- ``u:``: a push to the user's sockets (``OP_PUSH`` + msgpack push), or
+  follow/unfollow a conversation (``OP_FOLLOW`` / ``OP_UNFOLLOW`` + conv id);
+- ``p:``: a presence state (owned by ``chatd.presence``).
+"""
+
+from __future__ import annotations
+
+CONV = "c:"
+USER = "u:"
+PRESENCE = "p:"
+
+OP_PUSH = 0
+OP_CHANGED = 1
+OP_FOLLOW = 2
+OP_UNFOLLOW = 3
+
+_CHANGED = bytes((OP_CHANGED,))
+
+
+def conv_push(seq: int, body: bytes) -> bytes:
+    return b"".join((b"\x00", seq.to_bytes(8, "big"), body))
+
+
+def conv_changed() -> bytes:
+    return _CHANGED
+
+
+def user_push(body: bytes) -> bytes:
+    return b"\x00" + body
+
+
+def follow(conv: str, on: bool) -> bytes:
+    return bytes((OP_FOLLOW if on else OP_UNFOLLOW,)) + conv.encode()
+
+
+def push_seq(payload: bytes) -> int:
+    return int.from_bytes(payload[1:9], "big")

@@ -1,0 +1,66 @@
+"""Plain HTTP on the WebSocket port: a small route table instead of an
+``if path ==`` chain. ``/healthz`` and ``/metrics`` now; ``/admin/...`` (on its
+own listener) and ``/console/...`` come next and add their routes here.
+
+websockets calls the table for every request before the upgrade: a route
+answers with a response; a path without one goes on to the WebSocket
+handshake (any path serves the WebSocket).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from websockets.datastructures import Headers
+from websockets.http11 import Response
+
+from ..bus import Bus
+from ..metrics import CONTENT_TYPE_LATEST, Metrics
+from .session import Lifecycle
+
+Route = Callable[[], Response]
+
+
+def respond(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
+    """A complete HTTP response; the connection closes after it (as websockets' own rejections)."""
+    headers = Headers(
+        [
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", content_type),
+        ]
+    )
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    table: dict[str, Route]
+    life: Lifecycle
+
+    def match(self, path: str) -> Response | None:
+        """The response for ``path``, or None: the request is a WebSocket upgrade."""
+        route = self.table.get(path.split("?", 1)[0])
+        if route is not None:
+            return route()
+        if self.life.draining:
+            return respond(503, b"draining\n")
+        return None
+
+
+def health_routes(life: Lifecycle, bus: Bus, metrics: Metrics) -> dict[str, Route]:
+    def healthz() -> Response:
+        if not life.ready or life.draining:
+            return respond(503, b"not ready\n")
+        if not bus.up:
+            return respond(503, b"not ready: bus down\n")
+        return respond(200, b"ok\n")
+
+    def prometheus() -> Response:
+        return respond(200, metrics.render(), CONTENT_TYPE_LATEST)
+
+    return {"/healthz": healthz, "/metrics": prometheus}

@@ -1,0 +1,410 @@
+"""One socket's session: decode -> dispatch, authentication, and its close.
+
+Its states and transitions are the table in ``state.py``. Input: websockets
+parses frames (size limit, masking, control frames, close handshake);
+``ws.ChatdConnection`` hands each data frame to :meth:`Session.on_frame`
+synchronously, instead of queueing it for a reader task. ``send`` (the hot op)
+is handled right there when the conversation's state is cached; every other
+request goes to the socket's :class:`~chatd.edge.inbox.Inbox`, whose worker
+runs them one at a time in arrival order. Output goes through the socket's
+:class:`~chatd.edge.sink.SocketSink`.
+
+Authentication registers the socket for its user's membership changes *before*
+reading the memberships, so a conversation opened or joined while auth is in
+flight is followed, and one left meanwhile is not re-followed from the stale
+snapshot (the hub remembers what was left until it is settled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from chatd_protocol import (
+    Close,
+    Codec,
+    Err,
+    FrameError,
+    Request,
+    RequestError,
+    RequestId,
+    check_args,
+    decode_request,
+)
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State as WsState
+
+from ..auth import AuthError, verify_token
+from ..bus import Bus
+from ..clock import Clock, Timer
+from ..config import Config
+from ..core.caller import Caller
+from ..core.fanout import Fanout
+from ..core.hub import CODEC_SLOTS, Hub
+from ..core.pipeline import Pipeline
+from ..limits import TokenBucket
+from ..metrics import Metrics
+from ..ops import FastHandler, Ops
+from ..presence import Presence
+from ..store import StoreUnavailable
+from ..store.base import Members, Messages
+from . import wsframe
+from .inbox import Inbox
+from .sink import Output, SocketSink
+from .state import Event, SessionState, State
+
+log = logging.getLogger("chatd.session")
+
+CLOSE_WAIT = 2.0  # s for the close handshake before the socket is dropped
+
+
+class Lifecycle:
+    """The server's own state, as sessions see it."""
+
+    __slots__ = ("draining", "ready")
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.draining = False
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What a session uses, built once in the composition root."""
+
+    config: Config
+    clock: Clock
+    ops: Ops
+    hub: Hub
+    fanout: Fanout
+    presence: Presence
+    members: Members
+    messages: Messages
+    pipeline: Pipeline
+    bus: Bus
+    metrics: Metrics
+    output: Output
+    life: Lifecycle
+
+
+class Session:
+    __slots__ = (
+        "auth_timer",
+        "bucket",
+        "caller",
+        "codec",
+        "env",
+        "fast",
+        "inbox",
+        "inflight",
+        "proto",
+        "sink",
+        "st",
+        "strikes",
+        "transport",
+        "user",
+        "waiter",
+        "ws",
+    )
+
+    def __init__(self, ws: ServerConnection, env: Env, codec: Codec) -> None:
+        self.ws = ws
+        self.env = env
+        self.transport = ws.transport
+        self.proto = ws.protocol
+        self.codec = codec
+        self.st = SessionState()
+        self.sink = SocketSink(
+            ws.transport, ws.protocol, CODEC_SLOTS.index(codec.name), env.output, env.config.out_buffer, self
+        )
+        self.caller: Caller | None = None
+        self.fast: dict[str, FastHandler] = {}
+        self.user = ""
+        self.bucket = TokenBucket(env.config.request_rate, env.config.request_burst, env.clock.monotonic())
+        self.strikes = 0
+        self.inbox: Inbox | None = None  # only while requests wait or run
+        self.inflight = 0  # sends in the pipeline whose reply is still to come
+        self.waiter: asyncio.Future[None] | None = None  # a close waiting for inflight == 0
+        self.auth_timer: Timer | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """The websockets handler's body: arm the auth timer, wait for the end."""
+        self.auth_timer = self.env.clock.call_later(self.env.config.auth_timeout, self._auth_expired)
+        try:
+            await self.ws.wait_closed()
+        finally:
+            self._leave()
+            if self.auth_timer is not None:
+                self.auth_timer.cancel()
+
+    def _leave(self) -> None:
+        env = self.env
+        if self.sink.open:
+            self.sink.open = False
+            env.metrics.connections.dec()
+            env.presence.closed(self.sink)
+        if self.user:
+            env.hub.remove(self.user, self.sink)
+        self.st.to(Event.GONE)
+        if self.inbox is not None:
+            self.inbox.clear()
+
+    def _auth_expired(self) -> None:
+        if self.st.state is State.CONNECTING:
+            self.close_soon(Close.AUTH_TIMEOUT, "no auth request in time")
+
+    def _token_expired(self) -> None:
+        self.close_soon(Close.TOKEN_EXPIRED, "token expired")
+
+    # -- input -----------------------------------------------------------------
+
+    def on_frame(self, frame: Frame) -> None:
+        st = self.st
+        if not st.taking_input:
+            return
+        if not frame.fin or frame.opcode is Opcode.CONT:
+            self.close_soon(Close.BAD_FRAME, "fragmented messages are not supported")
+            return
+        text = frame.opcode is Opcode.TEXT
+        if text is not self.codec.text:
+            self.close_soon(Close.WRONG_FRAME_TYPE, f"{'text' if text else 'binary'} frame on {self.codec.name}")
+            return
+        data: str | bytes
+        if text:
+            try:
+                data = bytes(frame.data).decode()
+            except UnicodeDecodeError:
+                self.close_soon(Close.BAD_FRAME, "text frame is not UTF-8")
+                return
+        else:
+            data = bytes(frame.data)
+        size = len(frame.data)
+        try:
+            req = decode_request(self.codec, data)
+        except FrameError as exc:
+            self.close_soon(exc.code, exc.reason)
+            return
+        except RequestError as exc:
+            if st.state is State.CONNECTING or st.state is State.AUTHENTICATING:
+                self.close_soon(Close.BAD_FRAME, "malformed request")
+            else:
+                self.error(exc.request_id if exc.request_id is not None else 0, exc)
+            return
+        if st.state is State.CONNECTING:
+            self._before_auth(req)
+            return
+        env = self.env
+        wait = self.bucket.take(env.clock.monotonic())
+        if wait:
+            self.strikes += 1
+            if self.strikes >= env.config.flood_strikes:
+                self.close_soon(Close.FLOOD, "request flood")
+            else:
+                self.error(
+                    req.id, RequestError(Err.RATE_LIMITED, "request rate exceeded", retry_after_ms=int(wait * 1000) + 1)
+                )
+            return
+        self.strikes = 0
+        if st.state is State.AUTHENTICATING:  # wait behind the auth
+            self._enqueue(req, size)
+            return
+        try:  # refuse bad arguments now: only checked requests wait in the queue
+            check_args(req.op, req.d)
+        except RequestError as exc:
+            self.error(req.id, exc)
+            return
+        if self.inbox is None and not env.life.draining:
+            fast = self.fast.get(req.op)
+            if fast is not None and self.caller is not None:
+                try:
+                    if fast(self.caller, req.id, req.d, self):
+                        self.inflight += 1
+                        return
+                except RequestError:
+                    pass  # the async handler decides (a retried cid gets its original ack)
+        self._enqueue(req, size)
+
+    def _before_auth(self, req: Request) -> None:
+        if req.op != "auth":
+            self.close_soon(Close.NOT_AUTHENTICATED, "the first request must be auth")
+            return
+        self.st.to(Event.AUTH)
+        inbox = self.inbox = Inbox(self.transport, self)
+        inbox.start(self._authenticate(req))
+
+    def _enqueue(self, req: Request, size: int) -> None:
+        inbox = self.inbox
+        if inbox is None:
+            inbox = self.inbox = Inbox(self.transport, self)
+        if not inbox.put(req, size):
+            self.close_soon(Close.FLOOD, "too many requests waiting")
+
+    # Inbox owner: the worker runs queued requests while the session serves
+    def accepting(self) -> bool:
+        return self.st.serving
+
+    def idle(self) -> None:
+        self.inbox = None
+
+    async def _authenticate(self, req: Request) -> None:
+        env = self.env
+        cfg = env.config
+        try:
+            try:
+                check_args("auth", req.d)
+                identity = verify_token(req.d["token"], cfg.signing_secret)
+            except RequestError:
+                self.close_soon(Close.AUTH_FAILED, "auth needs a token")
+                return
+            except AuthError as exc:
+                self.close_soon(exc.code, exc.reason)
+                return
+            # Register before reading the memberships: a join, leave or dm.open
+            # that commits while we read then reaches this socket too.
+            user = self.user = identity.id
+            shared = env.bus.shared
+            # Another node's commits do not move our pipeline's head: read the
+            # store's before registering (a lower pos only means a longer sync).
+            pos = await env.messages.head() if shared else 0
+            env.hub.register(user, self.sink)
+            if shared:  # a join or leave on another node from now on reaches us
+                await env.fanout.ready(user)
+            convs = await env.members.convs_of(user)
+            if self.st.state is not State.AUTHENTICATING or self.proto.state is not WsState.OPEN or env.life.draining:
+                return
+            # From here on synchronously: follow, then read the head position.
+            # Every commit after this point reaches us as a push; every commit
+            # before it is at or below ``pos`` (so sync from ``pos`` is whole).
+            env.hub.settle(self.sink, convs)
+            if shared:  # pushes from other nodes reach us from here on
+                await env.fanout.ready(user, env.hub.follows(self.sink))
+                if self.st.state is not State.AUTHENTICATING or self.proto.state is not WsState.OPEN:
+                    return
+            else:
+                pos = env.pipeline.head
+            caller = self.caller = Caller.of(identity, self.sink, self.codec)
+            self.fast = env.ops.fast_for(caller)
+            self.st.to(Event.AUTHENTICATED)
+            self.sink.open = True
+            if self.auth_timer is not None:
+                self.auth_timer.cancel()
+            self.auth_timer = env.clock.call_later(
+                max(0.0, identity.exp - env.clock.wall_ms() / 1000), self._token_expired
+            )
+            env.metrics.connections.inc()
+            env.presence.opened(self.sink, user)
+            self.reply(
+                req.id,
+                {
+                    "user": identity.user(),
+                    "pos": pos,
+                    "server_time": env.clock.wall_ms(),
+                    "limits": {
+                        "max_frame": cfg.max_frame,
+                        "max_text": cfg.max_text,
+                        "send_rate": cfg.send_rate,
+                        "send_burst": cfg.send_burst,
+                        "recall_window_s": cfg.recall_window_s,
+                    },
+                },
+            )
+        except StoreUnavailable:
+            self.close_soon(Close.INTERNAL, "store unavailable")
+
+    async def dispatch(self, req: Request) -> None:
+        if self.env.life.draining:
+            self.error(req.id, RequestError(Err.UNAVAILABLE, "server is draining; retry after reconnecting"))
+            return
+        caller = self.caller
+        if caller is None:  # cannot happen: requests run only once the session is open
+            self.error(req.id, RequestError(Err.INTERNAL, "internal error"))
+            return
+        try:
+            result = await self.env.ops.run(caller, req.op, req.d)
+        except RequestError as exc:
+            self.error(req.id, exc)
+            return
+        self.reply(req.id, result)
+
+    # -- output ----------------------------------------------------------------
+
+    def reply(self, rid: Any, d: dict[str, Any]) -> None:
+        self.sink.write(wsframe.frame(self.codec.dumps({"id": rid, "d": d}), self.codec.text))
+
+    def error(self, rid: Any, exc: RequestError) -> None:
+        self.env.metrics.errors.labels(exc.code.value).inc()
+        err: dict[str, Any] = {"code": exc.code.value, "message": exc.message, "temporary": exc.temporary}
+        if exc.retry_after_ms is not None:
+            err["retry_after_ms"] = exc.retry_after_ms
+        self.sink.write(wsframe.frame(self.codec.dumps({"id": rid, "error": err}), self.codec.text))
+
+    # Responder: a fast-path send's answer, from its commit callback
+    def answer(self, rid: RequestId, d: dict[str, Any]) -> None:
+        self._sent()
+        self.reply(rid, d)
+
+    def refuse(self, rid: RequestId, exc: RequestError) -> None:
+        self._sent()
+        self.error(rid, exc)
+
+    def _sent(self) -> None:
+        self.inflight -= 1
+        if not self.inflight and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def slow(self) -> None:
+        """Outbound buffer over its cap: stop pushing to this socket and close it
+        with 4001 so the client reconnects and catches up with ``sync``."""
+        if self.sink.open:
+            self.close_soon(Close.SLOW_CONSUMER, "slow consumer")
+
+    # -- closing ---------------------------------------------------------------
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close from synchronous code. Input stops now; requests accepted before
+        are still answered (protocol violations, flood) unless the close is for
+        slowness, which stops all output at once."""
+        if not self.st.may(Event.CLOSE):
+            return
+        self.st.to(Event.CLOSE)
+        if code == Close.SLOW_CONSUMER:
+            self._leave()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def close(self, code: int, reason: str) -> None:
+        if not self.st.may(Event.CLOSE):  # already under way
+            return
+        self.st.to(Event.CLOSE)
+        await self._close(code, reason)
+
+    async def _close(self, code: int, reason: str) -> None:
+        env = self.env
+        env.metrics.closes.labels(str(code)).inc()
+        if self.st.serving:
+            # answer what was accepted before the close: queued requests, and
+            # sends whose commit is still under way
+            try:
+                async with asyncio.timeout(env.config.drain_timeout):
+                    inbox = self.inbox
+                    if inbox is not None and inbox.task is not None:
+                        await asyncio.shield(inbox.task)
+                    if self.inflight:
+                        self.waiter = asyncio.get_running_loop().create_future()
+                        await self.waiter
+            except Exception:
+                pass
+        self._leave()
+        try:
+            # websockets' close() first drains the write buffer, with no time
+            # limit: a peer that never reads again (a slow consumer, whose close
+            # frame sits behind a full buffer) would keep the socket and its
+            # buffer. Give the close handshake CLOSE_WAIT s, then drop the socket.
+            async with asyncio.timeout(CLOSE_WAIT):
+                await self.ws.close(code, reason)
+        except Exception:  # timed out, or the transport is already gone
+            self.transport.abort()

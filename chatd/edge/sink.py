@@ -1,0 +1,98 @@
+"""A socket as the hub and presence see it: a bounded write that never awaits.
+
+:class:`SocketSink` writes complete, unmasked WebSocket frames (``wsframe.py``)
+straight to the transport. While the pipeline delivers a batch, output is
+corked (:class:`Output`): frames for a socket collect in its ``pending`` list
+and ``uncork`` hands each socket's frames to its transport in one write, so the
+acks and pushes one batch produces for one socket cost one syscall, not one
+each.
+
+Slow consumers: before each write the transport's buffer is checked; past the
+cap (``--out-buffer``, 1 MiB) the sink stops taking frames and tells its owner,
+which closes the socket with 4001. Memory per socket stays under twice the cap
+plus one frame (the transport's buffer, plus frames held while corked, which
+are handed over early past the cap).
+"""
+
+from __future__ import annotations
+
+from asyncio import Transport
+from typing import Protocol
+
+from websockets.protocol import Protocol as WsProtocol
+from websockets.protocol import State as WsState
+
+
+class Output:
+    __slots__ = ("corked", "dirty")
+
+    def __init__(self) -> None:
+        self.corked = False
+        self.dirty: list[SocketSink] = []
+
+    def cork(self) -> None:
+        self.corked = True
+
+    def uncork(self) -> None:
+        self.corked = False
+        dirty, self.dirty = self.dirty, []
+        for sink in dirty:
+            sink.flush()
+
+
+class SlowHandler(Protocol):
+    def slow(self) -> None:
+        """The sink's buffer passed its cap: close the socket (4001)."""
+        ...
+
+
+class SocketSink:
+    __slots__ = ("cap", "open", "out", "owner", "pending", "pending_size", "proto", "slot", "transport")
+
+    def __init__(
+        self, transport: Transport, proto: WsProtocol, slot: int, out: Output, cap: int, owner: SlowHandler
+    ) -> None:
+        self.transport = transport
+        self.proto = proto
+        self.slot = slot
+        self.out = out
+        self.cap = cap
+        self.owner = owner
+        self.open = False  # takes frames only while the session is open (never before the auth reply)
+        self.pending: list[bytes] | None = None  # frames held while output is corked
+        self.pending_size = 0
+
+    def write(self, data: bytes) -> None:
+        """Queue one complete frame for this socket (see _send for the cap)."""
+        if not self.open or self.proto.state is not WsState.OPEN:
+            return
+        if self.out.corked:
+            if self.pending and self.pending_size + len(data) > self.cap:
+                self.flush()  # bound what is held back; slowness is judged in _send
+                if not self.open:
+                    return
+            self.pending_size += len(data)
+            if self.pending is None:
+                self.pending = [data]
+                self.out.dirty.append(self)
+            else:
+                self.pending.append(data)
+            return
+        self._send(data)
+
+    def flush(self) -> None:
+        """Hand the frames held while corked to the transport in one write."""
+        pending, self.pending = self.pending, None
+        self.pending_size = 0
+        if pending and self.open and self.proto.state is WsState.OPEN:
+            self._send(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def _send(self, data: bytes) -> None:
+        """Slow consumer when the bytes already queued (not yet taken by the
+        kernel) are past the cap. A frame is always accepted below the cap, so
+        one large reply never counts as slowness."""
+        transport = self.transport
+        if transport.get_write_buffer_size() > self.cap:
+            self.owner.slow()
+            return
+        transport.write(data)

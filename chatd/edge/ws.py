@@ -1,0 +1,134 @@
+"""Serving: the WebSocket on any path and the HTTP route table on the same
+port, subprotocol negotiation, and graceful drain. This package is the only
+code in chatd that knows websockets or HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from chatd_protocol import JSON, MSGPACK, Close, FrameError, codec_for
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import Event as WsEvent
+from websockets.typing import Subprotocol
+
+from .http import Routes
+from .session import Env, Session
+
+log = logging.getLogger("chatd.server")
+
+
+class ChatdConnection(ServerConnection):
+    """websockets' server connection with data frames handed to chatd as they
+    are parsed. ``env`` is set on a subclass made per server."""
+
+    env: Env
+    chatd: Session | None = None
+
+    def attach(self) -> Session | None:
+        """The session of this socket (made on first use), or None when no chatd
+        subprotocol was negotiated."""
+        if self.chatd is None:
+            try:
+                codec = codec_for(self.subprotocol)
+            except FrameError:
+                return None
+            self.chatd = Session(self, self.env, codec)
+        return self.chatd
+
+    def process_event(self, event: WsEvent) -> None:
+        if isinstance(event, Frame) and event.opcode <= Opcode.BINARY:  # CONT, TEXT, BINARY
+            session = self.attach()
+            if session is not None:
+                session.on_frame(event)
+                return
+        super().process_event(event)
+
+
+class SocketServer:
+    def __init__(self, env: Env, routes: Routes) -> None:
+        self.env = env
+        self.routes = routes
+        self.server: Server | None = None
+
+    async def start(self) -> int:
+        cfg = self.env.config
+        connection_class = type("ChatdConnection", (ChatdConnection,), {"env": self.env})
+        self.server = await serve(
+            self._handler,
+            cfg.host,
+            cfg.port,
+            subprotocols=[Subprotocol(MSGPACK), Subprotocol(JSON)],
+            select_subprotocol=_select_subprotocol,
+            process_request=self._process_request,
+            compression=None,
+            max_size=cfg.max_frame,
+            ping_interval=cfg.ping_interval,
+            ping_timeout=cfg.ping_interval,
+            close_timeout=2,
+            server_header="chatd",
+            reuse_address=True,
+            reuse_port=cfg.reuse_port or None,
+            create_connection=connection_class,
+        )
+        self.env.life.ready = True
+        sock = next(iter(self.server.sockets))
+        return int(sock.getsockname()[1])
+
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        return self.routes.match(request.path)
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, ChatdConnection)
+        session = ws.attach()
+        if session is None:
+            self.env.metrics.closes.labels(str(Close.UNSUPPORTED_SUBPROTOCOL.value)).inc()
+            await ws.close(Close.UNSUPPORTED_SUBPROTOCOL, "offer chatd.v1.msgpack or chatd.v1.json")
+            return
+        # The handshake's headers (~3 KB) are not needed once the socket is open;
+        # websockets would keep them for the socket's lifetime.
+        if ws.request is not None:
+            ws.request.headers.clear()
+        if ws.response is not None:
+            ws.response.headers.clear()
+        await session.serve()
+
+    async def drain(self) -> None:
+        """Graceful shutdown: stop accepting, let committed writes be acked and
+        pushed, then close every socket with 4000 (reconnect)."""
+        env = self.env
+        env.life.draining = True
+        if self.server is None:
+            return
+        self.server.close(close_connections=False)
+        try:
+            await asyncio.wait_for(env.pipeline.drain(), env.config.drain_timeout)
+        except TimeoutError:
+            log.warning("store did not drain within %.1fs", env.config.drain_timeout)
+        sockets = [ws for ws in self.server.connections if isinstance(ws, ChatdConnection)]
+        # open sessions first (they answer what they accepted), then the rest:
+        # sockets still authenticating or never authenticated go the same way
+        sessions = [ws.chatd for ws in sockets if ws.chatd is not None and ws.chatd.st.opened]
+        await asyncio.gather(
+            *(s.close(Close.SHUTDOWN, "server shutting down; reconnect") for s in sessions), return_exceptions=True
+        )
+        await asyncio.gather(
+            *(ws.close(Close.SHUTDOWN, "server shutting down; reconnect") for ws in list(self.server.connections)),
+            return_exceptions=True,
+        )
+        try:
+            await asyncio.wait_for(self.server.wait_closed(), env.config.drain_timeout)
+        except TimeoutError:
+            log.warning("connections did not close within %.1fs", env.config.drain_timeout)
+
+
+def _select_subprotocol(conn: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+    # Prefer msgpack; with neither offered, accept the socket and close it with
+    # 4203 so the client sees a chatd close code, not a failed handshake.
+    for name in (MSGPACK, JSON):
+        if name in offered:
+            return Subprotocol(name)
+    return None

@@ -1,0 +1,348 @@
+"""The store interface: one repository per aggregate, as Protocols, and the
+delivery guarantees every engine must keep.
+
+chatd's core and ops see only this module and ``records.py``: an engine (SQLite
+today, under ``sqlite/``; PostgreSQL next) implements these Protocols, and the
+contract suite (``tests/store/test_contract.py``) runs the same checks against
+every engine.
+
+Writes are deferred. A repository's write method does not touch the database:
+it returns a :class:`Write`, which the pipeline (``chatd/core/pipeline.py``)
+batches and hands to :meth:`Store.run_batch` to run with others in *one*
+transaction (group commit). The caller learns the result only after COMMIT
+returned: that is what lets chatd acknowledge a message only once it is
+durable. Reads are coroutines and see committed data only.
+
+Invariants (every engine; the contract suite checks each):
+
+1. ``seq`` is gapless and strictly increasing per conversation, starting at 1,
+   and is assigned inside the write transaction.
+2. ``pos`` (the global position of a message, the catch-up token) is strictly
+   increasing in commit order: once a reader sees a message at ``pos`` p, it
+   sees every committed message below p, and no message below p commits
+   later. ``sync`` and the points worker read "everything after p" and would
+   skip one forever otherwise. (A plain sequence is not enough on an engine
+   with concurrent writers: pos 11 can commit before pos 10.)
+3. A higher ``seq`` of a conversation commits after every lower one (the
+   order gate in ``core/fanout`` fills a gap from the store and relies on the
+   missing seqs being committed already).
+4. A refused write (a :class:`RequestError` raised by its checks) leaves
+   nothing behind: no row, no gap in ``seq`` or ``pos``, while the other
+   writes of its batch commit.
+5. A text message is idempotent on ``(sender, cid)``: a retry returns the
+   original :class:`~chatd.store.records.Appended` with ``dup=True`` and
+   writes nothing, across restarts.
+6. The head (:meth:`Messages.head`) read after a batch committed is at least
+   the highest ``pos`` of that batch.
+7. Interaction events are written in the transaction of their interaction
+   (the outbox): committed together or not at all.
+8. Points are conserved: balances never go negative; a tip or red packet moves
+   points, it never makes or loses any (the sum of balances plus what open red
+   packets hold equals the sum of awards).
+9. A lease has at most one holder at a time.
+
+Engines also serialise the conversation-level checks a write makes (a join
+checks membership, a claim checks shares left) with the writes they guard, so
+those checks stay right with several processes on one store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from chatd_protocol import RequestError
+
+from .records import (
+    Appended,
+    ConvCursor,
+    ConvRecord,
+    ConvSnapshot,
+    Effect,
+    Entry,
+    EventRow,
+    HookFailure,
+    MemberView,
+    MessageRow,
+    SystemMessage,
+)
+
+T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """The store could not run a read or commit a batch (disk full, I/O error,
+    a closed store): nothing of the batch was committed."""
+
+
+class Write(Generic[T]):
+    """One deferred write, made by a repository and run by the same engine's
+    :meth:`Store.run_batch` inside a batch transaction. Opaque to the core.
+
+    ``savepoint=False`` promises that the write either completes or raises
+    :class:`RequestError` before it writes anything (the text-message fast
+    path); other writes run inside a savepoint so that a refusal rolls back
+    their partial writes alone.
+    """
+
+    __slots__ = ("args", "fn", "savepoint")
+
+    def __init__(self, fn: Callable[..., T], args: tuple[Any, ...] = (), savepoint: bool = True) -> None:
+        self.fn = fn
+        self.args = args
+        self.savepoint = savepoint
+
+
+# A decision a write asks of the conversation's kind inside its transaction,
+# from the state read there (see chatd/kinds/base.py). It raises RequestError
+# to refuse. Passing pure functions keeps every engine's checks identical.
+KindCheck = Callable[[str], None]  # (kind of the conversation)
+RoleCheck = Callable[[str, str | None], None]  # (kind, role of the user concerned or None)
+AdminCheck = Callable[[str, str | None, str | None], None]  # (kind, actor's role, target's role)
+RecallCheck = Callable[[str, str | None, bool, int], None]  # (kind, actor's role, own message?, age in ms)
+
+
+class Messages(Protocol):
+    """Every event of every conversation is a message with a ``seq`` (invariants 1-6)."""
+
+    def append(
+        self, conv: str, sender: str, cid: str | None, ts: int, data: bytes, effects: tuple[Effect, ...]
+    ) -> Write[Appended]:
+        """A text message (``data``: its packed content, ``records.pack``) with the
+        next seq and pos; idempotent on (sender, cid); ``NOT_FOUND`` for an unknown
+        conversation. ``effects``: the kind's same-transaction effects. Writes
+        nothing before it can fail (``savepoint=False``)."""
+        ...
+
+    def recall(
+        self, conv: str, seq: int, actor: str, author: dict[str, Any], ts: int, check: RecallCheck
+    ) -> Write[SystemMessage]:
+        """Wipe a text message's content (its seq stays) and append a ``recall``
+        system message; ``check`` decides who may, from the actor's role."""
+        ...
+
+    async def history(self, conv: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` wire messages with seq < ``before``, oldest first, and
+        whether older ones remain (a reply stops at about 256 KiB of content)."""
+        ...
+
+    async def find(self, sender: str, cid: str) -> Appended | None: ...
+
+    async def head(self) -> int:
+        """The highest committed ``pos``."""
+        ...
+
+    async def since(
+        self, user: str, pos: int, limit: int
+    ) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:
+        """Catch-up: messages after ``pos`` of the user's conversations (from each
+        one's join on), in pos order; the cursors of the conversations that
+        changed; whether more remain. Cost proportional to what changed."""
+        ...
+
+    async def between(self, conv: str, after: int, before: int) -> list[dict[str, Any]]:
+        """Wire messages with after < seq < before, oldest first (gap fill)."""
+        ...
+
+
+class Conversations(Protocol):
+    """Conversations: kind, name, attributes, counters. ``kind`` and the id never
+    change once created."""
+
+    def open_dm(self, conv: str, kind: str, a: str, b: str, ts: int) -> Write[ConvRecord]:
+        """The pair's conversation, created (with both as members) on first open;
+        ``BLOCKED`` when either side blocks the other."""
+        ...
+
+    def create(
+        self, kind: str, prefix: str, owner: str, author: dict[str, Any], name: str, attrs: dict[str, Any], ts: int
+    ) -> Write[tuple[ConvRecord, SystemMessage]]:
+        """A conversation with the id ``<prefix><n>`` (n counted per kind), the
+        owner as its first member (role ``owner``) and a ``created`` message."""
+        ...
+
+    def announce(
+        self, conv: str, actor: str, author: dict[str, Any], text: str, ts: int, check: AdminCheck
+    ) -> Write[SystemMessage]: ...
+
+    async def get(self, conv: str) -> ConvRecord | None: ...
+
+    async def load(self, conv: str) -> ConvSnapshot | None:
+        """What the hot path caches: kind, members with roles, mutes."""
+        ...
+
+    async def listing(
+        self, kind: str, category: str | None, after: str | None, limit: int
+    ) -> tuple[list[ConvRecord], str | None]:
+        """Conversations of ``kind`` by id, after the cursor; the next cursor."""
+        ...
+
+
+class Members(Protocol):
+    """Stored membership: who is in a conversation, their role, read cursor and mute."""
+
+    def join(self, conv: str, user: str, author: dict[str, Any], ts: int, check: KindCheck) -> Write[
+        tuple[ConvRecord, SystemMessage]
+    ]:
+        """``CONFLICT`` if already a member; the ``join`` message's seq becomes the
+        member's join point (``sync`` starts there)."""
+        ...
+
+    def leave(self, conv: str, user: str, author: dict[str, Any], ts: int, check: RoleCheck) -> Write[SystemMessage]:
+        ...
+
+    def set_role(
+        self, conv: str, actor: str, author: dict[str, Any], user: str, role: str, ts: int, check: AdminCheck
+    ) -> Write[SystemMessage]: ...
+
+    def mute(
+        self, conv: str, actor: str, author: dict[str, Any], user: str, until: int, ts: int, check: AdminCheck
+    ) -> Write[SystemMessage]: ...
+
+    def mark_read(self, conv: str, user: str, seq: int) -> Write[tuple[int, int, bool]]:
+        """Move the read cursor up to ``seq`` (never back, never past the last
+        message): (read_seq, unread, whether it moved)."""
+        ...
+
+    async def convs_of(self, user: str) -> list[str]: ...
+
+    async def is_member(self, conv: str, user: str) -> bool: ...
+
+    async def page(self, conv: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]: ...
+
+    async def view(self, user: str, after: str | None, limit: int) -> tuple[list[MemberView], str | None]:
+        """The user's conversations with their own cursor, by id."""
+        ...
+
+
+class Blocks(Protocol):
+    def set(self, blocker: str, blocked: str, on: bool) -> Write[None]: ...
+
+    async def between(self, a: str, b: str) -> bool:
+        """Whether either of the two blocks the other."""
+        ...
+
+
+class Ledger(Protocol):
+    """Points (invariant 8): append-only entries keyed by their idempotency key."""
+
+    def apply_awards(self, awards: Sequence[Any], ts: int) -> Write[list[Entry]]:
+        """Hook awards (``chatd.points.Award``); entries that were new."""
+        ...
+
+    def tip(self, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) -> Write[dict[str, Any]]: ...
+
+    def send_red_packet(
+        self,
+        user: str,
+        author: dict[str, Any],
+        rid: str,
+        conv: str,
+        total: int,
+        shares: int,
+        split: str,
+        amounts: Callable[[], list[int]],
+        ts: int,
+        ttl_ms: int,
+    ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
+        """``amounts()`` draws the shares once the sender's membership was checked."""
+        ...
+
+    def claim_red_packet(self, user: str, pid: str, ts: int) -> Write[dict[str, Any]]: ...
+
+    def expire_red_packets(self, now: int) -> Write[dict[str, dict[str, Any]]]:
+        """Refund what expired packets hold; per sender the ``points`` push."""
+        ...
+
+    async def balance(self, user: str) -> dict[str, int]: ...
+
+    async def recent(self, user: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]: ...
+
+    async def leaderboard(self, limit: int) -> list[dict[str, Any]]: ...
+
+
+class Outbox(Protocol):
+    """Interaction events (invariant 7) and the cursors of their consumers. A
+    message row is itself the outbox entry of ``message.sent`` and of a join;
+    other interactions write an event row in their own transaction."""
+
+    async def messages_after(self, pos: int, limit: int) -> list[MessageRow]: ...
+
+    async def events_after(self, id: int, limit: int) -> list[EventRow]: ...
+
+    def init_cursors(self, names: Sequence[str]) -> Write[None]:
+        """A consumer seen for the first time starts at the current head."""
+        ...
+
+    async def cursors(self, name: str) -> dict[str, int]: ...
+
+    def commit(
+        self, name: str, awards: Sequence[Any], cursors: dict[str, int], ts: int, failure: HookFailure | None
+    ) -> Write[dict[str, dict[str, Any]]]:
+        """A consumer's awards and its cursors in one transaction (exactly-once
+        awards); per user who got points, the ``points`` push."""
+        ...
+
+
+class Leases(Protocol):
+    def take(self, name: str, owner: str, now: int, ms: int) -> Write[tuple[bool, int]]:
+        """Take or renew lease ``name`` until ``now + ms`` unless another owner
+        holds it unexpired: (held by ``owner`` now, when it runs out)."""
+        ...
+
+
+class Store(Protocol):
+    """An engine: its repositories, and the batch transaction they all write through."""
+
+    @property
+    def messages(self) -> Messages: ...
+
+    @property
+    def conversations(self) -> Conversations: ...
+
+    @property
+    def members(self) -> Members: ...
+
+    @property
+    def blocks(self) -> Blocks: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def leases(self) -> Leases: ...
+
+    async def open(self) -> None:
+        """Open, migrating to the current schema (the embedded default migrates on start)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
+        """Run ``ops`` in one transaction. Returns each op's result (a value, or
+        the exception that op raised, its writes undone) and the head ``pos``
+        after the commit. Raises :class:`StoreUnavailable` when the transaction
+        as a whole failed: then nothing was committed."""
+        ...
+
+
+__all__ = [
+    "AdminCheck",
+    "Blocks",
+    "Conversations",
+    "KindCheck",
+    "Leases",
+    "Ledger",
+    "Members",
+    "Messages",
+    "Outbox",
+    "RecallCheck",
+    "RequestError",
+    "RoleCheck",
+    "Store",
+    "StoreUnavailable",
+    "Write",
+]

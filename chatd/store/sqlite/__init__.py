@@ -1,0 +1,66 @@
+"""The embedded store: SQLite in WAL mode, one writer thread, aiosqlite readers.
+
+Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixins):
+
+* ``engine``        opening, the writer thread, batched transactions, readers
+* ``schema``        versioned migrations
+* ``messages``      message rows; append / recall / history / sync
+* ``conversations`` conversations and blocks
+* ``members``       membership, roles, read cursors, mutes
+* ``ledger``        points: entries, balances, tips, red packets
+* ``outbox``        interaction events and their consumers' cursors
+* ``leases``        one holder at a time
+
+This folder is the only code in chatd that speaks SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ..base import Write
+from .conversations import SqliteBlocks, SqliteConversations
+from .engine import Engine, set_wal
+from .leases import SqliteLeases
+from .ledger import SqliteLedger
+from .members import SqliteMembers
+from .messages import SqliteMessages
+from .outbox import SqliteOutbox
+from .schema import migrate
+
+
+class SqliteStore:
+    def __init__(self, path: str, *, sync: str = "full") -> None:
+        self.path = path
+        self.engine = Engine(path, sync=sync)
+        self.messages = SqliteMessages(self.engine)
+        self.conversations = SqliteConversations(self.engine)
+        self.members = SqliteMembers(self.engine)
+        self.blocks = SqliteBlocks(self.engine)
+        self.ledger = SqliteLedger(self.engine)
+        self.outbox = SqliteOutbox(self.engine)
+        self.leases = SqliteLeases()
+
+    async def open(self) -> None:
+        await self.engine.open()
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
+        return await self.engine.run_batch(ops)
+
+
+def prepare(path: str) -> None:
+    """Create or migrate the file before processes fork (``--workers``)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        set_wal(conn)
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+__all__ = ["SqliteStore", "prepare"]

@@ -1,0 +1,157 @@
+"""Conversations and blocks.
+
+Write functions run on the writer thread inside a batch and check their own
+preconditions against the database, so they stay correct when several
+processes share one store; what the conversation's kind allows is asked of the
+``check`` the caller passes (``chatd.kinds``). They raise RequestError to
+refuse; the batch rolls back that write alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatd_protocol import Err, RequestError
+
+from ..base import AdminCheck, Write
+from ..records import ConvRecord, ConvSnapshot, SystemMessage
+from .engine import Engine, Tx
+from .messages import kind_of, role_of, system
+
+CONV_COLUMNS = "id, kind, name, category, certified, description, announcement, owner, member_count, last_seq"
+
+
+def record(row: Any) -> ConvRecord:
+    cid, kind, name, category, certified, description, announcement, owner, count, last = row
+    attrs = {
+        "category": category,
+        "certified": bool(certified),
+        "description": description,
+        "announcement": announcement,
+    }
+    return ConvRecord(cid, kind, name, count, last, owner, attrs)
+
+
+def get(tx: Tx, conv: str) -> ConvRecord:
+    return record(tx.execute(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,)).fetchone())
+
+
+def blocked(tx: Tx, a: str, b: str) -> bool:
+    row = tx.execute(
+        "SELECT 1 FROM blocks WHERE (blocker = ? AND blocked = ?) OR (blocker = ? AND blocked = ?)", (a, b, b, a)
+    ).fetchone()
+    return row is not None
+
+
+def open_dm(tx: Tx, conv: str, kind: str, a: str, b: str, ts: int) -> ConvRecord:
+    if blocked(tx, a, b):
+        raise RequestError(Err.BLOCKED, "this conversation is blocked")
+    cur = tx.execute(
+        "INSERT OR IGNORE INTO conversations(id, kind, created_ts, member_count) VALUES (?, ?, ?, 2)", (conv, kind, ts)
+    )
+    if cur.rowcount:
+        tx.conn.executemany("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", ((conv, a), (conv, b)))
+    return get(tx, conv)
+
+
+def create(
+    tx: Tx, kind: str, prefix: str, owner: str, author: dict[str, Any], name: str, attrs: dict[str, Any], ts: int
+) -> tuple[ConvRecord, SystemMessage]:
+    row = tx.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (kind,)).fetchone()
+    if row is None:  # a kind's first conversation
+        tx.execute("INSERT INTO counters VALUES (?, 1)", (kind,))
+        row = (1,)
+    conv = f"{prefix}{row[0]}"
+    tx.execute(
+        "INSERT INTO conversations(id, kind, name, category, certified, description, owner,"
+        " created_ts, member_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+        (
+            conv,
+            kind,
+            name,
+            attrs.get("category"),
+            int(bool(attrs.get("certified"))),
+            attrs.get("description", ""),
+            owner,
+            ts,
+        ),
+    )
+    tx.execute("INSERT INTO members(conv, user, role, joined_seq) VALUES (?, ?, 'owner', 1)", (conv, owner))
+    event = system(tx, conv, owner, author, ts, {"type": "created", "name": name})
+    tx.flush()  # write the batch counters back: the reply's last_seq counts this op's event
+    return get(tx, conv), event
+
+
+def announce(
+    tx: Tx, conv: str, actor: str, author: dict[str, Any], text: str, ts: int, check: AdminCheck
+) -> SystemMessage:
+    check(kind_of(tx, conv) or "", role_of(tx, conv, actor), None)
+    tx.execute("UPDATE conversations SET announcement = ? WHERE id = ?", (text, conv))
+    return system(tx, conv, actor, author, ts, {"type": "announce", "text": text})
+
+
+def set_block(tx: Tx, blocker: str, blocked: str, on: bool) -> None:
+    if on:
+        tx.execute("INSERT OR IGNORE INTO blocks VALUES (?, ?)", (blocker, blocked))
+    else:
+        tx.execute("DELETE FROM blocks WHERE blocker = ? AND blocked = ?", (blocker, blocked))
+
+
+class SqliteConversations:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+
+    def open_dm(self, conv: str, kind: str, a: str, b: str, ts: int) -> Write[ConvRecord]:
+        return Write(open_dm, (conv, kind, a, b, ts))
+
+    def create(
+        self, kind: str, prefix: str, owner: str, author: dict[str, Any], name: str, attrs: dict[str, Any], ts: int
+    ) -> Write[tuple[ConvRecord, SystemMessage]]:
+        return Write(create, (kind, prefix, owner, author, name, attrs, ts))
+
+    def announce(
+        self, conv: str, actor: str, author: dict[str, Any], text: str, ts: int, check: AdminCheck
+    ) -> Write[SystemMessage]:
+        return Write(announce, (conv, actor, author, text, ts, check))
+
+    async def get(self, conv: str) -> ConvRecord | None:
+        row = await self.db.fetchone(f"SELECT {CONV_COLUMNS} FROM conversations WHERE id = ?", (conv,))
+        return record(row) if row else None
+
+    async def load(self, conv: str) -> ConvSnapshot | None:
+        row = await self.db.fetchone("SELECT kind FROM conversations WHERE id = ?", (conv,))
+        if row is None:
+            return None
+        rows = await self.db.fetchall("SELECT user, role, muted_until FROM members WHERE conv = ?", (conv,))
+        return ConvSnapshot(row[0], {u: r for u, r, _ in rows}, {u: m for u, _, m in rows if m})
+
+    async def listing(
+        self, kind: str, category: str | None, after: str | None, limit: int
+    ) -> tuple[list[ConvRecord], str | None]:
+        sql = f"SELECT {CONV_COLUMNS} FROM conversations WHERE kind = ?"
+        args: list[Any] = [kind]
+        if category is not None:
+            sql += " AND category = ?"
+            args.append(category)
+        if after is not None:
+            sql += " AND id > ?"
+            args.append(after)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit + 1)
+        rows = await self.db.fetchall(sql, args)
+        out = [record(r) for r in rows[:limit]]
+        return out, (out[-1].conv if len(rows) > limit else None)
+
+
+class SqliteBlocks:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+
+    def set(self, blocker: str, blocked: str, on: bool) -> Write[None]:
+        return Write(set_block, (blocker, blocked, on))
+
+    async def between(self, a: str, b: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM blocks WHERE (blocker = ? AND blocked = ?) OR (blocker = ? AND blocked = ?)", (a, b, b, a)
+        )
+        return row is not None

@@ -1,0 +1,196 @@
+"""Messages: the one table every conversation event lands in.
+
+Write functions here run on the writer thread inside a batch (``fn(tx, ...)``,
+see engine.py); the repository's methods wrap them in a
+:class:`~chatd.store.base.Write`. Reads are coroutines on the reader.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from chatd_protocol import Err, RequestError
+
+from ..base import RecallCheck, Write
+from ..records import (
+    SENDER_READS,
+    SYSTEM,
+    TEXT,
+    Appended,
+    ConvCursor,
+    Effect,
+    SystemMessage,
+    message_wire,
+    pack,
+    unpack,
+)
+from .engine import Engine, Tx
+
+COLUMNS = "conv, seq, pos, sender, cid, ts, kind, data, recalled"
+
+
+def row_to_wire(row: Any) -> dict[str, Any]:
+    conv, seq, pos, sender, cid, ts, kind, data, recalled = row
+    return message_wire(conv, seq, pos, sender, cid, ts, kind, unpack(data), bool(recalled))
+
+
+def append(
+    tx: Tx,
+    conv: str,
+    sender: str,
+    cid: str | None,
+    ts: int,
+    kind: int,
+    data: bytes,
+    effects: tuple[Effect, ...] = (SENDER_READS,),
+) -> Appended:
+    """Append one message with the next seq and pos of this transaction.
+
+    Idempotent on (sender, cid): the unique index refuses a known pair, and the
+    original position comes back with ``dup=True``; nothing is written. Writes
+    nothing before it can fail with RequestError (a ``savepoint=False`` op).
+    """
+    seq, pos = tx.alloc(conv)
+    try:
+        tx.execute(
+            "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (pos, conv, seq, sender, cid, ts, kind, data),
+        )
+    except sqlite3.IntegrityError:
+        tx.unalloc(conv)
+        row = None
+        if cid is not None:
+            row = tx.execute(
+                "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
+            ).fetchone()
+        if row is None:
+            raise
+        return Appended(row[0], row[1], row[2], row[3], True)
+    for effect in effects:
+        if effect is SENDER_READS:
+            tx.mark_read(conv, sender, seq)  # deferred: one UPDATE per member and batch
+        else:
+            raise ValueError(f"unknown effect {effect.name!r}")
+    return Appended(conv, seq, pos, ts, False)
+
+
+def system(tx: Tx, conv: str, actor: str, author: dict[str, Any], ts: int, event: dict[str, Any]) -> SystemMessage:
+    """A system message (joins, roles, recalls...); it counts as read for its actor."""
+    a = append(tx, conv, actor, None, ts, SYSTEM, pack({"a": author, "e": event}))
+    return SystemMessage(message_wire(conv, a.seq, a.pos, actor, None, ts, SYSTEM, {"a": author, "e": event}))
+
+
+def role_of(tx: Tx, conv: str, user: str) -> str | None:
+    row = tx.execute("SELECT role FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone()
+    return row[0] if row else None
+
+
+def kind_of(tx: Tx, conv: str) -> str | None:
+    row = tx.execute("SELECT kind FROM conversations WHERE id = ?", (conv,)).fetchone()
+    return row[0] if row else None
+
+
+def recall(
+    tx: Tx, conv: str, seq: int, actor: str, author: dict[str, Any], ts: int, check: RecallCheck
+) -> SystemMessage:
+    row = tx.execute(f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    if row is None or row[6] != TEXT:
+        raise RequestError(Err.NOT_FOUND, f"no message {seq} in {conv}")
+    role = role_of(tx, conv, actor)
+    if role is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+    sender, sent_ts, recalled = row[3], row[5], row[8]
+    if recalled:
+        raise RequestError(Err.CONFLICT, "already recalled")
+    check(kind_of(tx, conv) or "", role, sender == actor, ts - sent_ts)
+    original_author = unpack(row[7]).get("a", {})
+    # the content is gone from the store; the seq stays
+    tx.execute(
+        "UPDATE messages SET recalled = 1, data = ? WHERE conv = ? AND seq = ?",
+        (pack({"a": original_author}), conv, seq),
+    )
+    return system(tx, conv, actor, author, ts, {"type": "recall", "seq": seq})
+
+
+# -- reads ------------------------------------------------------------------
+
+# A history or sync reply stops adding messages past this many stored bytes and
+# says ``more``: a reply stays well under 1 MiB whatever the message sizes.
+REPLY_BUDGET = 256 * 1024
+
+
+def _within_budget(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
+    """The first rows that fit both ``limit`` and REPLY_BUDGET, and whether more remain."""
+    used = 0
+    for i, row in enumerate(rows):
+        used += len(row[7]) + 64
+        if i == limit or (used > REPLY_BUDGET and i > 0):
+            return rows[:i], True
+    return rows, False
+
+
+class SqliteMessages:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+
+    def append(
+        self, conv: str, sender: str, cid: str | None, ts: int, data: bytes, effects: tuple[Effect, ...]
+    ) -> Write[Appended]:
+        return Write(append, (conv, sender, cid, ts, TEXT, data, effects), savepoint=False)
+
+    def recall(
+        self, conv: str, seq: int, actor: str, author: dict[str, Any], ts: int, check: RecallCheck
+    ) -> Write[SystemMessage]:
+        return Write(recall, (conv, seq, actor, author, ts, check))
+
+    async def history(self, conv: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        bound = before if before is not None else 2**62
+        rows = await self.db.fetchall(
+            f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (conv, bound, limit + 1),
+        )
+        rows, more = _within_budget(rows, limit)
+        rows.reverse()
+        return [row_to_wire(r) for r in rows], more
+
+    async def find(self, sender: str, cid: str) -> Appended | None:
+        row = await self.db.fetchone(
+            "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
+        )
+        return None if row is None else Appended(row[0], row[1], row[2], row[3], True)
+
+    async def head(self) -> int:
+        row = await self.db.fetchone("SELECT value FROM counters WHERE name = 'pos'")
+        return int(row[0])
+
+    async def since(self, user: str, pos: int, limit: int) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:
+        """Only conversations whose ``last_pos`` moved are visited (one index probe
+        per membership, no rows for the others); for each, the messages come from
+        the (conv, pos) index."""
+        changed = await self.db.fetchall(
+            "SELECT c.id, c.last_seq, m.read_seq, m.joined_seq FROM members m"
+            " JOIN conversations c ON c.id = m.conv"
+            " WHERE m.user = ? AND c.last_pos > ?",
+            (user, pos),
+        )
+        if not changed:
+            return [], [], False
+        # CROSS JOIN pins the join order: memberships first, then the (conv, pos) index.
+        rows = await self.db.fetchall(
+            "SELECT m.conv, m.seq, m.pos, m.sender, m.cid, m.ts, m.kind, m.data, m.recalled"
+            " FROM members mb CROSS JOIN conversations c CROSS JOIN messages m"
+            " WHERE mb.user = ? AND c.id = mb.conv AND c.last_pos > ?"
+            " AND m.conv = mb.conv AND m.pos > ? AND m.seq >= mb.joined_seq"
+            " ORDER BY m.pos LIMIT ?",
+            (user, pos, pos, limit + 1),
+        )
+        rows, more = _within_budget(rows, limit)
+        return [row_to_wire(r) for r in rows], [ConvCursor(c, last, read) for c, last, read, _ in changed], more
+
+    async def between(self, conv: str, after: int, before: int) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            f"SELECT {COLUMNS} FROM messages WHERE conv = ? AND seq > ? AND seq < ? ORDER BY seq LIMIT 1000",
+            (conv, after, before),
+        )
+        return [row_to_wire(r) for r in rows]
