@@ -196,8 +196,7 @@ def main() -> None:
         return
     args.rates = args.rates or [200.0, 500.0, 2000.0]
     args.window = args.window or (3.0 if args.quick else 10.0)
-    benchlib.install_watchdog(180)
-    rows = benchlib.run_pinned(_measure(args))
+    rows = benchlib.run_pinned(_measure(args), watchdog=180)
     table = benchlib.md_table(
         rows,
         [

@@ -27,241 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import os
-import sys
-import tempfile
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import benchlib
-import orjson
 import wsload
-
-NODES = {"floor": 1, "chatd": 1, "chatd2": 2}  # chatd processes per target
-TARGETS = {
-    "both": ["floor", "chatd"],
-    "all": ["floor", "chatd", "chatd2"],
-    "cluster": ["chatd", "chatd2"],
-    "floor": ["floor"],
-    "chatd": ["chatd"],
-    "chatd2": ["chatd2"],
-}
-
-
-class Target:
-    """One server under test (one or several processes, maybe a redis-server),
-    with its connections, grouped by circle."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.procs: list[Any] = []  # the server processes whose CPU is "server"
-        self.ports: list[int] = []
-        self.redis: Any = None
-        self.redis_port = 0
-        self.stats = wsload.Stats()
-        self.circles: list[list[wsload.WSConn]] = []
-        self.convs: list[str] = []
-        self.send: Callable[[int, int], None] = lambda c, n: None
-        self.setup_s = 0.0
-        self.tmp: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def proc(self) -> Any:
-        return self.procs[0]
-
-    @property
-    def port(self) -> int:
-        return self.ports[0]
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def all_pids(self) -> list[int]:
-        return self.pids() + ([self.redis.pid] if self.redis is not None else [])
-
-    def exited(self) -> Any:
-        return next((p for p in [*self.procs, self.redis] if p is not None and p.poll() is not None), None)
-
-    def close(self) -> None:
-        for circle in self.circles:
-            for c in circle:
-                c.abort()
-        for p in self.procs:
-            benchlib.stop_server(p)
-        if self.redis is not None:
-            benchlib.stop_server(self.redis)
-        if self.tmp is not None:
-            self.tmp.cleanup()
-
-
-async def settle(st: wsload.Stats, quiet: float = 0.7, limit: float = 60.0) -> None:
-    """Wait until no frame has arrived for ``quiet`` seconds."""
-    deadline = time.monotonic() + limit
-    last = -1
-    while time.monotonic() < deadline:
-        n = st.frames
-        if n == last:
-            return
-        last = n
-        await asyncio.sleep(quiet)
-
-
-def push_like(conv: str, seq: int, user: str, text: str, cid: str) -> bytes:
-    """A frame shaped like chatd's msg push (floor runs send this verbatim)."""
-    return orjson.dumps(
-        {
-            "push": "msg",
-            "d": {
-                "conv": conv,
-                "seq": seq,
-                "pos": 100_000 + seq,
-                "ts": time.time_ns() // 1_000_000,
-                "from": user,
-                "author": {"name": user, "type": "owner", "badges": [], "roles": []},
-                "kind": "text",
-                "text": text,
-                "cid": cid,
-            },
-        }
-    )
-
-
-async def setup_floor(t: Target, circles: int, members: int, size: int) -> None:
-    t.ports = [benchlib.free_port()]
-    t.procs = [
-        benchlib.start_server(
-            [sys.executable, str(benchlib.BENCH / "floor_server.py"), "--port", str(t.port)], core=0, name="floor"
-        )
-    ]
-    await benchlib.wait_healthz(t.port, 20, t.proc)
-    t0 = time.monotonic()
-    conns = await wsload.connect_many(
-        circles * members,
-        lambda i: wsload.connect(t.stats, benchlib.HOST, t.port, f"/room/{i // members}"),
-    )
-    t.circles = [conns[c * members : (c + 1) * members] for c in range(circles)]
-    t.convs = [f"c:{c + 1}" for c in range(circles)]
-    users = [f"f{c}_0" for c in range(circles)]
-
-    def send(c: int, n: int) -> None:
-        text = wsload.make_text(size)
-        t.circles[c][0].write_frame(push_like(t.convs[c], n, users[c], text, f"{c}-{n}"))
-
-    t.send = send
-    await settle(t.stats)
-    t.setup_s = time.monotonic() - t0
-
-
-async def setup_chatd(
-    t: Target,
-    circles: int,
-    members: int,
-    size: int,
-    proto: str,
-    extra: list[str],
-    nodes: int = 1,
-    split: str = "member",
-) -> None:
-    """``nodes`` > 1: that many chatd processes on one SQLite file and a redis-server;
-    member m of circle c connects to process (c + m) % nodes, so each circle is split
-    evenly and the circles' senders (m = 0) alternate between the processes.
-    ``split="circle"`` (analysis): every member of circle c on process c % nodes, so
-    messages are still published to Redis but nobody on the other process needs them."""
-    t.tmp = tempfile.TemporaryDirectory(prefix="bench-chatd-")
-    db = os.path.join(t.tmp.name, "chatd.db")
-    if nodes > 1:
-        t.redis, t.redis_port = benchlib.start_redis(core=0)
-        extra = [*extra, "--redis-url", f"redis://{benchlib.HOST}:{t.redis_port}/0"]
-    for _ in range(nodes):  # one after the other: the first one creates the schema
-        port = benchlib.free_port()
-        proc = benchlib.start_chatd(port, db, extra)
-        t.procs.append(proc)
-        t.ports.append(port)
-        await benchlib.wait_healthz(port, 30, proc)
-    t0 = time.monotonic()
-    tokens = benchlib.Tokens()
-    users = [f"f{i // members}_{i % members}" for i in range(circles * members)]
-
-    def port_of(i: int) -> int:
-        if split == "circle":
-            return t.ports[(i // members) % nodes]
-        return t.ports[(i // members + i % members) % nodes]
-
-    conns = await wsload.connect_many(
-        len(users), lambda i: benchlib.chatd_client(t.stats, port_of(i), users[i], tokens.get(users[i]), proto)
-    )
-    t.circles = [conns[c * members : (c + 1) * members] for c in range(circles)]
-    reps = await asyncio.gather(
-        *(
-            circle[0].request("circle.create", {"name": f"bench {c}", "category": "interest"})
-            for c, circle in enumerate(t.circles)
-        )
-    )
-    t.convs = [benchlib.check_reply(r, "circle.create")["conv"] for r in reps]
-    sem = asyncio.Semaphore(200)
-
-    async def join(conn: wsload.WSConn, conv: str) -> None:
-        async with sem:
-            benchlib.check_reply(await asyncio.wait_for(conn.request("circle.join", {"conv": conv}), 60), "join")
-
-    await asyncio.gather(*(join(conn, t.convs[c]) for c, circle in enumerate(t.circles) for conn in circle[1:]))
-    ids = itertools.count(1_000_000)
-
-    def send(c: int, n: int) -> None:
-        text = wsload.make_text(size)
-        i = next(ids)  # request id and cid unique for the run: a repeated cid is an idempotent retry
-        t.circles[c][0].send_obj({"id": i, "op": "send", "d": {"conv": t.convs[c], "cid": f"b{i}", "text": text}})
-
-    t.send = send
-    await settle(t.stats)
-    t.setup_s = time.monotonic() - t0
-
-
-async def drive(t: Target, msgs_per_s: float, stop: asyncio.Event, counter: list[int]) -> None:
-    """Open loop: send ``msgs_per_s`` in total, round-robin over the circles' senders."""
-    n_circles = len(t.circles)
-    t0 = time.monotonic()
-    sent = 0
-    k = 0
-    seq = [0] * n_circles
-    while not stop.is_set():
-        await asyncio.sleep(0.002)
-        due = int((time.monotonic() - t0) * msgs_per_s) - sent
-        for _ in range(due):
-            seq[k] += 1
-            t.send(k, seq[k])
-            k = (k + 1) % n_circles
-        sent += due
-        counter[0] += due
-
-
-def counters(t: Target) -> dict[str, float]:
-    """chatd's counters summed over its processes, and Redis' PUBLISH stats."""
-    out: Counter[str] = Counter()
-    if t.name.startswith("chatd"):
-        for port in t.ports:
-            try:
-                m = benchlib.scrape_metrics(port)
-            except OSError:
-                continue
-            out["messages"] += m.get('chatd_messages_total{kind="text"}', 0)
-            out["deliveries"] += m.get("chatd_deliveries_total", 0)
-            out["commits"] += m.get("chatd_store_batch_size_count", 0)
-            out["commit_s"] += m.get("chatd_store_commit_seconds_sum", 0)
-            out["published"] += m.get("chatd_bus_published_total", 0)
-            out["received"] += m.get("chatd_bus_received_total", 0)
-            out["dropped"] += m.get("chatd_bus_dropped_total", 0)
-            out["gaps_filled"] += m.get("chatd_bus_gaps_filled_total", 0)
-    if t.redis is not None:
-        cs = benchlib.redis_cmdstats(t.redis_port)
-        out["redis_publish_calls"] = cs.get("publish", {}).get("calls", 0)
-        out["redis_publish_usec"] = cs.get("publish", {}).get("usec", 0)
-        out["redis_cmd_calls"] = sum(v.get("calls", 0) for v in cs.values())
-    return dict(out)
+from fanout_targets import NODES, TARGETS, Target, counters, drive, setup_chatd, setup_floor
 
 
 def report_profiles(spies: list[tuple[int, Path, Any]], name: str, rate: int, wait: float) -> None:
@@ -308,13 +80,8 @@ async def phase(
     k0 = counters(t)
     st.reset_window()
     st.recording = True
-    su0, ss0 = benchlib.cpu_times(pids)
-    nodes0 = [sum(benchlib.cpu_times(p)) for p in pids]
-    r0 = sum(benchlib.cpu_times(t.redis.pid)) if t.redis is not None else 0.0
-    x0 = sum(benchlib.ctx_switches(pids))
-    rx0 = sum(benchlib.ctx_switches(t.redis.pid)) if t.redis is not None else 0
-    g0, w0 = wsload.cpu_seconds(), time.monotonic()
-    others = benchlib.OtherLoad(t.all_pids())
+    redis = t.redis.pid if t.redis is not None else None
+    w = benchlib.Window(pids, redis, per_process=len(pids) > 1, ctx=True).start()
     sent0 = sent[0]
     spies: list[tuple[int, Path, Any]] = []
     if args is not None and args.profile and t.name.startswith("chatd"):
@@ -327,13 +94,7 @@ async def phase(
         perf = benchlib.start_perf(t.all_pids(), window, perf_out)
     await asyncio.sleep(window)
     st.recording = False
-    su1, ss1 = benchlib.cpu_times(pids)
-    nodes1 = [sum(benchlib.cpu_times(p)) for p in pids]
-    r1 = sum(benchlib.cpu_times(t.redis.pid)) if t.redis is not None else 0.0
-    x1 = sum(benchlib.ctx_switches(pids))
-    rx1 = sum(benchlib.ctx_switches(t.redis.pid)) if t.redis is not None else 0
-    g1, w1 = wsload.cpu_seconds(), time.monotonic()
-    other_pct, steal_pct = others.pct()
+    w.stop()
     sent_w = sent[0] - sent0
     k1 = counters(t)
     k = {name: k1.get(name, 0) - k0.get(name, 0) for name in k1}
@@ -351,7 +112,7 @@ async def phase(
         report_profiles(spies, t.name, rate, window + 15)
     if perf is not None:
         report_perf(perf, perf_out, t, rate, window + 15)
-    el = w1 - w0
+    el = w.elapsed
     d = max(deliveries, 1)
     closes = st.closes - closes0
     errors = st.errors - errors0
@@ -364,20 +125,18 @@ async def phase(
         "achieved_dps": round(deliveries / el),
         "offered_dps": round(sent_w * members / el),
         **wsload.lat_summary_ms(lat),
-        "server_us_per_delivery": round(1e6 * ((su1 - su0) + (ss1 - ss0)) / d, 2),
-        "server_user_us": round(1e6 * (su1 - su0) / d, 2),
-        "server_sys_us": round(1e6 * (ss1 - ss0) / d, 2),
-        "server_cpu_pct": round(100 * ((su1 - su0) + (ss1 - ss0)) / el, 1),
-        "node_cpu_pct": " / ".join(f"{100 * (b - a) / el:.0f}" for a, b in zip(nodes0, nodes1, strict=True))
-        if len(pids) > 1
-        else None,
-        "redis_us_per_delivery": round(1e6 * (r1 - r0) / d, 2) if cluster else None,
-        "redis_cpu_pct": round(100 * (r1 - r0) / el, 1) if cluster else None,
-        "total_us_per_delivery": round(1e6 * ((su1 - su0) + (ss1 - ss0) + (r1 - r0)) / d, 2),
-        "core0_pct": round(100 * ((su1 - su0) + (ss1 - ss0) + (r1 - r0)) / el, 1),
-        "gen_cpu_pct": round(100 * (g1 - g0) / el, 1),
-        "other_pct": other_pct,
-        "steal_pct": steal_pct,
+        "server_us_per_delivery": round(1e6 * w.server / d, 2),
+        "server_user_us": round(1e6 * w.user / d, 2),
+        "server_sys_us": round(1e6 * w.sys / d, 2),
+        "server_cpu_pct": w.pct(w.server),
+        "node_cpu_pct": " / ".join(f"{100 * n / el:.0f}" for n in w.nodes) if len(pids) > 1 else None,
+        "redis_us_per_delivery": round(1e6 * w.redis_cpu / d, 2) if cluster else None,
+        "redis_cpu_pct": w.pct(w.redis_cpu) if cluster else None,
+        "total_us_per_delivery": round(1e6 * (w.server + w.redis_cpu) / d, 2),
+        "core0_pct": w.pct(w.server + w.redis_cpu),
+        "gen_cpu_pct": w.pct(w.gen),
+        "other_pct": w.other_pct,
+        "steal_pct": w.steal_pct,
         "frame_bytes": round(nbytes / d),
         "delivered_pct": round(100 * (st.all_deliveries - all0) / max(sent[0] * members, 1), 2),
         "sent": sent[0],
@@ -391,8 +150,8 @@ async def phase(
         row.update(
             {
                 "msgs_per_commit": round(k.get("messages", 0) / max(k.get("commits", 0), 1), 1),
-                "ctx_per_msg": round((x1 - x0) / msgs, 2),
-                "redis_ctx_per_msg": round((rx1 - rx0) / msgs, 2) if cluster else None,
+                "ctx_per_msg": round(w.ctx_switches / msgs, 2),
+                "redis_ctx_per_msg": round(w.redis_ctx_switches / msgs, 2) if cluster else None,
                 "commit_ms": round(1e3 * k.get("commit_s", 0) / max(k.get("commits", 0), 1), 2),
             }
         )
@@ -418,7 +177,7 @@ async def phase(
         + ")"
         + (f"  redis {row['redis_us_per_delivery']} µs/delivery ({row['redis_cpu_pct']}%)" if cluster else "")
         + f"  generator {row['gen_cpu_pct']}%  "
-        f"others {other_pct}%  delivered {row['delivered_pct']}% (sent {sent[0]}, acks {row['acks']})  frame {row['frame_bytes']} B"
+        f"others {w.other_pct}%  delivered {row['delivered_pct']}% (sent {sent[0]}, acks {row['acks']})  frame {row['frame_bytes']} B"
         + (f"  closes {row['closes']}" if row["closes"] else "")
         + (f"  lost {row['lost']}" if row["lost"] else "")
         + (f"  errors {row['errors']}" if row["errors"] else ""),
@@ -476,20 +235,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 if dead is not None:
                     print(f"  !! {name}: pid {dead.pid} exited ({dead.returncode}):\n{benchlib.log_tail(dead)}")
                     break
-            for proc in t.procs if name.startswith("chatd") else []:
-                tail = benchlib.log_tail(proc, 200)
-                warn = [ln for ln in tail.splitlines() if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln]
-                if warn:
-                    print(
-                        f"  chatd pid {proc.pid} log warnings/errors (last 200 lines):\n    "
-                        + "\n    ".join(warn[-10:])
-                    )
+            if name.startswith("chatd"):
+                benchlib.print_log_warnings(t.procs)
         finally:
             t.close()
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10 circles x 50, 5k and 10k/s, 3 s windows")
     ap.add_argument(
@@ -545,36 +298,35 @@ def main() -> None:
     if "chatd2" in args.targets and "--redis-url" not in benchlib.chatd_help():
         print("this chatd has no --redis-url: no chatd2")
         args.targets.remove("chatd2")
+    return args
 
-    # ~40 s per target (setup, a warm-up and a window per rate, drains) on the full run
-    per_target = 15 + len(args.rates) * (args.warmup + args.window + 8)
-    benchlib.install_watchdog(max(240, int(120 + len(args.targets) * per_target * 1.5)))
-    need = args.circles * args.members + 100
-    if wsload.raise_nofile() < need:
-        raise SystemExit(f"fd limit too low for {need} connections")
-    rows = benchlib.run_pinned(run(args))
-    cols = [
-        ("server", "server"),
-        ("target/s", "target_dps"),
-        ("achieved/s", "achieved_dps"),
-        ("p50 ms", "p50_ms"),
-        ("p99 ms", "p99_ms"),
-        ("max ms", "max_ms"),
-        ("server µs/delivery", "server_us_per_delivery"),
-        ("user µs", "server_user_us"),
-        ("sys µs", "server_sys_us"),
-        ("redis µs/delivery", "redis_us_per_delivery"),
-        ("server core %", "server_cpu_pct"),
-        ("per process %", "node_cpu_pct"),
-        ("redis core %", "redis_cpu_pct"),
-        ("generator CPU %", "gen_cpu_pct"),
-        ("others %", "other_pct"),
-        ("frame B", "frame_bytes"),
-        ("delivered %", "delivered_pct"),
-        ("closes", "closes"),
-        ("errors", "errors"),
-    ]
-    table = benchlib.md_table(rows, cols)
+
+COLS = [
+    ("server", "server"),
+    ("target/s", "target_dps"),
+    ("achieved/s", "achieved_dps"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("max ms", "max_ms"),
+    ("server µs/delivery", "server_us_per_delivery"),
+    ("user µs", "server_user_us"),
+    ("sys µs", "server_sys_us"),
+    ("redis µs/delivery", "redis_us_per_delivery"),
+    ("server core %", "server_cpu_pct"),
+    ("per process %", "node_cpu_pct"),
+    ("redis core %", "redis_cpu_pct"),
+    ("generator CPU %", "gen_cpu_pct"),
+    ("others %", "other_pct"),
+    ("frame B", "frame_bytes"),
+    ("delivered %", "delivered_pct"),
+    ("closes", "closes"),
+    ("errors", "errors"),
+]
+
+
+def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, list[str], str]:
+    """(setup line, ratio lines, the whole text: setup, table, ratios, chatd details)."""
+    table = benchlib.md_table(rows, COLS)
     ratios = []
     for rate in args.rates:
         f = next((r for r in rows if r["server"] == "floor" and r["target_dps"] == rate), None)
@@ -620,6 +372,16 @@ def main() -> None:
         + ("\n" + "\n".join(ratios) + "\n" if ratios else "")
         + ("\n" + "\n".join(detail_lines) + "\n" if detail_lines else "")
     )
+    return setup, ratios, text
+
+
+def main() -> None:
+    args = parse_args()
+    # ~40 s per target (setup, a warm-up and a window per rate, drains) on the full run
+    per_target = 15 + len(args.rates) * (args.warmup + args.window + 8)
+    watchdog = max(240, int(120 + len(args.targets) * per_target * 1.5))
+    rows = benchlib.run_pinned(run(args), watchdog, fds=args.circles * args.members + 100)
+    setup, ratios, text = report(args, rows)
     print("\n" + text)
     if args.profile or args.perf:
         print(f"  profiled run: not saved (profiles in {args.profile or args.perf})")

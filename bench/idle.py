@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
-import tempfile
 import time
 from typing import Any
 
@@ -37,17 +34,14 @@ async def open_conns(kind: str, st: wsload.Stats, port: int, n: int, offset: int
 
 async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]:
     st = wsload.Stats()
-    tmp = tempfile.TemporaryDirectory(prefix="bench-idle-")
-    port = benchlib.free_port()
-    if kind == "floor":
-        proc = benchlib.start_server(
-            [sys.executable, str(benchlib.BENCH / "floor_server.py"), "--port", str(port)], core=0, name="floor"
-        )
-    else:
-        proc = benchlib.start_chatd(port, os.path.join(tmp.name, "chatd.db"))
+    servers = benchlib.Servers()
     conns: list[Any] = []
     try:
-        await benchlib.wait_healthz(port, 30, proc)
+        if kind == "floor":
+            await servers.start_floor()
+        else:
+            await servers.start_chatd(1, prefix="bench-idle-")
+        proc, port = servers.proc, servers.port
         tokens = benchlib.Tokens() if kind == "chatd" else None
         await benchlib.wait_quiet(30, server_pid=proc.pid)
         rss_start = benchlib.rss_kb(proc.pid)
@@ -84,8 +78,7 @@ async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]
     finally:
         for c in conns:
             c.abort()
-        benchlib.stop_server(proc)
-        tmp.cleanup()
+        servers.close()
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -105,11 +98,7 @@ def main() -> None:
     if "chatd" in args.targets and not benchlib.chatd_available():
         print("chatd is not installed yet: floor only")
         args.targets.remove("chatd")
-    benchlib.install_watchdog(200)
-    need = args.conns + args.warm + 100
-    if wsload.raise_nofile() < need:
-        raise SystemExit(f"fd limit too low for {need} connections")
-    rows = benchlib.run_pinned(run(args))
+    rows = benchlib.run_pinned(run(args), watchdog=200, fds=args.conns + args.warm + 100)
     table = benchlib.md_table(
         rows,
         [

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
-import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -96,15 +94,13 @@ def points_lag(db: str) -> tuple[int, int]:
 async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | None = None) -> dict[str, Any]:
     ing = Ingest(args.outstanding, args.size)
     st = ing.stats
-    tmp = tempfile.TemporaryDirectory(prefix="bench-ingest-")
-    port = benchlib.free_port()
-    db = os.path.join(tmp.name, "chatd.db")
+    servers = benchlib.Servers()
     extra = (["--sync", sync] if sync else []) + (["--no-points"] if points is False else [])
-    proc = benchlib.start_chatd(port, db, extra)
     conns: list[wsload.WSConn] = []
     label = f"sync={sync or 'default'}" + ("" if points is None else f" points={'on' if points else 'off'}")
     try:
-        await benchlib.wait_healthz(port, 30, proc)
+        await servers.start_chatd(1, extra, prefix="bench-ingest-")
+        proc, port, db = servers.proc, servers.port, servers.db
         tokens = benchlib.Tokens()
         users = [f"ing{i}" for i in range(args.conns)]
         conns = await wsload.connect_many(
@@ -135,14 +131,10 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
         await asyncio.sleep(args.warmup)
         a0, s0 = ing.acks, ing.sent
         ing.recording = True
-        su0, ss0 = benchlib.cpu_times(proc.pid)
-        g0, w0 = wsload.cpu_seconds(), time.monotonic()
-        others = benchlib.OtherLoad(proc.pid)
+        w = benchlib.Window([proc.pid]).start()
         await asyncio.sleep(args.window)
         ing.recording = False
-        su1, ss1 = benchlib.cpu_times(proc.pid)
-        g1, w1 = wsload.cpu_seconds(), time.monotonic()
-        other_pct, steal_pct = others.pct()
+        w.stop()
         acks = ing.acks - a0
         sent = ing.sent - s0
         ing.running = False
@@ -165,7 +157,7 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
                 f" rules hook when the load stopped; caught up after {row_lag['catch_up_s']} s",
                 flush=True,
             )
-        el = w1 - w0
+        el = w.elapsed
         a = max(acks, 1)
         closes = st.closes - closes0
         row = {
@@ -176,11 +168,11 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
             "acks_per_s": round(acks / el),
             "sent_per_s": round(sent / el),
             **wsload.lat_summary_ms(ing.lat),
-            "server_us_per_ack": round(1e6 * ((su1 - su0) + (ss1 - ss0)) / a, 1),
-            "server_cpu_pct": round(100 * ((su1 - su0) + (ss1 - ss0)) / el, 1),
-            "gen_cpu_pct": round(100 * (g1 - g0) / el, 1),
-            "other_pct": other_pct,
-            "steal_pct": steal_pct,
+            "server_us_per_ack": round(1e6 * w.server / a, 1),
+            "server_cpu_pct": w.pct(w.server),
+            "gen_cpu_pct": w.pct(w.gen),
+            "other_pct": w.other_pct,
+            "steal_pct": w.steal_pct,
             "in_flight_left": sum(len(c.ctx) for c in conns if not c.closed),
             "errors": dict(ing.errors) or None,
             "closes": dict(closes) or None,
@@ -190,7 +182,7 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
         print(
             f"  {label}: {row['acks_per_s']:,} acks/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
             f"server {row['server_us_per_ack']} µs/ack ({row['server_cpu_pct']}% core)  "
-            f"generator {row['gen_cpu_pct']}%  others {other_pct}%"
+            f"generator {row['gen_cpu_pct']}%  others {w.other_pct}%"
             + (f"  errors {row['errors']}" if row["errors"] else "")
             + (f"  closes {row['closes']}" if row["closes"] else ""),
             flush=True,
@@ -199,12 +191,12 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
     finally:
         for c in conns:
             c.abort()
-        benchlib.stop_server(proc)
+        servers.stop()
         if points is not None and "row" in locals():
-            total, left = points_lag(db)
+            total, left = points_lag(servers.db)
             row["messages"], row["awards_pending"] = total, left
             print(f"  {label}: {total:,} messages stored, {left:,} not yet through the rules hook at stop")
-        tmp.cleanup()
+        servers.close()
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -245,9 +237,7 @@ def main() -> None:
     if args.points and "--no-points" in benchlib.chatd_help():
         pts = [False, True] if args.points == "both" else [args.points == "on"]
     args.modes = [(s, p) for s in syncs for p in pts]
-    benchlib.install_watchdog(200)
-    wsload.raise_nofile()
-    rows = benchlib.run_pinned(run(args))
+    rows = benchlib.run_pinned(run(args), watchdog=200)
     table = benchlib.md_table(
         rows,
         [

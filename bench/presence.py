@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import tempfile
 import time
 from collections import Counter
 from typing import Any
@@ -47,17 +45,13 @@ class Change:
         self.pushes: dict[int, int] = {}  # watcher index -> push receive time (ns)
 
 
-class Run:
+class Run(benchlib.Servers):
     """One server setup (1 or 2 processes) with its watchers and targets."""
 
     def __init__(self, name: str, args: argparse.Namespace) -> None:
+        super().__init__()
         self.name = name
         self.args = args
-        self.procs: list[Any] = []
-        self.ports: list[int] = []
-        self.redis: Any = None
-        self.redis_port = 0
-        self.tmp: tempfile.TemporaryDirectory[str] | None = None
         self.stats = wsload.Stats()
         self.tokens = benchlib.Tokens()
         self.watchers: list[wsload.WSConn] = []
@@ -85,25 +79,8 @@ class Run:
     def target_port(self) -> int:
         return self.ports[-1]
 
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def all_pids(self) -> list[int]:
-        return self.pids() + ([self.redis.pid] if self.redis is not None else [])
-
     async def start(self) -> None:
-        self.tmp = tempfile.TemporaryDirectory(prefix="bench-presence-")
-        db = os.path.join(self.tmp.name, "chatd.db")
-        extra = list(self.args.chatd_arg)
-        if NODES[self.name] > 1:
-            self.redis, self.redis_port = benchlib.start_redis(core=0)
-            extra += ["--redis-url", f"redis://{benchlib.HOST}:{self.redis_port}/0"]
-        for _ in range(NODES[self.name]):  # one after the other: the first one creates the schema
-            port = benchlib.free_port()
-            proc = benchlib.start_chatd(port, db, extra)
-            self.procs.append(proc)
-            self.ports.append(port)
-            await benchlib.wait_healthz(port, 30, proc)
+        await self.start_chatd(NODES[self.name], self.args.chatd_arg, prefix="bench-presence-")
 
     def close(self) -> None:
         for t in self.tasks:
@@ -113,12 +90,7 @@ class Run:
         for c in self.target_conns.values():
             if c is not None:
                 c.abort()
-        for p in self.procs:
-            benchlib.stop_server(p)
-        if self.redis is not None:
-            benchlib.stop_server(self.redis)
-        if self.tmp is not None:
-            self.tmp.cleanup()
+        super().close()
 
     # -- watchers ----------------------------------------------------------------
 
@@ -236,16 +208,10 @@ async def measure(r: Run) -> list[dict[str, Any]]:
     await asyncio.sleep(a.warmup)
     pids = r.pids()
     r.recording = True
-    su0, ss0 = benchlib.cpu_times(pids)
-    rc0 = sum(benchlib.cpu_times(r.redis.pid)) if r.redis is not None else 0.0
-    g0, w0 = wsload.cpu_seconds(), time.monotonic()
-    others = benchlib.OtherLoad(r.all_pids())
+    w = benchlib.Window(pids, r.redis.pid if r.redis is not None else None).start()
     await asyncio.sleep(a.window)
     r.recording = False
-    su1, ss1 = benchlib.cpu_times(pids)
-    rc1 = sum(benchlib.cpu_times(r.redis.pid)) if r.redis is not None else 0.0
-    g1, w1 = wsload.cpu_seconds(), time.monotonic()
-    other_pct, _ = others.pct()
+    w.stop()
     stop.set()
     await task
     # drain: let the last changes' pushes arrive
@@ -254,9 +220,8 @@ async def measure(r: Run) -> list[dict[str, Any]]:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
-    el = w1 - w0
+    el = w.elapsed
     win = [c for c in r.changes if c.window]
-    server_s = (su1 - su0) + (ss1 - ss0)
     rows = []
     for kind in ("online", "offline"):
         cs = [c for c in win if c.kind == kind]
@@ -276,12 +241,12 @@ async def measure(r: Run) -> list[dict[str, Any]]:
                 **summary(lat),
                 "auth_p50_ms": wsload.lat_summary_ms(r.auth_ms)["p50_ms"] if kind == "online" else None,
                 "auth_p99_ms": wsload.lat_summary_ms(r.auth_ms)["p99_ms"] if kind == "online" else None,
-                "server_us_per_change": round(1e6 * server_s / max(len(win), 1), 1),
-                "redis_us_per_change": round(1e6 * (rc1 - rc0) / max(len(win), 1), 1) if r.redis else None,
-                "server_cpu_pct": round(100 * server_s / el, 1),
-                "redis_cpu_pct": round(100 * (rc1 - rc0) / el, 1) if r.redis else None,
-                "gen_cpu_pct": round(100 * (g1 - g0) / el, 1),
-                "other_pct": other_pct,
+                "server_us_per_change": round(1e6 * w.server / max(len(win), 1), 1),
+                "redis_us_per_change": round(1e6 * w.redis_cpu / max(len(win), 1), 1) if r.redis else None,
+                "server_cpu_pct": w.pct(w.server),
+                "redis_cpu_pct": w.pct(w.redis_cpu) if r.redis else None,
+                "gen_cpu_pct": w.pct(w.gen),
+                "other_pct": w.other_pct,
                 "unmatched": r.unmatched or None,
                 "dup_pushes": r.dup_pushes or None,
                 "skipped": r.skipped or None,
@@ -303,7 +268,7 @@ async def measure(r: Run) -> list[dict[str, Any]]:
     print(
         f"  {r.name:6} server {row['server_us_per_change']} µs/change ({row['server_cpu_pct']}% core)"
         + (f"  redis {row['redis_us_per_change']} µs/change ({row['redis_cpu_pct']}%)" if r.redis else "")
-        + f"  generator {row['gen_cpu_pct']}%  others {other_pct}%"
+        + f"  generator {row['gen_cpu_pct']}%  others {w.other_pct}%"
         + (f"  unmatched pushes {r.unmatched}" if r.unmatched else "")
         + (f"  duplicate pushes {r.dup_pushes}" if r.dup_pushes else "")
         + (f"  skipped (target busy) {r.skipped}" if r.skipped else "")
@@ -312,14 +277,7 @@ async def measure(r: Run) -> list[dict[str, Any]]:
         + (f"  errors {dict(r.stats.errors)}" if r.stats.errors else ""),
         flush=True,
     )
-    for proc in r.procs:
-        warn = [
-            ln
-            for ln in benchlib.log_tail(proc, 200).splitlines()
-            if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln
-        ]
-        if warn:
-            print(f"  chatd pid {proc.pid} log warnings/errors:\n    " + "\n    ".join(warn[-10:]))
+    benchlib.print_log_warnings(r.procs)
     return rows
 
 
@@ -365,9 +323,8 @@ def main() -> None:
         print("this chatd has no --redis-url: no chatd2")
         args.setups.remove("chatd2")
 
-    benchlib.install_watchdog(int(60 + len(args.setups) * (40 + args.warmup + args.window) * 1.5))
-    wsload.raise_nofile()
-    rows = benchlib.run_pinned(run(args))
+    watchdog = int(60 + len(args.setups) * (40 + args.warmup + args.window) * 1.5)
+    rows = benchlib.run_pinned(run(args), watchdog)
     table = benchlib.md_table(
         rows,
         [

@@ -115,13 +115,6 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
 class WSConn(asyncio.Protocol):
     """One WebSocket client connection."""
 
@@ -530,7 +523,7 @@ def main() -> None:
     import benchlib
 
     benchlib.install_watchdog(170)
-    raise_nofile()
+    benchlib.raise_nofile()
     benchlib.pin_self(1)
     conns = args.conns or (1000 if args.quick else 5000)
     seconds = args.seconds or (2.0 if args.quick else 5.0)

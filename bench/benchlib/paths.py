@@ -1,0 +1,24 @@
+"""Where the benchmarks live: the bench folder, the repository and its revision, the results, the venv."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+VENV_BIN = Path(sys.executable).parent
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
