@@ -324,8 +324,15 @@ class Session:
         if caller is None:  # cannot happen: requests run only once the session is open
             self.error(req.id, RequestError(Err.INTERNAL, "internal error"))
             return
+        ops = self.env.ops
         try:
-            result = await self.env.ops.run(caller, req.op, req.d)
+            if req.op in ops.deferred:  # answered from its commit, like the fast path
+                result = await ops.run_deferred(caller, req.op, req.id, req.d, self)
+                if result is None:
+                    self.inflight += 1
+                    return
+            else:
+                result = await ops.run(caller, req.op, req.d)
         except RequestError as exc:
             self.error(req.id, exc)
             return

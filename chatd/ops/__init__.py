@@ -9,13 +9,14 @@ any caller runs one: the WebSocket session, an HTTP admin request, a test.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
 
-from chatd_protocol import OPS, RULES, Err, RequestError, Scope, check_args
+from chatd_protocol import OPS, RULES, Err, RequestError, RequestId, Scope, check_args
 
 from ..core.caller import Caller
 from ..store import StoreUnavailable
-from .base import Args, FastHandler, Handler, Reply, Responder
+from .base import Args, DeferredHandler, FastHandler, Handler, Reply, Responder
 from .circles import Circles
 from .direct import DirectOps
 from .messaging import Messaging
@@ -25,14 +26,23 @@ from .session import SessionOps
 
 log = logging.getLogger("chatd.ops")
 
+T = TypeVar("T")
+
 
 class Ops:
-    def __init__(self, handlers: Mapping[str, Handler], fast: Mapping[str, FastHandler]) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        fast: Mapping[str, FastHandler],
+        deferred: Mapping[str, DeferredHandler],
+    ) -> None:
         if handlers.keys() != OPS.keys():
             missing, extra = OPS.keys() - handlers.keys(), handlers.keys() - OPS.keys()
             raise AssertionError(f"every protocol op has exactly one handler (missing {missing}, extra {extra})")
         self.handlers = dict(handlers)
         self.fast = dict(fast)
+        self.deferred = dict(deferred)
+        assert self.fast.keys() == self.deferred.keys(), "a fast op needs its deferred form"
         self._fast_for: dict[frozenset[Scope], dict[str, FastHandler]] = {}
 
     @staticmethod
@@ -50,14 +60,26 @@ class Ops:
         return table
 
     async def run(self, caller: Caller, op: str, d: Args) -> Reply:
-        """Check the arguments and the caller's scope, run the handler. Raises
+        """Check the caller's scope and the arguments, run the handler. Raises
         :class:`RequestError` for every refusal; a failing store or a bug come
         out as ``unavailable`` / ``internal``, never with their details."""
-        check_args(op, d)
-        if not self.allowed(caller, op):
+        self._check(caller, op, d)
+        return await self._guard(caller, op, self.handlers[op](caller, d))
+
+    async def run_deferred(self, caller: Caller, op: str, rid: RequestId, d: Args, respond: Responder) -> Reply | None:
+        """A socket's request for a fast op (see :data:`DeferredHandler`)."""
+        self._check(caller, op, d)
+        return await self._guard(caller, op, self.deferred[op](caller, rid, d, respond))
+
+    def _check(self, caller: Caller, op: str, d: Args) -> None:
+        if op in RULES and not self.allowed(caller, op):
             raise RequestError(Err.FORBIDDEN, f"{op} needs the {RULES[op].scope.value} scope")
+        check_args(op, d)
+
+    @staticmethod
+    async def _guard(caller: Caller, op: str, run: Awaitable[T]) -> T:
         try:
-            return await self.handlers[op](caller, d)
+            return await run
         except RequestError:
             raise
         except StoreUnavailable:
@@ -108,6 +130,7 @@ def table(
             "redpacket.claim": points.claim_red_packet,
         },
         {"send": messaging.send_now},
+        {"send": messaging.send_later},
     )
 
 

@@ -45,6 +45,11 @@ class Responder(Protocol):
 # True if it handled the request (answering through the responder, maybe
 # later); False to fall back to the async handler. Raises RequestError.
 FastHandler = Callable[[Caller, RequestId, Args, Responder], bool]
+# The fast op's async form for a socket: it awaits what the fast form could not
+# (loading state), then answers through the responder like the fast form and
+# returns None, or returns the reply itself. Unlike the plain handler it never
+# waits for the commit, so the socket's next request is not held behind it.
+DeferredHandler = Callable[[Caller, RequestId, Args, Responder], Awaitable[Reply | None]]
 
 
 async def member_state(directory: Directory, caller: Caller, conv: str) -> tuple[ConvState, str]:

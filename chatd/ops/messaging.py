@@ -120,23 +120,32 @@ class Messaging:
         )
 
     async def send(self, caller: Caller, d: Args) -> Reply:
-        """``send`` when the fast path could not run or refused: load the state
-        and run it; before refusing, look for the same ``cid``: a retry of a
-        message that was stored (say, before the sender was muted) gets its
-        original ack."""
+        """``send`` for a caller that waits for its ack (an HTTP admin request,
+        a test): the ack once committed."""
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        reply = await self._send_or_find(caller, d, fut.set_result, fut.set_exception)
+        return reply if reply is not None else await fut
+
+    async def send_later(self, caller: Caller, rid: RequestId, d: Args, respond: Responder) -> Reply | None:
+        """``send`` when the fast path could not run or refused: it answers
+        through ``respond`` once committed, without holding up the socket."""
+        return await self._send_or_find(
+            caller, d, lambda a: respond.answer(rid, a), functools.partial(respond.refuse, rid)
+        )
+
+    async def _send_or_find(self, caller: Caller, d: Args, ok: Any, fail: Any) -> Reply | None:
+        """Load the state and submit (None: ``ok`` or ``fail`` answers); before
+        refusing, look for the same ``cid``: a retry of a message that was
+        stored (say, before the sender was muted) gets its original ack."""
         try:
             state, _ = await member_state(self.directory, caller, d["conv"])
-            return await self._wait(caller, d, state)
+            self._submit(caller, d, state, ok, fail)
+            return None
         except RequestError:
             original = await self.messages.find(caller.user, d["cid"])
             if original is None:
                 raise
             return {"conv": original.conv, "seq": original.seq, "pos": original.pos, "ts": original.ts, "dup": True}
-
-    async def _wait(self, caller: Caller, d: Args, state: ConvState) -> Reply:
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._submit(caller, d, state, fut.set_result, fut.set_exception)
-        return await fut
 
     async def recall(self, caller: Caller, d: Args) -> Reply:
         conv, seq = d["conv"], d["seq"]

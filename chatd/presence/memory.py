@@ -54,10 +54,19 @@ class MemoryPresence:
         return []
 
     async def leave(self, now: int) -> list[Change]:
-        return []
+        """A clean stop: every device is this node's."""
+        return await self.prune(set(), now)
 
     async def prune(self, live: set[str], now: int) -> list[Change]:
-        return []
+        changes: list[Change] = []
+        for user, devs in list(self.devices.items()):
+            stale = [d for d in devs if d not in live]
+            if stale:
+                for device in stale[:-1]:
+                    devs.pop(device)
+                version, state = await self.drop(user, stale[-1], now)
+                changes.append((user, version, state))
+        return changes
 
     async def close(self) -> None:
         pass
