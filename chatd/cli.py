@@ -14,7 +14,7 @@ import sys
 
 from .app import App
 from .auth import make_token
-from .config import Config
+from .config import DEV_SECRET, Config
 
 
 class JsonFormatter(logging.Formatter):
@@ -173,9 +173,16 @@ async def _run(config: Config, worker: int | None = None) -> int:
 def _token(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("CHATD_SECRET")
     try:
-        kwargs = {"secret": secret} if secret else {}
         print(
-            make_token(args.user, args.type, name=args.name, badges=args.badge, roles=args.role, ttl=args.ttl, **kwargs)
+            make_token(
+                args.user,
+                args.type,
+                name=args.name,
+                badges=args.badge,
+                roles=args.role,
+                ttl=args.ttl,
+                secret=secret or DEV_SECRET,
+            )
         )
     except ValueError as exc:
         print(f"chatd token: {exc}", file=sys.stderr)

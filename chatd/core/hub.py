@@ -98,12 +98,7 @@ class Hub:
 
     def remove(self, user: str, sink: Sink) -> None:
         for conv in self._follows.pop(sink, ()):
-            topic = self.topics.get(conv)
-            if topic is not None:
-                topic[sink.slot].discard(sink)
-                if not topic[0] and not topic[1]:
-                    del self.topics[conv]
-                    self.on_topic(conv, False)
+            self._leave_topic(sink, conv)
         self._left.pop(sink, None)
         peers = self.users.get(user)
         if peers is not None:
@@ -130,18 +125,21 @@ class Hub:
             left.discard(conv)
 
     def unfollow(self, sink: Sink, conv: str) -> None:
-        topic = self.topics.get(conv)
-        if topic is not None:
-            topic[sink.slot].discard(sink)
-            if not topic[0] and not topic[1]:
-                del self.topics[conv]
-                self.on_topic(conv, False)
+        self._leave_topic(sink, conv)
         follows = self._follows.get(sink)
         if follows is not None:
             follows.discard(conv)
         left = self._left.get(sink)
         if left is not None:
             left.add(conv)
+
+    def _leave_topic(self, sink: Sink, conv: str) -> None:
+        topic = self.topics.get(conv)
+        if topic is not None:
+            topic[sink.slot].discard(sink)
+            if not topic[0] and not topic[1]:
+                del self.topics[conv]
+                self.on_topic(conv, False)
 
     def user_follow(self, user: str, conv: str, on: bool = True) -> None:
         """All of ``user``'s local sinks start (or stop) following ``conv``."""

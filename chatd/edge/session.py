@@ -257,7 +257,7 @@ class Session:
         try:
             try:
                 check_args("auth", req.d)
-                identity = verify_token(req.d["token"], cfg.signing_secret)
+                identity = verify_token(req.d["token"], cfg.signing_secret, env.clock.wall_ms() / 1000)
             except RequestError:
                 self.close_soon(Close.AUTH_FAILED, "auth needs a token")
                 return
