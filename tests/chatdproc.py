@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
-from support import ROOT
+from support import ROOT, eventually, healthz
 
 CHATD = ROOT / ".venv" / "bin" / "chatd"
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Proc:
@@ -54,20 +46,11 @@ class Proc:
             )
 
     async def healthy(self, wait: float = 15.0) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
+        async def up() -> bool:
             assert self.p is not None and self.p.poll() is None, self.log.read_text()
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = await reader.read()
-                writer.close()
-                await writer.wait_closed()
-                if data.startswith(b"HTTP/1.1 200"):
-                    return
-            await asyncio.sleep(0.05)
-        raise AssertionError("chatd did not become healthy:\n" + self.log.read_text())
+            return await healthz(self.port)
+
+        await eventually(up, wait, 0.05, lambda: "chatd did not become healthy:\n" + self.log.read_text())
 
     def kill9(self) -> None:
         assert self.p is not None

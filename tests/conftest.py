@@ -15,6 +15,7 @@ from wsclient import WsClient
 
 from chatd.app import App
 from chatd.config import Config
+from chatd.store.sqlite import SqliteStore
 
 ServerFactory = Callable[..., Awaitable[App]]
 ClientFactory = Callable[..., Awaitable[WsClient]]
@@ -23,6 +24,16 @@ ClientFactory = Callable[..., Awaitable[WsClient]]
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "chatd.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    """An opened SQLite store on the test's file, without a server (tests of the
+    core over a real engine). tests/store/ has its own: one per engine."""
+    s = SqliteStore(str(db_path), sync="normal")
+    await s.open()
+    yield s
+    await s.close()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+from support import free_port
 
 MISSING = "chatd tests need redis-server: install Debian's redis-server package or put redis-server on PATH"
 READY_TIMEOUT = 10.0  # seconds for a started server to answer PING
@@ -31,13 +32,6 @@ PORT_BUSY_TIMEOUT = 10.0  # seconds to keep retrying a restart while the port is
 
 class RedisProcError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ping(port: int, timeout: float = 1.0) -> bool:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from chatd_protocol import CODECS, JSON, MSGPACK
 
 from chatd.app import App
 from chatd.auth import make_token
@@ -28,6 +32,32 @@ class FakeClock(ManualClock):
             assert time.monotonic() < deadline, "condition not met in time"
             self.advance(step)
             await asyncio.sleep(0.01)
+
+
+class FakeSink:
+    """A socket as the hub and presence see it (``chatd.core.hub.Sink``): keeps
+    the frames it is given. ``slot`` 0 is msgpack, 1 JSON; ``on_write`` runs
+    after each write (a slow consumer closing itself, say)."""
+
+    def __init__(self, slot: int = 0, on_write: Callable[[bytes], None] | None = None) -> None:
+        self.slot = slot
+        self.writes: list[bytes] = []
+        self.on_write = on_write
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        if self.on_write is not None:
+            self.on_write(data)
+
+    def pushes(self) -> list[dict[str, Any]]:
+        """Every frame written, decoded with the sink's codec: ``{"push": ..., "d": ...}``."""
+        codec = CODECS[(MSGPACK, JSON)[self.slot]]
+        out = []
+        for frame in self.writes:
+            n = frame[1] & 0x7F
+            payload = frame[{126: 4, 127: 10}.get(n, 2) :]
+            out.append(codec.loads(payload.decode() if codec.text else payload))
+        return out
 
 
 def url(app: App | int) -> str:
@@ -66,3 +96,96 @@ async def http_get(port: int, path: str) -> tuple[int, bytes]:
     await writer.wait_closed()
     head, _, body = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def eventually(
+    cond: Callable[[], Any],
+    within: float = 5.0,
+    every: float = 0.02,
+    what: str | Callable[[], str] = "condition not met in time",
+) -> Any:
+    """Poll ``cond()`` (a plain or an async callable) every ``every`` s of real
+    time until it returns something true, and return that; fail with ``what``
+    after ``within`` s. For what another process or thread does: time-based
+    behaviour of the server is driven with a FakeClock instead."""
+    deadline = time.monotonic() + within
+    while True:
+        got = cond()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(what() if callable(what) else what)
+        await asyncio.sleep(every)
+
+
+async def healthz(port: int) -> bool:
+    """Whether the server on ``port`` answers /healthz with 200 (False while it
+    cannot be reached)."""
+    try:
+        return (await http_get(port, "/healthz"))[0] == 200
+    except (OSError, IndexError, ValueError):  # not listening yet, or cut off mid-answer
+        return False
+
+
+# -- what tests do through a raw client (tests/wsclient.py) ---------------------
+
+
+async def circle(
+    owner: Any, *members: Any, name: str = "Circle", category: str = "interest", drain: bool = True
+) -> str:
+    """A circle created by ``owner`` and joined by ``members``; with ``drain``
+    the pushes this caused are dropped from every one's queue."""
+    conv = (await owner.call("circle.create", name=name, category=category))["conv"]
+    for m in members:
+        await m.call("circle.join", conv=conv)
+    if drain:
+        for c in (owner, *members):
+            c.drain_pushes()
+    return str(conv)
+
+
+async def texts(c: Any, conv: str, n: int, wait: float = 5.0, frm: str | None = None) -> list[dict[str, Any]]:
+    """The next ``n`` text messages of ``conv`` (from ``frm``) pushed to ``c``;
+    other pushes are dropped."""
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        m = await c.next_msg(wait)
+        if m["conv"] == conv and m["kind"] == "text" and frm in (None, m["from"]):
+            out.append(m)
+    return out
+
+
+async def history_all(c: Any, conv: str, limit: int = 100) -> list[dict[str, Any]]:
+    """Every message of ``conv``, oldest first, paging ``history`` backwards."""
+    msgs: list[dict[str, Any]] = []
+    before = None
+    while True:
+        args: dict[str, Any] = {"conv": conv, "limit": limit}
+        if before:
+            args["before"] = before
+        page = await c.call("history", **args)
+        msgs = page["messages"] + msgs
+        if not page["more"]:
+            return msgs
+        before = page["messages"][0]["seq"]
+
+
+async def sync_all(c: Any, since: int, limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Catch up from ``since``, paging ``sync`` as the server says: every
+    message in order, and the position to sync from next."""
+    msgs: list[dict[str, Any]] = []
+    pos, more = since, True
+    while more:
+        d = await (c.call("sync", since=pos) if limit is None else c.call("sync", since=pos, limit=limit))
+        msgs += d["messages"]
+        pos, more = d["pos"], d["more"]
+    return msgs, pos

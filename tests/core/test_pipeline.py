@@ -4,8 +4,6 @@ a stopped pipeline refuses; output corked around a batch's callbacks."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from chatd_protocol import Err, RequestError
@@ -14,14 +12,6 @@ from storekit import new_circle, text
 from chatd.core.pipeline import Pipeline
 from chatd.metrics import Metrics
 from chatd.store.sqlite import SqliteStore
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(str(db_path), sync="normal")
-    await s.open()
-    yield s
-    await s.close()
 
 
 class Cork:

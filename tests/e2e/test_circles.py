@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from chatd_protocol.ops import CATEGORIES
-from support import FakeClock
+from support import FakeClock, circle
 
 
 @pytest.fixture
@@ -18,15 +18,6 @@ async def clocked(make_server: Any, clients: Any, fake_clock: FakeClock) -> Any:
         return await clients(app, user, type, **kw)
 
     return make
-
-
-async def circle(owner: Any, *members: Any, name: str = "ES8 Berlin", category: str = "city") -> str:
-    conv = (await owner.call("circle.create", name=name, category=category))["conv"]
-    for m in members:
-        await m.call("circle.join", conv=conv)
-    for c in (owner, *members):
-        c.drain_pushes()
-    return str(conv)
 
 
 @pytest.mark.parametrize("category", CATEGORIES)

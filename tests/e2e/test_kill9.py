@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from chatd_protocol import Reply
-from chatdproc import Proc, free_port
-from support import read_db, token
+from chatdproc import Proc
+from support import free_port, history_all, read_db, token
 from wsclient import WsClient
 
 pytestmark = pytest.mark.slow
@@ -74,17 +74,7 @@ async def test_kill9_loses_no_acknowledged_message(proc: Proc) -> None:
     try:
         stored: dict[str, list[dict[str, Any]]] = {}
         for c in (conv, dm):
-            msgs: list[dict[str, Any]] = []
-            before = None
-            while True:
-                args: dict[str, Any] = {"conv": c, "limit": 100}
-                if before:
-                    args["before"] = before
-                page = await reader.call("history", **args)
-                msgs = page["messages"] + msgs
-                if not page["more"]:
-                    break
-                before = page["messages"][0]["seq"]
+            msgs = await history_all(reader, c)
             stored[c] = msgs
             # gapless from 1
             assert [m["seq"] for m in msgs] == list(range(1, len(msgs) + 1))

@@ -7,16 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from chatd_protocol import ErrorReply, Reply
-from support import read_db
-
-
-async def circle(owner: Any, *members: Any) -> str:
-    conv = (await owner.call("circle.create", name="Circle", category="interest"))["conv"]
-    for m in members:
-        await m.call("circle.join", conv=conv)
-    for c in (owner, *members):
-        c.drain_pushes()
-    return str(conv)
+from support import circle, history_all, read_db, sync_all
 
 
 async def test_ack_only_after_store(connect: Any, db_path: Path, encoding: str) -> None:
@@ -67,17 +58,7 @@ async def test_seq_gapless_with_concurrent_senders(make_server: Any, clients: An
         got = [(await c.next_msg())["seq"] for _ in range(20 * per)]
         assert got == list(range(first, first + 20 * per))
         await c.no_push(0.05)
-    hist = []
-    before = None
-    while True:
-        args: dict[str, Any] = {"conv": conv, "limit": 100}
-        if before:
-            args["before"] = before
-        page = await watcher.call("history", **args)
-        hist = page["messages"] + hist
-        if not page["more"]:
-            break
-        before = page["messages"][0]["seq"]
+    hist = await history_all(watcher, conv)
     assert [m["seq"] for m in hist] == list(range(1, first + 20 * per))
 
 
@@ -353,9 +334,7 @@ async def test_pushes_after_auth_pos_are_complete_under_load(make_server: Any, c
     stop.set()
     total = await task
     assert total > 20
-    hist = (await alice.call("history", conv=conv, limit=100))["messages"]
-    while len(hist) < total:
-        hist = (await alice.call("history", conv=conv, limit=100, before=hist[0]["seq"]))["messages"] + hist
+    hist = await history_all(alice, conv)
     expected = [m["seq"] for m in hist if m["pos"] > bob.pos]
     assert expected, "bob should have connected during the flood"
     got = [p.d["seq"] for p in bob.drain_pushes() if p.type == "msg"]
@@ -397,13 +376,8 @@ async def test_reconnect_loop_sees_every_message_once(make_server: Any, clients:
 
     for cycle in range(6):
         c = await clients(app, "bob", encoding="json" if cycle % 2 else "msgpack")
-        more = True
-        pos = since
-        while more:
-            d = await c.call("sync", since=pos, limit=50)
-            for m in d["messages"]:
-                take(m)
-            pos, more = d["pos"], d["more"]
+        for m in (await sync_all(c, since, limit=50))[0]:
+            take(m)
         await asyncio.sleep(0.03)
         for p in c.drain_pushes():
             if p.type == "msg":
@@ -413,12 +387,8 @@ async def test_reconnect_loop_sees_every_message_once(make_server: Any, clients:
     stop.set()
     await task
     final = await clients(app, "bob")
-    more = True
-    while more:
-        d = await final.call("sync", since=since)
-        for m in d["messages"]:
-            take(m)
-        since, more = d["pos"], d["more"]
+    for m in (await sync_all(final, since))[0]:
+        take(m)
     for conv in convs:
         last = next(c for c in (await final.call("convs"))["convs"] if c["conv"] == conv)["last_seq"]
         mine = sorted(s for (cv, s) in seen if cv == conv)

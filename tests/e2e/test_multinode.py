@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from redisproc import RedisProc
-from support import http_get
+from support import circle, eventually, http_get, texts
 from wsclient import WsClient
 
 from chatd.app import App
@@ -26,45 +25,12 @@ async def nodes(make_server: Any, redis_proc: RedisProc) -> Nodes:
     return a, b
 
 
-async def eventually(cond: Callable[[], Any], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-async def eventually_async(cond: Callable[[], Awaitable[Any]], within: float = 8.0) -> None:
-    deadline = time.monotonic() + within
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def circle(owner: WsClient, *members: WsClient) -> str:
-    conv: str = (await owner.call("circle.create", name="Model Y owners", category="interest"))["conv"]
-    for m in members:
-        await m.call("circle.join", conv=conv)
-    return conv
-
-
-async def texts(c: WsClient, conv: str, n: int, wait: float = 5.0, frm: str | None = None) -> list[dict[str, Any]]:
-    """The next ``n`` text messages of ``conv`` (from ``frm``) pushed to ``c``."""
-    out: list[dict[str, Any]] = []
-    while len(out) < n:
-        m = await c.next_msg(wait)
-        if m["conv"] == conv and m["kind"] == "text" and frm in (None, m["from"]):
-            out.append(m)
-    return out
-
-
 async def test_message_sent_on_one_node_reaches_members_on_the_other(nodes: Nodes, clients: Any) -> None:
     a, b = nodes
     alice = await clients(a, "alice")
     bob = await clients(b, "bob")
     carol = await clients(b, "carol", encoding="json")
-    conv = await circle(alice, bob, carol)
+    conv = await circle(alice, bob, carol, drain=False)
     ack = await alice.call("send", conv=conv, cid="m1", text="charging at the new swap station?")
     for c in (bob, carol):
         m = (await texts(c, conv, 1))[0]
@@ -89,7 +55,7 @@ async def test_two_nodes_writing_one_circle_keep_seq_gapless_and_in_order(nodes:
     alice = await clients(a, "alice")
     bob = await clients(b, "bob")
     watchers = [await clients(a, "w1"), await clients(b, "w2"), await clients(b, "w3", encoding="json")]
-    conv = await circle(alice, bob, *watchers)
+    conv = await circle(alice, bob, *watchers, drain=False)
     for w in watchers:  # the join messages of later members
         w.drain_pushes()
     await asyncio.sleep(0.2)
@@ -115,7 +81,7 @@ async def test_leave_on_one_node_stops_the_users_other_device(nodes: Nodes, clie
     alice = await clients(a, "alice")
     bob_a = await clients(a, "bob")
     bob_b = await clients(b, "bob")
-    conv = await circle(alice, bob_b)
+    conv = await circle(alice, bob_b, drain=False)
     await eventually(lambda: any(s in a.hub.users.get("bob", ()) for s in a.hub.topics.get(conv, (set(), set()))[0]))
     await alice.call("send", conv=conv, cid="1", text="before")
     assert (await texts(bob_a, conv, 1))[0]["text"] == "before"
@@ -131,7 +97,7 @@ async def test_mute_on_one_node_applies_on_the_other(nodes: Nodes, clients: Any)
     a, b = nodes
     alice = await clients(a, "alice")
     bob_b = await clients(b, "bob")
-    conv = await circle(alice, bob_b)
+    conv = await circle(alice, bob_b, drain=False)
     await bob_b.call("send", conv=conv, cid="ok", text="warm cache on b")
     await alice.call("circle.mute", conv=conv, user="bob", seconds=600)
 
@@ -139,7 +105,7 @@ async def test_mute_on_one_node_applies_on_the_other(nodes: Nodes, clients: Any)
         r = await bob_b.request("send", conv=conv, cid=f"t{time.monotonic()}", text="x")
         return getattr(r, "code", None) == "muted"
 
-    await eventually_async(refused, within=3)
+    await eventually(refused, within=3, every=0.05)
 
 
 async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
@@ -148,7 +114,7 @@ async def test_redis_restart_keeps_acks_reports_health_and_resyncs(
     a, b = nodes
     alice = await clients(a, "alice")
     bob = await clients(b, "bob")
-    conv = await circle(alice, bob)
+    conv = await circle(alice, bob, drain=False)
     await alice.call("send", conv=conv, cid="0", text="before the outage")
     first = (await texts(bob, conv, 1))[0]
 
@@ -192,7 +158,7 @@ async def test_order_gate_fills_a_gap_from_the_store(nodes: Nodes, clients: Any)
     a, b = nodes
     alice = await clients(a, "alice")
     bob = await clients(b, "bob")
-    conv = await circle(alice, bob)
+    conv = await circle(alice, bob, drain=False)
     await alice.call("send", conv=conv, cid="s", text="start")
     await texts(bob, conv, 1)
     # drop node b's bus input for two messages

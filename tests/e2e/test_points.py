@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 from points_hooks import Flaky, Hang, HangOnce
 from redisproc import RedisProc
-from support import FakeClock, http_get, read_db
+from support import FakeClock, circle, eventually, http_get, read_db
 from wsclient import WsClient
 
 from chatd.app import App
@@ -41,13 +41,6 @@ async def entries_until(c: WsClient, n: int, wait: float = 5.0) -> list[dict[str
     while len(out) < n:
         out += (await points_push(c, wait))["entries"]
     return out
-
-
-async def circle(owner: WsClient, *members: WsClient) -> str:
-    conv: str = (await owner.call("circle.create", name="Points club", category="interest"))["conv"]
-    for m in members:
-        await m.call("circle.join", conv=conv)
-    return conv
 
 
 async def grant(app: App, user: str, amount: int) -> None:
@@ -94,7 +87,7 @@ async def test_awards_land_as_pushes_with_daily_caps_recorded(make_server: Any, 
 async def test_circle_join_awards_points(make_server: Any, clients: Any) -> None:
     app = await make_server(points=True)
     alice, bob = await clients(app, "alice"), await clients(app, "bob")
-    await circle(alice, bob)
+    await circle(alice, bob, drain=False)
     got = await entries_until(bob, 1)
     assert got[0]["rule"] == "join_circle" and got[0]["amount"] == 2
 
@@ -126,7 +119,7 @@ async def test_red_packet_many_concurrent_claimers_never_overpay(make_server: An
     app = await make_server(points=True)
     owner = await clients(app, "owner")
     members = [await clients(app, f"m{i}") for i in range(30)]
-    conv = await circle(owner, *members)
+    conv = await circle(owner, *members, drain=False)
     await owner.call("send", conv=conv, cid="c", text="check in")
     await asyncio.sleep(0.3)
     db = app.config.db_path
@@ -172,10 +165,11 @@ async def test_unclaimed_red_packet_is_refunded_on_expiry(make_server: Any, clie
     assert (await bob.call("redpacket.claim", id=rp["id"]))["amount"] == 2
     assert (await alice.call("points.balance"))["points"] == 1
     clock.advance(61)
-    deadline = time.monotonic() + 5
-    while (await alice.call("points.balance"))["points"] != 3:
-        assert time.monotonic() < deadline, "no refund"
-        await asyncio.sleep(0.1)
+
+    async def refunded() -> bool:
+        return bool((await alice.call("points.balance"))["points"] == 3)
+
+    await eventually(refunded, every=0.1, what="no refund")
     assert (await bob.call("redpacket.claim", id=rp["id"]))["dup"] is True  # his share stays his
     refund = read_db(app.config.db_path, "SELECT amount, rule FROM ledger WHERE key = ?", (f"{rp['id']}:refund",))
     assert refund == [(2, "redpacket.refund")]
@@ -195,13 +189,10 @@ async def test_failing_hook_is_retried_and_awards_once(make_server: Any, clients
     alice = await clients(app, "alice")
     conv = (await alice.call("circle.create", name="x", category="city"))["conv"]
     await alice.call("send", conv=conv, cid="m", text="hi")
-    deadline = time.monotonic() + 8
-    while True:
-        rows = read_db(app.config.db_path, "SELECT key, amount FROM ledger WHERE rule = 'flaky'")
-        if rows:
-            break
-        assert time.monotonic() < deadline, "the flaky hook never succeeded"
-        await asyncio.sleep(0.1)
+    rows = await eventually(
+        lambda: read_db(app.config.db_path, "SELECT key, amount FROM ledger WHERE rule = 'flaky'"),
+        within=8, every=0.1, what="the flaky hook never succeeded",
+    )
     assert Flaky.calls >= 3
     assert rows == [(f"flaky:message.sent:{conv}:2", 1)]
 
@@ -211,12 +202,9 @@ async def test_hanging_hook_does_not_slow_chat(make_server: Any, clients: Any) -
         points=True, points_hooks=("points_hooks:Hang",), hook_timeout_s=0.5, send_rate=1e4, send_burst=10_000
     )
     alice, bob = await clients(app, "alice"), await clients(app, "bob")
-    conv = await circle(alice, bob)
+    conv = await circle(alice, bob, drain=False)
     await alice.call("send", conv=conv, cid="first", text="x")
-    deadline = time.monotonic() + 5
-    while Hang.calls == 0:  # the hook is now stuck in its thread
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await eventually(lambda: Hang.calls, every=0.05)  # the hook is now stuck in its thread
     lat = []
     for i in range(100):
         t0 = time.perf_counter()
@@ -225,9 +213,11 @@ async def test_hanging_hook_does_not_slow_chat(make_server: Any, clients: Any) -
     lat.sort()
     assert lat[98] < 0.1, f"p99 send latency {lat[98] * 1000:.1f} ms with a hanging hook"
     # the rules hook still awards (the check-in)
-    while (await alice.call("points.balance"))["points"] < 5:
-        assert time.monotonic() < deadline + 5
-        await asyncio.sleep(0.1)
+
+    async def checked_in() -> bool:
+        return bool((await alice.call("points.balance"))["points"] >= 5)
+
+    await eventually(checked_in, within=10, every=0.1)
 
 
 async def test_invalid_hook_config_is_refused(make_server: Any, tmp_path: Any) -> None:
@@ -246,14 +236,13 @@ async def test_events_are_forwarded_to_a_redis_stream(make_server: Any, clients:
     await alice.call("send", conv=conv, cid="m", text="hi")
     r = aioredis.Redis.from_url(redis_proc.url)
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            items = await r.xrange("chatd:events")
-            keys = [f[b"key"].decode() for _, f in items]
-            if f"message.sent:{conv}:2" in keys:
-                break
-            assert time.monotonic() < deadline, keys
-            await asyncio.sleep(0.1)
+        keys: list[str] = []
+
+        async def forwarded() -> bool:
+            keys[:] = [f[b"key"].decode() for _, f in await r.xrange("chatd:events")]
+            return f"message.sent:{conv}:2" in keys
+
+        await eventually(forwarded, every=0.1, what=lambda: str(keys))
         assert all(k.count(":") >= 2 for k in keys)
     finally:
         await r.aclose()
@@ -266,7 +255,7 @@ async def test_red_packet_claims_from_two_nodes_conserve_points(
     b: App = await make_server(points=True, redis_url=redis_proc.url)
     owner = await clients(a, "owner")
     members = [await clients(a if i % 2 else b, f"m{i}") for i in range(40)]
-    conv = await circle(owner, *members)
+    conv = await circle(owner, *members, drain=False)
     await grant(a, "owner", 500)
     await asyncio.sleep(0.5)
     db = a.config.db_path

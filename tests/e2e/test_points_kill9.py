@@ -5,13 +5,12 @@ restart every award exists once."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chatdproc import Proc, free_port
-from support import ROOT, read_db, token
+from chatdproc import Proc
+from support import ROOT, eventually, free_port, read_db, token
 from wsclient import WsClient
 
 pytestmark = pytest.mark.slow
@@ -32,13 +31,14 @@ async def connect(p: Proc, user: str) -> WsClient:
 
 
 async def wait_rows(db: Path, sql: str, n: int, within: float = 10.0) -> list[tuple[object, ...]]:
-    deadline = time.monotonic() + within
-    while True:
-        rows = read_db(db, sql)
-        if len(rows) >= n:
-            return rows
-        assert time.monotonic() < deadline, f"{len(rows)} of {n} rows"
-        await asyncio.sleep(0.1)
+    rows: list[tuple[object, ...]] = []
+
+    def enough() -> bool:
+        rows[:] = read_db(db, sql)
+        return len(rows) >= n
+
+    await eventually(enough, within, 0.1, lambda: f"{len(rows)} of {n} rows")
+    return rows
 
 
 async def test_events_recorded_before_a_kill_are_awarded_once_after_restart(proc: Proc) -> None:
@@ -86,10 +86,11 @@ async def test_kill_while_hooks_run_then_restart_awards_each_event_once(proc: Pr
         # kill as soon as the hook has seen the last message: its awards may or may
         # not have committed
         want = f"message.sent:{conv}:{sent + 1}"
-        deadline = time.monotonic() + 10
-        while not (marker.exists() and want in marker.read_text()):
-            assert time.monotonic() < deadline, "hook never ran"
-            await asyncio.sleep(0.005)
+
+        def seen(want: str = want) -> bool:
+            return marker.exists() and want in marker.read_text()
+
+        await eventually(seen, 10, 0.005, "hook never ran")
         proc.kill9()
         await c.close()
         proc.start()

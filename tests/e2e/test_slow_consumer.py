@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chatd_protocol import Reply
-from support import token, url
+from support import sync_all, token, url
 from wsclient import WsClient
 
 
@@ -69,13 +69,8 @@ async def test_slow_consumer_closed_4001_others_unaffected(make_server: Any, cli
     # the user reconnects and catches up with sync from its auth position
     # (small pages: see test_large_sync_reply_is_not_a_slow_consumer)
     back = await clients(app, "slow")
-    cids: list[str] = []
-    pos = slow.pos
-    more = True
-    while more:
-        d = await back.call("sync", since=pos, limit=4)
-        cids += [m["cid"] for m in d["messages"] if m["kind"] == "text"]
-        pos, more = d["pos"], d["more"]
+    msgs, _ = await sync_all(back, slow.pos, limit=4)
+    cids = [m["cid"] for m in msgs if m["kind"] == "text"]
     assert cids == [f"f{k}" for k in range(n)]
 
 
@@ -91,12 +86,8 @@ async def test_large_sync_reply_is_not_a_slow_consumer(make_server: Any, clients
     )
     assert all(getattr(r, "d", None) for r in replies)
     bob = await clients(app, "bob")
-    got: list[str] = []
-    more = True
-    while more:  # defaults: the client pages as the server says
-        d = await bob.call("sync", since=pos)
-        got += [m["cid"] for m in d["messages"]]
-        pos, more = d["pos"], d["more"]
+    msgs, _ = await sync_all(bob, pos)  # defaults: the client pages as the server says
+    got = [m["cid"] for m in msgs]
     assert got == [f"l{k}" for k in range(300)]
 
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from chatd_protocol import Reply
-from chatdproc import Proc, free_port
+from chatdproc import Proc
 from redisproc import RedisProc
-from support import read_db, token
+from support import eventually, free_port, read_db, sync_all, texts, token
 from wsclient import WsClient
 
 pytestmark = pytest.mark.slow
@@ -58,15 +58,6 @@ async def connect(port: int, user: str, encoding: str = "msgpack") -> WsClient:
     return c
 
 
-async def texts(c: WsClient, conv: str, n: int, wait: float = 10.0) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    while len(out) < n:
-        m = await c.next_msg(wait)
-        if m["conv"] == conv and m["kind"] == "text":
-            out.append(m)
-    return out
-
-
 async def test_separate_processes_behave_as_one_server_and_survive_kill9(make_proc: Any) -> None:
     p1 = make_proc()
     p2 = make_proc()
@@ -90,7 +81,7 @@ async def test_separate_processes_behave_as_one_server_and_survive_kill9(make_pr
     seqs = sorted(a["seq"] for a in acks)
     assert seqs == list(range(seqs[0], seqs[0] + 2 * n))
     for c in (alice, bob, carol):
-        assert [m["seq"] for m in await texts(c, conv, 2 * n)] == seqs
+        assert [m["seq"] for m in await texts(c, conv, 2 * n, wait=10)] == seqs
 
     # kill -9 the process alice is on while she sends; every ack survives,
     # bob on the other process gets each acked message, alice resyncs elsewhere
@@ -116,12 +107,8 @@ async def test_separate_processes_behave_as_one_server_and_survive_kill9(make_pr
     stored = {row[0] for row in read_db(p1.db, "SELECT cid FROM messages WHERE conv = ? AND sender = 'alice'", (conv,))}
     assert {f"k{i}" for i in range(len(acked))} <= stored
     alice2 = await connect(p2.port, "alice")
-    synced: list[str] = []
-    pos, more = alice.pos, True
-    while more:
-        page = await alice2.call("sync", since=pos)
-        synced += [m["cid"] for m in page["messages"] if m["conv"] == conv and (m.get("cid") or "").startswith("k")]
-        pos, more = page["pos"], page["more"]
+    msgs, _ = await sync_all(alice2, alice.pos)
+    synced = [m["cid"] for m in msgs if m["conv"] == conv and (m.get("cid") or "").startswith("k")]
     # every acked message, in order (a send committed just before the kill may follow unacked)
     assert synced[: len(acked)] == [f"k{i}" for i in range(len(acked))]
 
@@ -131,7 +118,7 @@ async def test_separate_processes_behave_as_one_server_and_survive_kill9(make_pr
     last = await alice2.call("send", conv=conv, cid="after-kill", text="back")
     got: list[dict[str, Any]] = []
     while not got or got[-1]["cid"] != "after-kill":
-        got += await texts(bob, conv, 1)
+        got += await texts(bob, conv, 1, wait=10)
     cids = [m["cid"] for m in got]
     assert cids[: len(acked)] == [f"k{i}" for i in range(len(acked))]
     assert [m["seq"] for m in got] == list(range(got[0]["seq"], last["seq"] + 1))
@@ -166,17 +153,15 @@ async def test_workers_share_the_port_and_a_killed_worker_is_replaced(make_proc:
         c.drain_pushes()
     acks = [await members[i % 12].call("send", conv=conv, cid=f"w{i}", text=f"w{i}") for i in range(24)]
     for c in members:  # whichever worker each socket landed on
-        assert [m["seq"] for m in await texts(c, conv, 24)] == [a["seq"] for a in acks]
+        assert [m["seq"] for m in await texts(c, conv, 24, wait=10)] == [a["seq"] for a in acks]
 
     os.kill(workers[0], signal.SIGKILL)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:
+
+    def replaced() -> bool:
         now = _children(p.p.pid)
-        if len(now) == 2 and workers[0] not in now:
-            break
-        assert loop.time() < deadline, "the supervisor did not replace the killed worker"
-        await asyncio.sleep(0.1)
+        return len(now) == 2 and workers[0] not in now
+
+    await eventually(replaced, within=10, every=0.1, what="the supervisor did not replace the killed worker")
     await p.healthy()
     c = await connect(p.port, "late")
     await c.call("circle.join", conv=conv)

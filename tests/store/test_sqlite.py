@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from chatd_protocol import Err, RequestError
-from storekit import AUTHOR, TS, join, new_circle, one, text
+from storekit import AUTHOR, TS, join, new_circle, one, sqlite_engine, text
 from support import read_db
 
 from chatd.core.pipeline import Pipeline
 from chatd.metrics import Metrics
-from chatd.store import Write
+from chatd.store import Store, Write
 from chatd.store.records import TEXT, pack
 from chatd.store.sqlite import SqliteStore
 from chatd.store.sqlite.engine import Tx
@@ -24,11 +24,9 @@ from chatd.store.sqlite.schema import MIGRATIONS, migrate
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(str(db_path), sync="normal")
-    await s.open()
-    yield s
-    await s.close()
+def engine() -> Callable[[Path, str], Store]:
+    """This module is about the SQLite engine alone (store: tests/store/conftest.py)."""
+    return sqlite_engine
 
 
 def seqs(db: Path, conv: str) -> list[int]:

@@ -1,0 +1,214 @@
+"""The order gate (chatd/core/fanout/gate.py): local sockets see a
+conversation's messages in seq order, a gap filled from the store, whichever
+node committed them. A real Hub and fake sockets; the store's ``between`` is a
+fake coroutine the test holds and releases."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import pytest
+from support import FakeSink
+
+from chatd.core.fanout.gate import OrderGate
+from chatd.core.hub import Hub
+from chatd.edge import wsframe
+from chatd.metrics import Metrics
+from chatd.store import StoreUnavailable
+
+CONV = "c:1"
+
+
+def msg(seq: int, conv: str = CONV) -> dict[str, Any]:
+    return {"conv": conv, "seq": seq, "kind": "text", "text": f"m{seq}"}
+
+
+class Net:
+    """One node's gate in front of two sockets (msgpack, JSON) following CONV,
+    over a store of committed messages."""
+
+    def __init__(self) -> None:
+        self.hub = Hub(Metrics(), wsframe.frame)
+        self.sinks = [FakeSink(0), FakeSink(1)]
+        for i, s in enumerate(self.sinks):
+            self.hub.register(f"u{i}", s)
+            self.hub.settle(s, [CONV])
+        self.stored: dict[int, dict[str, Any]] = {}
+        self.calls: list[tuple[str, int, int]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail = False
+        self.tasks: list[asyncio.Task[None]] = []
+        self.gate = OrderGate(self.hub, self.between, self.spawn)
+
+    async def between(self, conv: str, after: int, before: int) -> list[dict[str, Any]]:
+        self.calls.append((conv, after, before))
+        await self.release.wait()
+        if self.fail:
+            raise StoreUnavailable("disk I/O error")
+        return [self.stored[s] for s in range(after + 1, before) if s in self.stored]
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    def commit(self, *seqs: int) -> None:
+        for seq in seqs:
+            self.stored[seq] = msg(seq)
+
+    def push(self, seq: int, local: bool = False) -> None:
+        """``seq`` arrives: committed on this node (the push as a dict at hand) or
+        from another node over the bus (the msgpack body alone)."""
+        m = msg(seq)
+        self.gate.push(CONV, seq, self.hub.body("msg", m), {"push": "msg", "d": m} if local else None)
+
+    async def filled(self) -> None:
+        await asyncio.gather(*self.tasks)
+        self.tasks.clear()
+
+    def seen(self) -> list[int]:
+        """The seqs each socket got, the same for both codecs."""
+        got = [[p["d"]["seq"] for p in s.pushes() if p["push"] == "msg"] for s in self.sinks]
+        assert got[0] == got[1], got
+        return got[0]
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[Net]:
+    n = Net()
+    yield n
+    n.release.set()
+    await n.filled()
+
+
+async def test_in_order_passes_at_once(net: Net) -> None:
+    for seq in (1, 2, 3):
+        net.push(seq, local=seq % 2 == 1)
+        assert net.seen()[-1] == seq
+    assert net.seen() == [1, 2, 3]
+    assert net.calls == [] and net.tasks == []
+
+
+async def test_the_first_push_sets_the_baseline(net: Net) -> None:
+    net.push(7)
+    net.push(8)
+    assert net.seen() == [7, 8] and net.calls == []
+
+
+async def test_duplicates_are_dropped(net: Net) -> None:
+    for seq in (1, 2, 2, 1, 3, 3):
+        net.push(seq)
+    assert net.seen() == [1, 2, 3]
+
+
+async def test_a_gap_holds_later_pushes_fills_from_the_store_then_delivers_in_order(net: Net) -> None:
+    net.commit(1, 2, 3, 4, 5)
+    net.push(1)
+    net.release.clear()
+    net.push(4)  # 2 and 3 are still on their way (or lost)
+    await asyncio.sleep(0)
+    assert net.calls == [(CONV, 1, 4)]
+    net.push(5)  # arrives while the store is read: held too
+    assert net.seen() == [1]
+    net.release.set()
+    await net.filled()
+    assert net.seen() == [1, 2, 3, 4, 5]
+    assert net.gate.gaps_filled == 1
+    net.push(6)  # the gate is back to passing at once
+    assert net.seen()[-1] == 6 and len(net.calls) == 1
+
+
+async def test_the_late_original_of_a_filled_seq_is_not_delivered_twice(net: Net) -> None:
+    net.commit(1, 2, 3)
+    net.push(1)
+    net.release.clear()
+    net.push(3)
+    await asyncio.sleep(0)
+    net.push(2)  # the original arrives while the store is read
+    net.release.set()
+    await net.filled()
+    net.push(2)  # and once more, after
+    assert net.seen() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("cause", ["unavailable", "missing"])
+async def test_a_gap_the_store_cannot_fill_still_releases_what_is_held(net: Net, cause: str) -> None:
+    net.fail = cause == "unavailable"  # "missing": the store has not got them
+    net.push(1)
+    net.push(4)
+    net.push(5)
+    await net.filled()
+    # 2 and 3 are skipped (the client fills them with sync/history); nothing is stuck
+    assert net.seen() == [1, 4, 5]
+    net.push(3)  # older than what was pushed: a duplicate now
+    net.push(6)
+    assert net.seen() == [1, 4, 5, 6]
+
+
+async def test_unordered_pushes_pass_even_while_a_gap_is_held(net: Net) -> None:
+    net.push(1)
+    net.release.clear()
+    net.push(3)
+    body = net.hub.body("typing", {"conv": CONV, "user": "bob"})
+    net.gate.push(CONV, 0, body, None)
+    net.gate.push(CONV, 0, body, None)
+    assert [p["push"] for p in net.sinks[1].pushes()] == ["msg", "typing", "typing"]
+
+
+async def test_several_held_out_of_order_are_sorted(net: Net) -> None:
+    net.commit(1, 2, 3, 4, 5, 6)
+    net.push(1)
+    for seq in (5, 3, 6, 4):  # all arrive before the fill starts
+        net.push(seq)
+    await net.filled()
+    assert net.seen() == [1, 2, 3, 4, 5, 6]
+    assert net.calls == [(CONV, 1, 3)]  # only 2 was missing
+
+
+async def test_a_second_gap_among_the_held_is_filled_too(net: Net) -> None:
+    net.commit(1, 2, 3, 4, 5, 6)
+    net.push(1)
+    net.push(3)
+    net.push(6)
+    await net.filled()
+    assert net.seen() == [1, 2, 3, 4, 5, 6]
+    assert net.calls == [(CONV, 1, 3), (CONV, 3, 6)]
+    assert net.gate.gaps_filled == 2
+
+
+async def test_a_push_for_a_conversation_nobody_here_follows_is_ignored(net: Net) -> None:
+    net.gate.push("c:other", 5, net.hub.body("msg", msg(5, "c:other")), None)
+    net.gate.push("c:other", 9, net.hub.body("msg", msg(9, "c:other")), None)
+    assert net.calls == [] and net.tasks == [] and all(s.writes == [] for s in net.sinks)
+
+
+async def test_forget_resets_the_conversations_baseline(net: Net) -> None:
+    net.push(5)
+    net.gate.forget(CONV)
+    net.push(3)  # a new baseline: not a duplicate, no gap
+    net.push(4)
+    assert net.seen() == [5, 3, 4] and net.calls == []
+
+
+async def test_clear_resets_every_baseline(net: Net) -> None:
+    net.push(5)
+    net.gate.clear()
+    net.push(9)  # not a gap after a reset
+    assert net.seen() == [5, 9] and net.calls == []
+
+
+async def test_clear_during_a_fill_drops_what_was_held_and_starts_afresh(net: Net) -> None:
+    net.commit(1, 2, 3)
+    net.push(1)
+    net.release.clear()
+    net.push(3)
+    await asyncio.sleep(0)
+    net.gate.clear()  # the bus reset: sockets are told to resync
+    net.push(7)
+    assert net.seen() == [1, 7]
+    net.release.set()
+    await net.filled()
+    assert net.seen() == [1, 7]  # the abandoned fill delivers nothing late
+    net.push(8)
+    assert net.seen() == [1, 7, 8]
