@@ -176,3 +176,43 @@ def test_custom_secret_is_the_only_one_accepted() -> None:
         verify_token(tok, DEV_SECRET)
     with pytest.raises(AuthError):
         verify_token(make_token("alice", "owner"), OTHER_SECRET)
+
+
+# -- the server clock's now (the session passes its Clock's wall time) -----------
+
+
+def test_expiry_is_judged_on_the_given_clock() -> None:
+    exp = int(time.time()) - 3600  # long expired by the system clock
+    tok = sign(claims(exp=exp))
+    assert verify_token(tok, DEV_SECRET, now=exp - 1).id == "alice"
+    with pytest.raises(AuthError) as info:
+        verify_token(tok, DEV_SECRET, now=exp)  # expired at exp itself
+    assert info.value.code == Close.TOKEN_EXPIRED
+    refused(tok, Close.TOKEN_EXPIRED)  # without a clock: the system's
+
+
+def test_make_token_issues_at_the_given_now() -> None:
+    now = 1_763_900_000
+    ident = verify_token(make_token("alice", "owner", ttl=60, now=now), DEV_SECRET, now=now + 59)
+    assert ident.exp == now + 60
+
+
+@pytest.mark.parametrize("exp", ["tomorrow", None, [1], True])
+def test_bad_exp_with_a_clock(exp: Any) -> None:
+    with pytest.raises(AuthError) as info:
+        verify_token(sign(claims(exp=exp)), DEV_SECRET, now=time.time())
+    assert info.value.code == Close.AUTH_FAILED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify_token with now: exp NaN/Infinity pass the expiry check, then int(exp) raises "
+    "ValueError/OverflowError instead of AuthError (without now, PyJWT refuses them: 4101)",
+)
+@pytest.mark.parametrize("exp", [float("nan"), float("inf")])
+def test_non_finite_exp_with_a_clock_is_refused_like_without(exp: float) -> None:
+    tok = sign(claims(exp=exp))
+    refused(tok)
+    with pytest.raises(AuthError) as info:
+        verify_token(tok, DEV_SECRET, now=time.time())
+    assert info.value.code == Close.AUTH_FAILED
