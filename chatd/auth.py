@@ -6,6 +6,7 @@ signed with ``none`` or an asymmetric algorithm is never accepted.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +104,7 @@ def verify_token(token: str, secret: str, now: float | None = None) -> Identity:
         raise AuthError(Close.AUTH_FAILED, "invalid token") from None
     if now is not None:
         exp = claims["exp"]
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not math.isfinite(exp):
             raise AuthError(Close.AUTH_FAILED, "invalid token")
         if exp <= now:
             raise AuthError(Close.TOKEN_EXPIRED, "token expired")

@@ -74,7 +74,8 @@ class ManualClock:
 
     def __init__(self, start_ms: int = 1_763_900_000_000) -> None:
         self.now = start_ms
-        self._mono = 1000.0
+        self._start = start_ms
+        self._mono = self._mono0 = 1000.0
         self._due: list[tuple[float, int, _ManualTimer]] = []  # (monotonic deadline, order, timer)
         self._order = itertools.count()
 
@@ -108,16 +109,19 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         """Move time forward; run every timer that fell due, oldest deadline first
         (a sleeper resumes at the event loop's next turn)."""
-        base_mono, base_now = self._mono, self.now
-        target = base_mono + max(0.0, seconds)
+        target = self._mono + max(0.0, seconds)
         while self._due and self._due[0][0] <= target:
             deadline, _, timer = heapq.heappop(self._due)
-            self._mono = max(self._mono, deadline)
-            self.now = base_now + round((self._mono - base_mono) * 1000)
+            self._move(deadline)
             if not timer.cancelled:
                 timer.fn()
-        self._mono = target
-        self.now = base_now + round((target - base_mono) * 1000)
+        self._move(target)
+
+    def _move(self, mono: float) -> None:
+        # wall time follows the total monotonic offset, so steps shorter than a
+        # millisecond add up instead of rounding away
+        self._mono = max(self._mono, mono)
+        self.now = self._start + round((self._mono - self._mono0) * 1000)
 
     @property
     def pending(self) -> int:

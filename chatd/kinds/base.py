@@ -106,7 +106,8 @@ class ConversationKind:
         if state.muted.get(user, 0) > now:
             raise RequestError(Err.MUTED, f"you are muted in this {self.name}")
         if mention_all and role not in self.admin_roles:
-            raise RequestError(Err.FORBIDDEN, f"only {self.name} admins may mention everyone")
+            who = f"only {self.name} admins" if self.admin_roles else "nobody"
+            raise RequestError(Err.FORBIDDEN, f"{who} may mention everyone here")
 
     def receipts(self, state: ConvState, max_members: int) -> bool:
         """Whether read receipts are pushed to the members (Tencent IM: groups up to 200)."""
