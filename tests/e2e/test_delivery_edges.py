@@ -96,9 +96,13 @@ async def test_retry_after_being_muted_gets_the_original_ack(server: Any, client
     await bob.fail("send", "muted", conv=conv, cid="new", text="a new message is refused")
 
 
-async def test_token_expiry_during_the_session_closes_4102(server: Any, clients: Any) -> None:
-    c = await clients(server, None)
-    await c.auth(token("alice", "owner", ttl=1))
+async def test_token_expiry_during_the_session_closes_4102(make_server: Any, clients: Any, fake_clock: Any) -> None:
+    app = await make_server(clock=fake_clock)
+    c = await clients(app, None)
+    await c.auth(token("alice", "owner", ttl=60, now=fake_clock.now / 1000))
+    fake_clock.advance(59)  # the server's clock: still valid
+    assert "server_time" in await c.call("ping")
+    fake_clock.advance(2)
     assert await c.closed(4) == 4102
 
 
