@@ -55,13 +55,13 @@ class App:
         pipeline = self.pipeline = Pipeline(store, metrics, output, config.max_batch)
         hub = self.hub = Hub(metrics, wsframe.frame)
         directory = self.directory = Directory(store.conversations, store.blocks, kinds)
-        fanout = self.fanout = Fanout(hub, directory, bus, store.messages, store.members, metrics)
+        fanout = self.fanout = Fanout(hub, directory, bus, store.messages, store.members, kinds, metrics)
         directory.ready = fanout.conv_ready
         presence = self.presence = Presence(
             backend, bus, clock, hub.encode, config.presence_max_subs, config.presence_lease_ms
         )
         fanout.presence = presence
-        outbox = Outbox(store.outbox, metrics, config.points_day_offset_h)
+        outbox = Outbox(store.outbox, metrics, kinds, config.points_day_offset_h)
         # -- ops
         commit = Commit(pipeline, fanout, metrics)
         self.ops = table(
@@ -103,7 +103,7 @@ class App:
 
         metrics.bus_stats = bus_stats
         metrics.points_stats = lambda: {
-            "lag_s": points.lag_ms / 1000 if scheduler.held else 0,  # another node runs the hooks
+            "lag_s": points.lag_ms / 1000 if scheduler.holds(points.name) else 0,  # else another node runs the hooks
             "awards": points.awards,
             "yields": points.yields,
         }
@@ -132,8 +132,8 @@ class App:
 
     async def stop(self) -> None:
         await self.server.drain()
+        await self.scheduler.stop()  # before the pipeline: its jobs write through it
         await self.pipeline.stop()
-        await self.scheduler.stop()
         await self.points.close()
         await self.presence.stop()
         await self.fanout.stop()

@@ -82,9 +82,9 @@ def _supervise(config: Config, workers: int) -> int:
     that dies, and passes SIGTERM/SIGINT on (each worker drains on its own)."""
     import time
 
-    from .store.sqlite import prepare
+    from .store import prepare
 
-    prepare(config.db_path.removeprefix("sqlite:"))
+    prepare(config.db_path)
     log = logging.getLogger("chatd.supervisor")
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False

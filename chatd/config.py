@@ -70,6 +70,9 @@ class Config:
             raise ValueError("--points-yield-ms must be 0 (never pause) or more")
         if self.sync not in ("full", "normal"):
             raise ValueError("sync must be 'full' or 'normal'")
+        from .store import sqlite_path
+
+        sqlite_path(self.db_path)  # a URL of an engine this server does not have is refused here
 
 
 def is_loopback(host: str) -> bool:

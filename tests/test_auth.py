@@ -211,3 +211,11 @@ def test_non_finite_exp_with_a_clock_is_refused_like_without(exp: float) -> None
     with pytest.raises(AuthError) as info:
         verify_token(tok, DEV_SECRET, now=time.time())
     assert info.value.code == Close.AUTH_FAILED
+
+
+@pytest.mark.parametrize("db", ["postgresql://localhost/chatd", "redis://x", "mysql://u@h/db"])
+def test_a_store_url_of_an_engine_this_server_lacks_is_refused(db: str) -> None:
+    with pytest.raises(ValueError, match="not supported"):
+        Config(db_path=db).check()
+    Config(db_path="sqlite:/tmp/chatd.db").check()
+    Config(db_path="chatd.db").check()

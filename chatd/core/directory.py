@@ -13,10 +13,13 @@ follows the conversation (the node is subscribed to its channel then).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from ..kinds import ConvState, Kinds
 from ..store.base import Blocks, Conversations
+
+log = logging.getLogger("chatd.directory")
 
 
 class Directory:
@@ -69,7 +72,10 @@ class Directory:
         snap = await self.conversations.load(conv)
         if snap is None:
             return None
-        kind = self.kinds[snap.kind]
+        kind = self.kinds.get(snap.kind)
+        if kind is None:  # a kind this server does not know: as if it did not exist
+            log.warning("conversation %s has unknown kind %r", conv, snap.kind)
+            return None
         blocked = False
         if kind.blocking and len(snap.members) == 2:
             a, b = snap.members

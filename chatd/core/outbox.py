@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..kinds import Kinds
 from ..metrics import Metrics
 from ..store.base import Outbox as OutboxRepo
 
@@ -51,9 +52,10 @@ Batch = list[tuple[str, int, Event | None]]  # (source, position, event or None 
 
 
 class Outbox:
-    def __init__(self, repo: OutboxRepo, metrics: Metrics, day_offset_h: int = 8) -> None:
+    def __init__(self, repo: OutboxRepo, metrics: Metrics, kinds: Kinds, day_offset_h: int = 8) -> None:
         self.repo = repo
         self.metrics = metrics
+        self.kinds = kinds
         self.day_offset_h = day_offset_h
 
     def happened(self, kind: str) -> None:
@@ -75,10 +77,13 @@ class Outbox:
                     {"conv_kind": m.conv_kind, "seq": m.seq},
                 )
             elif m.event is not None and m.event.get("type") == "join":
-                event = Event(
-                    "circle.joined", f"circle.joined:{m.conv}:{m.seq}", m.event.get("user", m.sender), m.conv, m.ts,
-                    day_of(m.ts, offset), {"conv_kind": m.conv_kind, "seq": m.seq},
-                )
+                kind = self.kinds.get(m.conv_kind)
+                name = kind.join_event if kind is not None else None
+                if name is not None:  # the kind says what a join is worth naming
+                    event = Event(
+                        name, f"{name}:{m.conv}:{m.seq}", m.event.get("user", m.sender), m.conv, m.ts,
+                        day_of(m.ts, offset), {"conv_kind": m.conv_kind, "seq": m.seq},
+                    )
             out.append(("messages", m.pos, event))
         for e in await self.repo.events_after(after_id, limit):
             out.append(("events", e.id, Event(e.kind, e.key, e.user, e.conv, e.ts, day_of(e.ts, offset), e.data)))

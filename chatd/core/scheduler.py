@@ -1,12 +1,14 @@
-"""One scheduler for periodic work under a store lease.
+"""One scheduler for periodic work, each job under a store lease.
 
 Work that one process of a deployment must do, and only one (the points worker,
 red-packet expiry; service-group SLA clocks and the live-session lifecycle
-next), runs as :class:`Job`\\ s of the process that holds the lease. The lease
-is a row in the store, taken and renewed through the same pipeline as chat
-writes: holding it, the node renews it a third of the way in; not holding it,
-it tries again as soon as the holder's lease runs out, so a node killed with -9
-is taken over within the lease (10 s).
+next), runs as :class:`Job` s of a scheduler. Each job has a lease of its own
+(a row in the store, taken and renewed through the same pipeline as chat
+writes), so only processes that have a job compete for it (a ``--no-points``
+process never keeps the points hooks from running elsewhere), and a job that
+keeps failing holds up no other. Holding a lease, the node renews it a third
+of the way in; not holding it, it tries again as soon as the holder's lease
+runs out, so a node killed with -9 is taken over within the lease (10 s).
 
 Jobs say when they want to run again; time comes from the clock, so tests
 drive the scheduler with a :class:`~chatd.clock.ManualClock`.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..clock import Clock
@@ -26,11 +29,11 @@ from .pipeline import Pipeline
 log = logging.getLogger("chatd.scheduler")
 
 LEASE_MS = 10_000
-LEASE_NAME = "scheduler"
+MAX_BACKOFF = 30.0  # s: a failing job is retried at most this far apart
 
 
 class Job(Protocol):
-    name: str
+    name: str  # its lease's name in the store, too: keep it stable across versions
 
     async def run(self) -> float:
         """One round of work. Returns the seconds until the job wants to run
@@ -38,8 +41,17 @@ class Job(Protocol):
         ...
 
     def leased(self) -> None:
-        """This node just took the lease (another node may have run the job until now)."""
+        """This node just took the job's lease (another node may have run it until now)."""
         ...
+
+
+@dataclass
+class _Slot:
+    job: Job
+    held: bool = False
+    renew_at: float = 0.0  # monotonic: when to take or renew the lease again
+    due: float = 0.0  # monotonic: when the job wants to run
+    failures: int = 0
 
 
 class Scheduler:
@@ -51,17 +63,30 @@ class Scheduler:
         self.clock = clock
         self.node = node
         self.lease_ms = lease_ms
-        self.jobs: list[Job] = []
-        self.held = False
-        self._renew_at = 0.0  # monotonic: when to take or renew the lease again
-        self._due: dict[str, float] = {}  # job name -> monotonic time it wants to run
+        self._slots: dict[str, _Slot] = {}
         self._task: asyncio.Task[None] | None = None
 
     def add(self, job: Job) -> None:
-        self.jobs.append(job)
+        if job.name in self._slots:
+            raise ValueError(f"a job named {job.name!r} is scheduled already")
+        self._slots[job.name] = _Slot(job)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [slot.job for slot in self._slots.values()]
+
+    def holds(self, name: str) -> bool:
+        """Whether this node holds the lease of job ``name`` (runs it)."""
+        slot = self._slots.get(name)
+        return slot is not None and slot.held
+
+    @property
+    def held(self) -> bool:
+        """Whether this node holds the lease of every job it has."""
+        return bool(self._slots) and all(slot.held for slot in self._slots.values())
 
     def start(self) -> None:
-        if self.jobs and self._task is None:
+        if self._slots and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="chatd-scheduler")
 
     async def stop(self) -> None:
@@ -77,7 +102,7 @@ class Scheduler:
                 wait = await self.tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # a lease write failed (the store is unavailable)
                 log.exception("scheduler error; retrying in 1 s")
                 wait = 1.0
             if wait > 0:
@@ -86,31 +111,39 @@ class Scheduler:
                 await asyncio.sleep(0)
 
     async def tick(self) -> float:
-        """Renew the lease if due, run the jobs that are due; the seconds until
-        something is due again."""
-        now = self.clock.monotonic()
-        if now >= self._renew_at:
-            await self._lease(now)
-        if not self.held:
-            return max(0.0, self._renew_at - now)
-        wait = self._renew_at - now
-        for job in self.jobs:
-            due = self._due.get(job.name, 0.0)
-            if now >= due:
-                again = await job.run()
-                due = self.clock.monotonic() + again
-                self._due[job.name] = due
-            wait = min(wait, due - now)
-        return max(0.0, wait)
+        """Take or renew the leases that are due, run the held jobs that are
+        due; the seconds until something is due again, counted from now (after
+        the jobs ran: a job that took a while and wants to run again at once
+        gets no pause)."""
+        for slot in self._slots.values():
+            now = self.clock.monotonic()
+            if now >= slot.renew_at:
+                await self._lease(slot, now)
+            if slot.held and now >= slot.due:
+                await self._run_job(slot)
+        end = self.clock.monotonic()
+        due = min(min(slot.renew_at, slot.due) if slot.held else slot.renew_at for slot in self._slots.values())
+        return max(0.0, due - end)
 
-    async def _lease(self, now: float) -> None:
-        was = self.held
+    async def _run_job(self, slot: _Slot) -> None:
+        try:
+            again = await slot.job.run()
+            slot.failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            slot.failures += 1
+            again = min(MAX_BACKOFF, 0.5 * 2 ** (slot.failures - 1))
+            log.exception("scheduled job %s failed (%d in a row); again in %.1f s", slot.job.name, slot.failures, again)
+        slot.due = self.clock.monotonic() + again
+
+    async def _lease(self, slot: _Slot, now: float) -> None:
+        was = slot.held
         wall = self.clock.wall_ms()
-        self.held, until = await self.pipeline.write(self.leases.take(LEASE_NAME, self.node, wall, self.lease_ms))
+        slot.held, until = await self.pipeline.write(self.leases.take(slot.job.name, self.node, wall, self.lease_ms))
         third = self.lease_ms / 3000
         # holding it: renew a third of the way in; not: try again when it runs out
-        self._renew_at = now + (third if self.held else min(third, max(0.05, (until - wall) / 1000 + 0.01)))
-        if self.held and not was:
-            self._due.clear()
-            for job in self.jobs:
-                job.leased()
+        slot.renew_at = now + (third if slot.held else min(third, max(0.05, (until - wall) / 1000 + 0.01)))
+        if slot.held and not was:
+            slot.due = now
+            slot.job.leased()

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from chatd_protocol import (
@@ -58,6 +60,7 @@ from .state import Event, SessionState, State
 
 log = logging.getLogger("chatd.session")
 
+_NO_FAST: Mapping[str, FastHandler] = MappingProxyType({})  # until authenticated
 CLOSE_WAIT = 2.0  # s for the close handshake before the socket is dropped
 
 
@@ -90,7 +93,9 @@ class Env:
     life: Lifecycle
 
 
-class Session:
+class Session(SessionState):
+    """A socket's session; its state (``SessionState``) changes only through the table."""
+
     __slots__ = (
         "auth_timer",
         "bucket",
@@ -102,7 +107,6 @@ class Session:
         "inflight",
         "proto",
         "sink",
-        "st",
         "strikes",
         "transport",
         "user",
@@ -116,12 +120,12 @@ class Session:
         self.transport = ws.transport
         self.proto = ws.protocol
         self.codec = codec
-        self.st = SessionState()
+        super().__init__()
         self.sink = SocketSink(
             ws.transport, ws.protocol, CODEC_SLOTS.index(codec.name), env.output, env.config.out_buffer, self
         )
         self.caller: Caller | None = None
-        self.fast: dict[str, FastHandler] = {}
+        self.fast: Mapping[str, FastHandler] = _NO_FAST
         self.user = ""
         self.bucket = TokenBucket(env.config.request_rate, env.config.request_burst, env.clock.monotonic())
         self.strikes = 0
@@ -150,12 +154,12 @@ class Session:
             env.presence.closed(self.sink)
         if self.user:
             env.hub.remove(self.user, self.sink)
-        self.st.to(Event.GONE)
+        self.to(Event.GONE)
         if self.inbox is not None:
             self.inbox.clear()
 
     def _auth_expired(self) -> None:
-        if self.st.state is State.CONNECTING:
+        if self.state is State.CONNECTING:
             self.close_soon(Close.AUTH_TIMEOUT, "no auth request in time")
 
     def _token_expired(self) -> None:
@@ -164,8 +168,7 @@ class Session:
     # -- input -----------------------------------------------------------------
 
     def on_frame(self, frame: Frame) -> None:
-        st = self.st
-        if not st.taking_input:
+        if not self.taking_input:
             return
         if not frame.fin or frame.opcode is Opcode.CONT:
             self.close_soon(Close.BAD_FRAME, "fragmented messages are not supported")
@@ -190,12 +193,12 @@ class Session:
             self.close_soon(exc.code, exc.reason)
             return
         except RequestError as exc:
-            if st.state is State.CONNECTING or st.state is State.AUTHENTICATING:
+            if self.state is State.CONNECTING or self.state is State.AUTHENTICATING:
                 self.close_soon(Close.BAD_FRAME, "malformed request")
             else:
                 self.error(exc.request_id if exc.request_id is not None else 0, exc)
             return
-        if st.state is State.CONNECTING:
+        if self.state is State.CONNECTING:
             self._before_auth(req)
             return
         env = self.env
@@ -210,7 +213,7 @@ class Session:
                 )
             return
         self.strikes = 0
-        if st.state is State.AUTHENTICATING:  # wait behind the auth
+        if self.state is State.AUTHENTICATING:  # wait behind the auth
             self._enqueue(req, size)
             return
         try:  # refuse bad arguments now: only checked requests wait in the queue
@@ -233,7 +236,7 @@ class Session:
         if req.op != "auth":
             self.close_soon(Close.NOT_AUTHENTICATED, "the first request must be auth")
             return
-        self.st.to(Event.AUTH)
+        self.to(Event.AUTH)
         inbox = self.inbox = Inbox(self.transport, self)
         inbox.start(self._authenticate(req))
 
@@ -246,7 +249,7 @@ class Session:
 
     # Inbox owner: the worker runs queued requests while the session serves
     def accepting(self) -> bool:
-        return self.st.serving
+        return self.serving
 
     def idle(self) -> None:
         self.inbox = None
@@ -266,30 +269,37 @@ class Session:
                 return
             # Register before reading the memberships: a join, leave or dm.open
             # that commits while we read then reaches this socket too.
-            user = self.user = identity.id
+            user = identity.id
             shared = env.bus.shared
             # Another node's commits do not move our pipeline's head: read the
             # store's before registering (a lower pos only means a longer sync).
             pos = await env.messages.head() if shared else 0
-            env.hub.register(user, self.sink)
-            if shared:  # a join or leave on another node from now on reaches us
-                await env.fanout.ready(user)
-            convs = await env.members.convs_of(user)
-            if self.st.state is not State.AUTHENTICATING or self.proto.state is not WsState.OPEN or env.life.draining:
+            if not self._authenticating():  # closed meanwhile: register nothing
                 return
-            # From here on synchronously: follow, then read the head position.
-            # Every commit after this point reaches us as a push; every commit
-            # before it is at or below ``pos`` (so sync from ``pos`` is whole).
-            env.hub.settle(self.sink, convs)
-            if shared:  # pushes from other nodes reach us from here on
-                await env.fanout.ready(user, env.hub.follows(self.sink))
-                if self.st.state is not State.AUTHENTICATING or self.proto.state is not WsState.OPEN:
+            self.user = user
+            env.hub.register(user, self.sink)
+            try:
+                if shared:  # a join or leave on another node from now on reaches us
+                    await env.fanout.ready(user)
+                convs = await env.members.convs_of(user)
+                if not self._authenticating() or env.life.draining:
                     return
-            else:
-                pos = env.pipeline.head
+                # From here on synchronously: follow, then read the head position.
+                # Every commit after this point reaches us as a push; every commit
+                # before it is at or below ``pos`` (so sync from ``pos`` is whole).
+                env.hub.settle(self.sink, convs)
+                if shared:  # pushes from other nodes reach us from here on
+                    await env.fanout.ready(user, env.hub.follows(self.sink))
+                    if not self._authenticating():
+                        return
+                else:
+                    pos = env.pipeline.head
+            finally:
+                if not self._authenticating():  # it closed meanwhile: nothing may stay registered
+                    env.hub.remove(user, self.sink)
             caller = self.caller = Caller.of(identity, self.sink, self.codec)
             self.fast = env.ops.fast_for(caller)
-            self.st.to(Event.AUTHENTICATED)
+            self.to(Event.AUTHENTICATED)
             self.sink.open = True
             if self.auth_timer is not None:
                 self.auth_timer.cancel()
@@ -315,6 +325,9 @@ class Session:
             )
         except StoreUnavailable:
             self.close_soon(Close.INTERNAL, "store unavailable")
+
+    def _authenticating(self) -> bool:
+        return self.state is State.AUTHENTICATING and self.proto.state is WsState.OPEN
 
     async def dispatch(self, req: Request) -> None:
         if self.env.life.draining:
@@ -352,16 +365,20 @@ class Session:
 
     # Responder: a fast-path send's answer, from its commit callback
     def answer(self, rid: RequestId, d: dict[str, Any]) -> None:
-        self._sent()
-        self.reply(rid, d)
+        self.inflight -= 1
+        if not self.inflight and self.waiter is not None:
+            self._drained()
+        self.sink.write(wsframe.frame(self.codec.dumps({"id": rid, "d": d}), self.codec.text))
 
     def refuse(self, rid: RequestId, exc: RequestError) -> None:
-        self._sent()
+        self.inflight -= 1
+        if not self.inflight and self.waiter is not None:
+            self._drained()
         self.error(rid, exc)
 
-    def _sent(self) -> None:
-        self.inflight -= 1
-        if not self.inflight and self.waiter is not None and not self.waiter.done():
+    def _drained(self) -> None:
+        """Every send in flight was answered: a close waiting for that goes on."""
+        if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
     def slow(self) -> None:
@@ -376,23 +393,23 @@ class Session:
         """Close from synchronous code. Input stops now; requests accepted before
         are still answered (protocol violations, flood) unless the close is for
         slowness, which stops all output at once."""
-        if not self.st.may(Event.CLOSE):
+        if not self.may(Event.CLOSE):
             return
-        self.st.to(Event.CLOSE)
+        self.to(Event.CLOSE)
         if code == Close.SLOW_CONSUMER:
             self._leave()
         asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def close(self, code: int, reason: str) -> None:
-        if not self.st.may(Event.CLOSE):  # already under way
+        if not self.may(Event.CLOSE):  # already under way
             return
-        self.st.to(Event.CLOSE)
+        self.to(Event.CLOSE)
         await self._close(code, reason)
 
     async def _close(self, code: int, reason: str) -> None:
         env = self.env
         env.metrics.closes.labels(str(code)).inc()
-        if self.st.serving:
+        if self.serving:
             # answer what was accepted before the close: queued requests, and
             # sends whose commit is still under way
             try:

@@ -111,7 +111,7 @@ class SocketServer:
         sockets = [ws for ws in self.server.connections if isinstance(ws, ChatdConnection)]
         # open sessions first (they answer what they accepted), then the rest:
         # sockets still authenticating or never authenticated go the same way
-        sessions = [ws.chatd for ws in sockets if ws.chatd is not None and ws.chatd.st.opened]
+        sessions = [ws.chatd for ws in sockets if ws.chatd is not None and ws.chatd.opened]
         await asyncio.gather(
             *(s.close(Close.SHUTDOWN, "server shutting down; reconnect") for s in sessions), return_exceptions=True
         )

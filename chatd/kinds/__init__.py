@@ -14,6 +14,10 @@ class Kinds:
     """The kinds a server knows, by name (as stored with each conversation)."""
 
     def __init__(self, *kinds: ConversationKind) -> None:
+        for k in kinds:
+            # what the core delivers today; the live kind brings the other strategies with it
+            if k.delivery is not Delivery.TOPIC:
+                raise ValueError(f"kind {k.name}: delivery {k.delivery.value} is not built yet")
         self._by_name = {k.name: k for k in kinds}
         self.dm = next(k for k in kinds if isinstance(k, Direct))
         self.circle = next(k for k in kinds if isinstance(k, Circle))
@@ -21,12 +25,23 @@ class Kinds:
     def __getitem__(self, name: str) -> ConversationKind:
         return self._by_name[name]
 
+    def get(self, name: str) -> ConversationKind | None:
+        """The kind stored as ``name``; None for one this server does not know (a
+        store written by a newer version): callers skip such conversations."""
+        return self._by_name.get(name)
+
     def __iter__(self) -> Iterator[ConversationKind]:
         return iter(self._by_name.values())
 
     def of(self, conv: str) -> ConversationKind | None:
         """The kind a conversation id belongs to, from its prefix."""
         return next((k for k in self._by_name.values() if k.owns(conv)), None)
+
+    def stored(self, conv: str) -> bool:
+        """Whether ``conv``'s members are rows in the store (an unknown id counts as
+        stored: the store then says who is in it)."""
+        kind = self.of(conv)
+        return kind is None or kind.membership is Membership.STORED
 
 
 def default_kinds() -> Kinds:

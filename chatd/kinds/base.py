@@ -55,9 +55,6 @@ class ConvState:
     muted: dict[str, int]  # user -> muted until (ms)
     blocked: bool  # a kind with blocking: one side blocked the other
 
-    def role(self, user: str) -> str | None:
-        return self.members.get(user)
-
 
 class ConversationKind:
     """The defaults are those of a plain stored-membership conversation."""
@@ -67,10 +64,10 @@ class ConversationKind:
     membership: ClassVar[Membership] = Membership.STORED
     delivery: ClassVar[Delivery] = Delivery.TOPIC
     blocking: ClassVar[bool] = False  # blocks between the two members apply (DMs)
-    open_join: ClassVar[bool] = False  # anyone may join and leave
     admin_roles: ClassVar[frozenset[str]] = frozenset()  # roles that may administer it
     fixed_roles: ClassVar[frozenset[str]] = frozenset()  # roles nobody changes (the owner's)
     admins_label: ClassVar[str] = "admins"  # who administers it, for refusals
+    join_event: ClassVar[str | None] = None  # the interaction event a join is (points), if any
     typing_max: ClassVar[int | None] = None  # typing pushed while members <= this (None: always)
     append_effects: ClassVar[tuple[Effect, ...]] = (SENDER_READS,)  # what one wrote counts as read
 

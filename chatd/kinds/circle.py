@@ -14,10 +14,10 @@ TYPING_MAX_MEMBERS = 200  # no typing pushes in larger circles (as read receipts
 class Circle(ConversationKind):
     name = "circle"
     prefix = "c:"
-    open_join: ClassVar[bool] = True
     admin_roles: ClassVar[frozenset[str]] = frozenset({"owner", "admin"})
     fixed_roles: ClassVar[frozenset[str]] = frozenset({"owner"})
     admins_label: ClassVar[str] = "owner and admins"
+    join_event: ClassVar[str | None] = "circle.joined"
     typing_max: ClassVar[int | None] = TYPING_MAX_MEMBERS
 
     def wire(self, rec: ConvRecord) -> dict[str, Any]:

@@ -50,7 +50,7 @@ class Ops:
         scope = RULES[op].scope
         return scope is Scope.ANYONE or scope in caller.scopes
 
-    def fast_for(self, caller: Caller) -> dict[str, FastHandler]:
+    def fast_for(self, caller: Caller) -> Mapping[str, FastHandler]:
         """The fast handlers this caller may run (one shared table per set of scopes)."""
         table = self._fast_for.get(caller.scopes)
         if table is None:

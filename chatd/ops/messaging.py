@@ -36,6 +36,21 @@ def _fit(caller: Caller, msgs: list[dict[str, Any]], keep_newest: bool) -> tuple
     return msgs, trimmed
 
 
+class _Waiter:
+    """A responder for a caller that awaits its ack."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self) -> None:
+        self.fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+
+    def answer(self, rid: RequestId, d: Reply) -> None:
+        self.fut.set_result(d)
+
+    def refuse(self, rid: RequestId, exc: RequestError) -> None:
+        self.fut.set_exception(exc)
+
+
 class Messaging:
     def __init__(
         self,
@@ -69,18 +84,18 @@ class Messaging:
 
     def send_now(self, caller: Caller, rid: RequestId, d: Args, respond: Responder) -> bool:
         """The hot path, run synchronously as the frame is parsed. Returns False
-        (nothing done) when the conversation's state is not cached; ``send``
-        then loads it and comes back here."""
-        conv = d["conv"]
-        state = self.directory.cached(conv)
+        (nothing done) when the conversation's state is not cached; the socket
+        then runs ``send_later``, which loads it first."""
+        state = self.directory.cached(d["conv"])
         if state is None:
             return False
-        self._submit(caller, d, state, lambda a: respond.answer(rid, a), functools.partial(respond.refuse, rid))
+        self._submit(caller, d, state, rid, respond)
         return True
 
-    def _submit(self, caller: Caller, d: Args, state: ConvState, ok: Any, fail: Any) -> None:
-        """Check ``send`` against the cached state and submit its write; ``ok``
-        gets the ack once committed, ``fail`` a refusal from the store."""
+    def _submit(self, caller: Caller, d: Args, state: ConvState, rid: RequestId, respond: Responder) -> None:
+        """Check ``send`` against the cached state and submit its write; the ack
+        (or a refusal from the store) goes to ``respond`` once committed. One
+        closure per message for each outcome, as the old hot path had."""
         user = caller.user
         conv = d["conv"]
         role = state.members.get(user)
@@ -108,38 +123,35 @@ class Messaging:
             data["ma"] = True
 
         def on_commit(a: Appended) -> None:
-            ok({"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
+            respond.answer(rid, {"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
             if a.dup:
                 return
             self.metrics.text_messages += 1
             self.fanout.publish(conv, "msg", message_wire(conv, a.seq, a.pos, user, cid, now, TEXT, data))
             self.outbox.happened("message.sent")
 
+        def on_error(exc: RequestError) -> None:
+            respond.refuse(rid, exc)
+
         self.pipeline.submit(
-            self.messages.append(conv, user, cid, now, pack(data), kind.append_effects), on_commit, fail
+            self.messages.append(conv, user, cid, now, pack(data), kind.append_effects), on_commit, on_error
         )
 
     async def send(self, caller: Caller, d: Args) -> Reply:
         """``send`` for a caller that waits for its ack (an HTTP admin request,
         a test): the ack once committed."""
-        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        reply = await self._send_or_find(caller, d, fut.set_result, fut.set_exception)
-        return reply if reply is not None else await fut
+        waiter = _Waiter()
+        reply = await self.send_later(caller, 0, d, waiter)
+        return reply if reply is not None else await waiter.fut
 
     async def send_later(self, caller: Caller, rid: RequestId, d: Args, respond: Responder) -> Reply | None:
         """``send`` when the fast path could not run or refused: it answers
         through ``respond`` once committed, without holding up the socket."""
-        return await self._send_or_find(
-            caller, d, lambda a: respond.answer(rid, a), functools.partial(respond.refuse, rid)
-        )
-
-    async def _send_or_find(self, caller: Caller, d: Args, ok: Any, fail: Any) -> Reply | None:
-        """Load the state and submit (None: ``ok`` or ``fail`` answers); before
-        refusing, look for the same ``cid``: a retry of a message that was
-        stored (say, before the sender was muted) gets its original ack."""
+        # Before refusing, look for the same ``cid``: a retry of a message that was
+        # stored (say, before the sender was muted) gets its original ack.
         try:
             state, _ = await member_state(self.directory, caller, d["conv"])
-            self._submit(caller, d, state, ok, fail)
+            self._submit(caller, d, state, rid, respond)
             return None
         except RequestError:
             original = await self.messages.find(caller.user, d["cid"])

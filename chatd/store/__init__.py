@@ -7,12 +7,26 @@ from __future__ import annotations
 from .base import Store, StoreUnavailable, Write
 
 
+def sqlite_path(location: str) -> str:
+    """The file of a SQLite location (a path, or ``sqlite:<path>``); ValueError
+    for a URL of an engine this server does not have."""
+    if "://" in location:
+        raise ValueError(f"--db {location.split('://', 1)[0]}:// is not supported: give a SQLite file path")
+    return location.removeprefix("sqlite:")
+
+
 def open_store(location: str, *, sync: str = "full") -> Store:
-    """The store at ``location``: a SQLite file path (or ``sqlite:<path>``)."""
+    """The store at ``location`` (the engine is chosen by its form; SQLite only today)."""
     from .sqlite import SqliteStore
 
-    path = location.removeprefix("sqlite:")
-    return SqliteStore(path, sync=sync)
+    return SqliteStore(sqlite_path(location), sync=sync)
 
 
-__all__ = ["Store", "StoreUnavailable", "Write", "open_store"]
+def prepare(location: str) -> None:
+    """Create or migrate the store before processes fork (``--workers``)."""
+    from .sqlite import prepare as prepare_sqlite
+
+    prepare_sqlite(sqlite_path(location))
+
+
+__all__ = ["Store", "StoreUnavailable", "Write", "open_store", "prepare", "sqlite_path"]

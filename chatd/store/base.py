@@ -43,7 +43,12 @@ Invariants (every engine; the contract suite checks each):
 
 Engines also serialise the conversation-level checks a write makes (a join
 checks membership, a claim checks shares left) with the writes they guard, so
-those checks stay right with several processes on one store.
+those checks stay right with several processes on one store. Invariants 2 and 3
+mean one point of serialisation for a batch's positions: SQLite has it for free
+(one writer at a time); an engine with concurrent writers (PostgreSQL) must hold
+a position allocator to commit, or publish positions with a "persisted up to"
+watermark, and pays for it (docs/design.md). Where a write can be refused for
+several reasons, its docstring gives the order; the contract suite pins it.
 """
 
 from __future__ import annotations
@@ -118,7 +123,9 @@ class Messages(Protocol):
         self, conv: str, seq: int, actor: str, author: dict[str, Any], ts: int, check: RecallCheck
     ) -> Write[SystemMessage]:
         """Wipe a text message's content (its seq stays) and append a ``recall``
-        system message; ``check`` decides who may, from the actor's role."""
+        system message; ``check`` decides who may, from the actor's role.
+        Refusals, in this order: NOT_FOUND (no such text message), NOT_MEMBER
+        (the actor), CONFLICT (recalled already), then ``check``'s."""
         ...
 
     async def history(self, conv: str, before: int | None, limit: int) -> tuple[list[dict[str, Any]], bool]:
@@ -151,7 +158,7 @@ class Conversations(Protocol):
 
     def open_dm(self, conv: str, kind: str, a: str, b: str, ts: int) -> Write[ConvRecord]:
         """The pair's conversation, created (with both as members) on first open;
-        ``BLOCKED`` when either side blocks the other."""
+        ``BLOCKED`` when either side blocks the other (checked before anything)."""
         ...
 
     def create(
@@ -184,16 +191,23 @@ class Members(Protocol):
     def join(self, conv: str, user: str, author: dict[str, Any], ts: int, check: KindCheck) -> Write[
         tuple[ConvRecord, SystemMessage]
     ]:
-        """``CONFLICT`` if already a member; the ``join`` message's seq becomes the
-        member's join point (``sync`` starts there)."""
+        """Refusals, in this order: ``check``'s (given the conversation's kind, ""
+        if it does not exist), CONFLICT (a member already). The ``join`` message's
+        seq becomes the member's join point (``sync`` starts there) and read cursor."""
         ...
 
     def leave(self, conv: str, user: str, author: dict[str, Any], ts: int, check: RoleCheck) -> Write[SystemMessage]:
+        """``check`` (given the kind and the user's role, None if not a member)
+        decides; the ``leave`` message is appended before the member goes."""
         ...
 
     def set_role(
         self, conv: str, actor: str, author: dict[str, Any], user: str, role: str, ts: int, check: AdminCheck
-    ) -> Write[SystemMessage]: ...
+    ) -> Write[SystemMessage]:
+        """``check`` gets the kind and both roles as read in the transaction (None:
+        not a member) and refuses alone; then the role changes and a ``role``
+        message is appended. ``mute`` likewise."""
+        ...
 
     def mute(
         self, conv: str, actor: str, author: dict[str, Any], user: str, until: int, ts: int, check: AdminCheck
@@ -230,7 +244,12 @@ class Ledger(Protocol):
         """Hook awards (``chatd.points.Award``); entries that were new."""
         ...
 
-    def tip(self, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) -> Write[dict[str, Any]]: ...
+    def tip(self, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) -> Write[dict[str, Any]]:
+        """Move points to the author of text message (conv, seq), idempotent on
+        (user, tid). In this order: a known tid returns the original with
+        ``dup``; NOT_MEMBER; NOT_FOUND (no such text message); BAD_REQUEST (own
+        message); INSUFFICIENT. Writes a ``tip.sent`` event."""
+        ...
 
     def send_red_packet(
         self,
@@ -245,10 +264,17 @@ class Ledger(Protocol):
         ts: int,
         ttl_ms: int,
     ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
-        """``amounts()`` draws the shares once the sender's membership was checked."""
+        """Idempotent on (user, rid): a known rid returns the original with
+        ``dup``; then NOT_MEMBER, NOT_FOUND; ``amounts()`` draws the shares (its
+        BAD_REQUEST); INSUFFICIENT. Appends a ``redpacket`` system message and
+        writes a ``redpacket.sent`` event."""
         ...
 
-    def claim_red_packet(self, user: str, pid: str, ts: int) -> Write[dict[str, Any]]: ...
+    def claim_red_packet(self, user: str, pid: str, ts: int) -> Write[dict[str, Any]]:
+        """One share per user, first come first served. In this order: NOT_FOUND
+        (no such packet), NOT_MEMBER, a second claim returns the first with
+        ``dup``, CONFLICT (expired, or every share taken)."""
+        ...
 
     def expire_red_packets(self, now: int) -> Write[dict[str, dict[str, Any]]]:
         """Refund what expired packets hold; per sender the ``points`` push."""

@@ -36,7 +36,7 @@ async def test_loads_kind_members_roles_and_mutes(store: SqliteStore) -> None:
     assert state is not None
     assert state.kind is KINDS.circle
     assert state.members == {"alice": "owner", "bob": "member", "carol": "member"}
-    assert state.role("alice") == "owner" and state.role("dave") is None
+    assert state.members.get("alice") == "owner" and "dave" not in state.members
     assert state.muted == {"bob": TS + 60_000}
     assert state.blocked is False
 

@@ -13,7 +13,7 @@ from support import FakeClock, read_db
 
 from chatd.clock import ManualClock
 from chatd.core.pipeline import Pipeline
-from chatd.core.scheduler import LEASE_MS, LEASE_NAME, Scheduler
+from chatd.core.scheduler import LEASE_MS, Scheduler
 from chatd.metrics import Metrics
 from chatd.store.sqlite import SqliteStore
 
@@ -59,7 +59,7 @@ def node(pipe: Pipeline, clock: ManualClock, name: str, delay: float = 1.0) -> t
 
 
 def lease_row(db: Path) -> tuple[str, int]:
-    ((owner, until),) = read_db(db, "SELECT owner, until FROM leases WHERE name = ?", (LEASE_NAME,))
+    ((owner, until),) = read_db(db, "SELECT owner, until FROM leases WHERE name = ?", (FakeJob.name,))
     return str(owner), int(until)
 
 
@@ -166,3 +166,71 @@ async def test_the_running_loops_hand_over_when_the_holder_stops(pipelines: list
     finally:
         await a.stop()
         await b.stop()
+
+
+class BusyJob(FakeJob):
+    """Takes ``took`` s of the clock's time per run (a batch of work)."""
+
+    def __init__(self, clock: ManualClock, delay: float, took: float, name: str = "job") -> None:
+        super().__init__(clock, delay)
+        self.took = took
+        self.name = name
+
+    async def run(self) -> float:
+        self.clock.advance(self.took)
+        return await super().run()
+
+
+async def test_a_job_that_took_a_while_and_wants_more_runs_again_at_once(pipelines: list[Pipeline]) -> None:
+    clock = ManualClock()
+    sched = Scheduler(pipelines[0], pipelines[0].store.leases, clock, "n1")
+    sched.add(BusyJob(clock, delay=0.0, took=0.02))
+    assert await sched.tick() == 0.0  # no pause as long as the job itself took
+    paced = Scheduler(pipelines[0], pipelines[0].store.leases, clock, "n2")
+    paced.add(BusyJob(clock, delay=0.05, took=0.02, name="paced"))
+    assert await paced.tick() == pytest.approx(0.05)  # counted from when it finished
+
+
+class FailingJob(FakeJob):
+    name = "failing"
+
+    async def run(self) -> float:
+        await super().run()
+        raise RuntimeError("a bad row")
+
+
+async def test_a_failing_job_backs_off_and_holds_up_no_other(pipelines: list[Pipeline]) -> None:
+    clock = ManualClock()
+    sched = Scheduler(pipelines[0], pipelines[0].store.leases, clock, "n1")
+    failing, fine = FailingJob(clock, 0.0), FakeJob(clock, 0.5)
+    sched.add(failing)
+    sched.add(fine)
+    for _ in range(8):
+        await sched.tick()
+        clock.advance(0.5)
+    assert len(fine.runs) == 8  # every half second, whatever the other does
+    assert 2 <= len(failing.runs) <= 4  # retried at 0.5, 1, 2 s... apart, not every tick
+    with pytest.raises(ValueError):
+        sched.add(FakeJob(clock, 1.0))  # names are leases: one job per name
+
+
+async def test_each_job_has_its_own_lease_and_only_nodes_with_the_job_compete(
+    pipelines: list[Pipeline], db_path: Path
+) -> None:
+    """A node that does not run a job (``--no-points``) never takes its lease: the
+    node that has it runs it, whichever started first."""
+    clock = ManualClock()
+    without = Scheduler(pipelines[0], pipelines[0].store.leases, clock, "no-points")
+    other = FakeJob(clock, 1.0)
+    other.name = "expiry"
+    without.add(other)
+    with_points = Scheduler(pipelines[1], pipelines[1].store.leases, clock, "points-on")
+    points = FakeJob(clock, 1.0)
+    points.name = "points"
+    with_points.add(points)
+    await without.tick()
+    await with_points.tick()
+    assert without.holds("expiry") and with_points.holds("points") and not with_points.holds("expiry")
+    assert points.runs and other.runs
+    rows = dict(read_db(db_path, "SELECT name, owner FROM leases"))
+    assert rows == {"expiry": "no-points", "points": "points-on"}

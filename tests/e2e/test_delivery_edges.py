@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from chatd_protocol import Reply
-from support import token, url
+from support import read_db, token, url
 from websockets.asyncio.client import connect
 
 
@@ -130,3 +130,37 @@ async def test_json_sync_reply_stays_under_one_mib(make_server: Any, clients: An
             got += sum(1 for m in d["messages"] if m["kind"] == "text")
             pos, more, rid = d["pos"], d["more"], rid + 1
     assert got == 64
+
+
+async def test_a_socket_closed_while_auth_reads_the_head_leaves_nothing_registered(
+    make_server: Any, clients: Any, redis_proc: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several processes auth reads the store's head first: a socket gone
+    meanwhile must not be registered for pushes afterwards (it would leak, and
+    keep the node subscribed to its user)."""
+    app = await make_server(redis_url=redis_proc.url, bus_shards=16)
+    release, reading = asyncio.Event(), asyncio.Event()
+    real = app.store.messages.head
+
+    async def slow_head() -> int:
+        reading.set()
+        await release.wait()
+        return await real()
+
+    monkeypatch.setattr(app.store.messages, "head", slow_head)
+    c = await clients(app, None)
+    c.start("auth", {"token": token("ghost", "owner")})
+    await asyncio.wait_for(reading.wait(), 5)
+    await c.close()
+    await asyncio.sleep(0.1)
+    release.set()
+    await asyncio.sleep(0.2)
+    assert "ghost" not in app.hub.users and not app.hub.sinks()
+
+
+async def test_the_store_may_be_named_with_its_engine(make_server: Any, clients: Any, db_path: Any) -> None:
+    app = await make_server(db_path=f"sqlite:{db_path}")
+    alice = await clients(app, "alice")
+    conv = (await alice.call("dm.open", user="bob"))["conv"]
+    assert (await alice.call("send", conv=conv, cid="s", text="stored"))["seq"] == 1
+    assert read_db(db_path, "SELECT COUNT(*) FROM messages") == [(1,)]

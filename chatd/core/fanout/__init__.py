@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from ...bus import Bus
-from ...kinds import ConvState
+from ...kinds import ConvState, Kinds
 from ...metrics import Metrics
 from ...store import StoreUnavailable
 from ...store.base import Members, Messages
@@ -37,7 +37,14 @@ class PresenceListener(Protocol):
 
 class Fanout:
     def __init__(
-        self, hub: Hub, directory: Directory, bus: Bus, messages: Messages, members: Members, metrics: Metrics
+        self,
+        hub: Hub,
+        directory: Directory,
+        bus: Bus,
+        messages: Messages,
+        members: Members,
+        kinds: Kinds,
+        metrics: Metrics,
     ) -> None:
         self.hub = hub
         self.directory = directory
@@ -46,7 +53,7 @@ class Fanout:
         self.metrics = metrics
         self._tasks: set[asyncio.Task[Any]] = set()
         self.gate = OrderGate(hub, messages.between, self._spawn)
-        self.resync = Resync(hub, directory, self.gate, members, self._spawn)
+        self.resync = Resync(hub, directory, self.gate, members, kinds, self._spawn)
         # (user, conv) -> [version, follow checks pending]: only while a check is pending
         self._follow_versions: dict[tuple[str, str], list[int]] = {}
         self.presence: PresenceListener | None = None  # envelopes for p:<user> keys go there

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ...kinds import Kinds
 from ...store import StoreUnavailable
 from ...store.base import Members
 from ..directory import Directory
@@ -20,9 +21,11 @@ class Resync:
         directory: Directory,
         gate: OrderGate,
         members: Members,
+        kinds: Kinds,
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
     ) -> None:
         self.hub = hub
+        self.kinds = kinds
         self.directory = directory
         self.gate = gate
         self.members = members
@@ -79,7 +82,8 @@ class Resync:
                 for conv in convs - follows:
                     hub.follow(sink, conv)
                 for conv in follows - convs:
-                    hub.unfollow(sink, conv)
+                    if self.kinds.stored(conv):  # ephemeral viewers are in no member list
+                        hub.unfollow(sink, conv)
         frames = [hub.encode(slot, "resync", {"reason": "bus"}) for slot in range(len(CODEC_SLOTS))]
         for sink in hub.sinks():
             if hub.settled(sink):
