@@ -1,4 +1,4 @@
-"""The input path (chatd/conn.py): frames are handled as they are parsed, in order.
+"""The input path (chatd/edge/session.py): frames are handled as they are parsed, in order.
 
 What a client sees: requests pipelined without waiting take effect in the order
 they were sent (a ``send`` right behind ``circle.join`` is accepted); replies may
