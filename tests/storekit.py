@@ -55,3 +55,23 @@ def join(s: Store, conv: str, user: str) -> Write[tuple[ConvRecord, SystemMessag
 async def seqs(s: Store, conv: str) -> list[int]:
     msgs, _ = await s.messages.history(conv, None, 100)
     return [m["seq"] for m in msgs]
+
+
+async def concurrent_sends(s: Store, n: int = 400) -> tuple[str, str, list[Appended], int]:
+    """``n`` texts to two new circles, submitted at once through a pipeline of
+    small batches: (circle a, circle b, the acks in submit order, the
+    pipeline's head after them)."""
+    import asyncio
+
+    from chatd.core.pipeline import Pipeline
+    from chatd.metrics import Metrics
+
+    a = await new_circle(s)
+    b = await new_circle(s)
+    pipeline = Pipeline(s, Metrics(), max_batch=7)  # many small batches
+    pipeline.start()
+    try:
+        results = await asyncio.gather(*(pipeline.write(text(s, a if i % 3 else b, f"u{i % 5}", f"c{i}")) for i in range(n)))
+    finally:
+        await pipeline.stop()
+    return a, b, list(results), pipeline.head

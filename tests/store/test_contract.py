@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 from chatd_protocol import Err, RequestError
-from storekit import AUTHOR, KINDS, TS, join, new_circle, one, seqs, text
+from storekit import AUTHOR, KINDS, TS, concurrent_sends, join, new_circle, one, seqs, text
 
-from chatd.core.pipeline import Pipeline
-from chatd.metrics import Metrics
 from chatd.points import Award
 from chatd.points.split import split_amounts
 from chatd.store import Store, StoreUnavailable
@@ -68,22 +66,13 @@ async def test_refused_writes_leave_no_gap(store: Store) -> None:
 
 
 async def test_seq_gapless_and_pos_in_commit_order_under_concurrent_submits(store: Store) -> None:
-    a = await new_circle(store)
-    b = await new_circle(store)
-    pipeline = Pipeline(store, Metrics(), max_batch=7)  # many small batches
-    pipeline.start()
-    try:
-        results = await asyncio.gather(
-            *(pipeline.write(text(store, a if i % 3 else b, f"u{i % 5}", f"c{i}")) for i in range(400))
-        )
-    finally:
-        await pipeline.stop()
+    a, b, results, head = await concurrent_sends(store)
     for conv in (a, b):
         got = sorted(r.seq for r in results if r.conv == conv)
         assert got == list(range(2, len(got) + 2))
     positions = [r.pos for r in results]  # futures resolve with pos strictly increasing in submit order
     assert positions == sorted(positions) and len(set(positions)) == len(positions)
-    assert pipeline.head == max(positions) == await store.messages.head()
+    assert head == max(positions) == await store.messages.head()
 
 
 async def test_idempotent_append(store: Store) -> None:

@@ -3,18 +3,15 @@ migrations, WAL, savepoints, the counters on disk, recalled bytes gone."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from chatd_protocol import Err, RequestError
-from storekit import AUTHOR, TS, join, new_circle, one, sqlite_engine, text
+from storekit import AUTHOR, TS, concurrent_sends, join, new_circle, one, sqlite_engine, text
 from support import read_db
 
-from chatd.core.pipeline import Pipeline
-from chatd.metrics import Metrics
 from chatd.store import Store, Write
 from chatd.store.records import TEXT, pack
 from chatd.store.sqlite import SqliteStore
@@ -107,16 +104,7 @@ async def test_unknown_conversation_refused_without_savepoint(store: SqliteStore
 
 
 async def test_concurrent_submits_leave_the_file_gapless(store: SqliteStore, db_path: Path) -> None:
-    a = await new_circle(store)
-    b = await new_circle(store)
-    pipeline = Pipeline(store, Metrics(), max_batch=7)  # many small batches
-    pipeline.start()
-    try:
-        results = await asyncio.gather(
-            *(pipeline.write(text(store, a if i % 3 else b, f"u{i % 5}", f"c{i}")) for i in range(400))
-        )
-    finally:
-        await pipeline.stop()
+    a, b, results, _ = await concurrent_sends(store)
     for conv in (a, b):
         n = sum(1 for r in results if r.conv == conv)
         assert seqs(db_path, conv) == list(range(1, n + 2))
