@@ -20,7 +20,11 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
 
-from chatd_protocol import Request
+from chatd_protocol import Request, RequestError
+
+# What waits: a request, or the refusal of a malformed one that came behind
+# the auth (answered in its turn, after the auth reply)
+Item = Request | RequestError
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -33,7 +37,7 @@ class Owner(Protocol):
         """Whether queued requests may still run (the session is open or closing)."""
         ...
 
-    async def dispatch(self, req: Request) -> None: ...
+    async def dispatch(self, req: Item) -> None: ...
 
     def idle(self) -> None:
         """The worker finished and nothing waits: drop the inbox."""
@@ -46,12 +50,12 @@ class Inbox:
     def __init__(self, transport: Transport, owner: Owner) -> None:
         self.transport = transport
         self.owner = owner
-        self.queue: deque[tuple[Request, int]] = deque()  # (request, frame size), in order
+        self.queue: deque[tuple[Item, int]] = deque()  # (request, frame size), in order
         self.queued_bytes = 0
         self.paused = False  # reading paused while the queue is over HIGH_WATER
         self.task: asyncio.Task[None] | None = None
 
-    def put(self, req: Request, size: int) -> bool:
+    def put(self, req: Item, size: int) -> bool:
         """Queue ``req``; False when over the hard limits (the caller closes as a flood)."""
         if len(self.queue) >= MAX_QUEUED or self.queued_bytes + size > MAX_QUEUED_BYTES:
             return False

@@ -193,8 +193,10 @@ class Session(SessionState):
             self.close_soon(exc.code, exc.reason)
             return
         except RequestError as exc:
-            if self.state is State.CONNECTING or self.state is State.AUTHENTICATING:
+            if self.state is State.CONNECTING:
                 self.close_soon(Close.BAD_FRAME, "malformed request")
+            elif self.state is State.AUTHENTICATING:  # answered after the auth reply, in order
+                self._enqueue(exc, size)
             else:
                 self.error(exc.request_id if exc.request_id is not None else 0, exc)
             return
@@ -240,7 +242,7 @@ class Session(SessionState):
         inbox = self.inbox = Inbox(self.transport, self)
         inbox.start(self._authenticate(req))
 
-    def _enqueue(self, req: Request, size: int) -> None:
+    def _enqueue(self, req: Request | RequestError, size: int) -> None:
         inbox = self.inbox
         if inbox is None:
             inbox = self.inbox = Inbox(self.transport, self)
@@ -297,15 +299,16 @@ class Session(SessionState):
             finally:
                 if not self._authenticating():  # it closed meanwhile: nothing may stay registered
                     env.hub.remove(user, self.sink)
-            caller = self.caller = Caller.of(identity, self.sink, self.codec)
-            self.fast = env.ops.fast_for(caller)
+            # everything that can fail comes before the session is open
+            caller = Caller.of(identity, self.sink, self.codec)
+            fast = env.ops.fast_for(caller)
+            expires_in = max(0.0, identity.exp - env.clock.wall_ms() / 1000)
+            self.caller, self.fast = caller, fast
             self.to(Event.AUTHENTICATED)
             self.sink.open = True
             if self.auth_timer is not None:
                 self.auth_timer.cancel()
-            self.auth_timer = env.clock.call_later(
-                max(0.0, identity.exp - env.clock.wall_ms() / 1000), self._token_expired
-            )
+            self.auth_timer = env.clock.call_later(expires_in, self._token_expired)
             env.metrics.connections.inc()
             env.presence.opened(self.sink, user)
             self.reply(
@@ -325,11 +328,17 @@ class Session(SessionState):
             )
         except StoreUnavailable:
             self.close_soon(Close.INTERNAL, "store unavailable")
+        except Exception:  # a bug: the socket must not stay half-authenticated
+            log.exception("auth failed for %s", self.user or "a socket")
+            self.close_soon(Close.INTERNAL, "internal error")
 
     def _authenticating(self) -> bool:
         return self.state is State.AUTHENTICATING and self.proto.state is WsState.OPEN
 
-    async def dispatch(self, req: Request) -> None:
+    async def dispatch(self, req: Request | RequestError) -> None:
+        if isinstance(req, RequestError):  # a malformed request that came behind the auth
+            self.error(req.request_id if req.request_id is not None else 0, req)
+            return
         if self.env.life.draining:
             self.error(req.id, RequestError(Err.UNAVAILABLE, "server is draining; retry after reconnecting"))
             return

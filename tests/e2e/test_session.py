@@ -9,6 +9,7 @@ from typing import Any
 
 import jwt
 import pytest
+from chatd_protocol import ErrorReply, Reply
 from support import http_get, read_db, stop_app, token, url
 from wsclient import WsClient
 
@@ -233,3 +234,45 @@ async def test_draining_server_refuses_new_sockets(make_server: Any, clients: An
     await stop_app(app)
     with pytest.raises(OSError):
         await WsClient.connect(url(port))
+
+
+@pytest.mark.parametrize("exp", [10**400, 2**63, 253_402_300_800], ids=["10**400", "2**63", "year 10000"])
+async def test_a_signed_token_with_an_absurd_expiry_closes_4101_and_opens_nothing(
+    server: App, clients: Any, exp: int
+) -> None:
+    """Issue 10, defect 2: such a token raised inside auth after the session was
+    open: no reply, yet requests were served, with no expiry timer and no presence."""
+    c = await clients(server, None)
+    bad = jwt.encode({"sub": "mallory", "typ": "owner", "exp": exp}, DEV_SECRET, algorithm="HS256")
+    auth, ping = c.start("auth", {"token": bad}), c.start("ping")
+    assert await c.closed() == 4101
+    for fut in (auth, ping):  # neither answered: the session never opened
+        with pytest.raises(ConnectionError):
+            await fut
+    assert server.metrics.registry.get_sample_value("chatd_connections") == 0
+    assert "mallory" not in server.hub.users
+
+
+async def test_malformed_requests_pipelined_behind_auth_are_answered_after_it(connect: Any) -> None:
+    """Issue 10, defect 3: they closed the socket with 4200 and the valid auth was
+    never answered. Only a frame that is not a map or has no valid id closes."""
+    c = await connect(None, encoding="json")
+    futs = []
+    for frame in (  # sent in this order, without waiting
+        {"id": 1, "op": "auth", "d": {"token": token("alice")}},
+        {"id": 2, "op": "ping", "d": []},
+        {"id": 3, "op": 5},
+        {"id": 4, "op": "ping", "d": {}, "x": 1},
+        {"id": 5, "op": "ping", "d": {}},
+    ):
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        c.pending[frame["id"]] = fut
+        futs.append(fut)
+        await c.send_frame(frame)
+    auth, *bad, ping = futs
+    assert isinstance(await auth, Reply)
+    for fut in bad:
+        err = await fut
+        assert isinstance(err, ErrorReply) and err.code == "bad_request"
+    assert isinstance(await ping, Reply)
+    assert c.ws.close_code is None
