@@ -17,6 +17,7 @@ from .core.hub import Hub
 from .core.outbox import Outbox
 from .core.pipeline import Pipeline
 from .core.scheduler import Scheduler
+from .core.users import UserBook
 from .edge import wsframe
 from .edge.http import Routes, health_routes
 from .edge.session import Env, Lifecycle
@@ -66,8 +67,14 @@ class App:
         commit = Commit(pipeline, fanout, metrics)
         self.ops = table(
             SessionOps(store.members, kinds, clock),
-            DirectOps(commit, store.conversations, store.blocks, fanout, kinds.dm, clock),
-            Circles(commit, store.conversations, store.members, directory, fanout, outbox, kinds.circle, clock),
+            DirectOps(
+                commit, store.conversations, store.blocks, fanout, kinds.dm, clock,
+                known_peers=not config.dm_unknown_users, new_per_hour=config.new_dms_per_hour,
+            ),
+            Circles(
+                commit, store.conversations, store.members, directory, fanout, outbox, kinds.circle, clock,
+                per_hour=config.circles_per_hour,
+            ),
             Messaging(
                 pipeline, commit, store.messages, store.members, directory, fanout, outbox,
                 SendLimiter(config.send_rate, config.send_burst, clock), metrics, clock,
@@ -89,8 +96,9 @@ class App:
             self.scheduler.add(self.points)
         # -- edge
         life = Lifecycle()
+        users = UserBook(pipeline, store.users, clock)
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
-                  metrics, output, life)
+                  metrics, output, life, users)
         self.server = SocketServer(env, Routes(health_routes(life, bus, metrics), life))
         self._metrics_sources(metrics)
         self.port = 0

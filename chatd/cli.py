@@ -58,6 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
         points_rules=args.points_rules,
         points_stream=args.points_stream,
         red_packet_ttl_s=args.red_packet_ttl,
+        dm_unknown_users=args.allow_dm_to_unknown_users,
+        circles_per_hour=args.circles_per_hour,
+        new_dms_per_hour=args.new_dms_per_hour,
         points_yield_ms=args.points_yield_ms,
         reuse_port=args.workers > 1 or args.reuse_port,
     )
@@ -222,6 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the points worker pauses this long between batches while chat writes are waiting (0: never)",
     )
     s.add_argument("--red-packet-ttl", type=int, default=86400, help="s until an unclaimed red packet is refunded")
+    s.add_argument(
+        "--allow-dm-to-unknown-users",
+        action="store_true",
+        help="open DMs to user ids this server never saw (users provisioned by a backend)",
+    )
+    s.add_argument("--circles-per-hour", type=int, default=10, help="circles a user may create per hour (0: no limit)")
+    s.add_argument(
+        "--new-dms-per-hour", type=int, default=60, help="new DM conversations a user may open per hour (0: no limit)"
+    )
     s.add_argument("--log-level", default="info")
     s.add_argument("--log-format", choices=("text", "json"), default="text")
     s.set_defaults(fn=_serve)

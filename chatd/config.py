@@ -45,6 +45,9 @@ class Config:
     hook_timeout_s: float = 5.0
     points_yield_ms: int = 20  # pause between worker batches while chat writes are queued
     red_packet_ttl_s: int = 86_400
+    dm_unknown_users: bool = False  # open DMs to user ids the server never saw (provisioned elsewhere)
+    circles_per_hour: int = 10  # circles a user may create per hour (0: no limit; staff and bots: none)
+    new_dms_per_hour: int = 60  # new DM conversations a user may open per hour (0: no limit)
     clock: Clock = field(default_factory=SystemClock)  # every timer, bucket, lease and expiry takes it
 
     @property
@@ -66,6 +69,8 @@ class Config:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("--redis-url must be a redis://, rediss:// or unix:// URL")
+        if self.circles_per_hour < 0 or self.new_dms_per_hour < 0:
+            raise ValueError("--circles-per-hour and --new-dms-per-hour take 0 (no limit) or more")
         if self.points_yield_ms < 0:
             raise ValueError("--points-yield-ms must be 0 (never pause) or more")
         if self.sync not in ("full", "normal"):

@@ -51,6 +51,12 @@ async def make_server(db_path: Path) -> AsyncIterator[ServerFactory]:
             # points pushes would interleave with what chat tests assert; the
             # points tests turn the worker on (the events are recorded anyway)
             "points": False,
+            # creation quotas and DMs only to users the server has seen have tests
+            # of their own (tests/e2e/test_quotas.py); elsewhere a test may create
+            # as many circles and DMs as it needs, to users not connected yet
+            "circles_per_hour": 0,
+            "new_dms_per_hour": 0,
+            "dm_unknown_users": True,
         }
         cfg.update(overrides)
         app = App(Config(**cfg))

@@ -47,6 +47,7 @@ from ..core.caller import Caller
 from ..core.fanout import Fanout
 from ..core.hub import CODEC_SLOTS, Hub
 from ..core.pipeline import Pipeline
+from ..core.users import UserBook
 from ..limits import TokenBucket
 from ..metrics import Metrics
 from ..ops import FastHandler, Ops
@@ -91,6 +92,7 @@ class Env:
     metrics: Metrics
     output: Output
     life: Lifecycle
+    users: UserBook
 
 
 class Session(SessionState):
@@ -276,6 +278,7 @@ class Session(SessionState):
             # Another node's commits do not move our pipeline's head: read the
             # store's before registering (a lower pos only means a longer sync).
             pos = await env.messages.head() if shared else 0
+            await env.users.seen(identity)  # a DM may be opened to this user from now on
             if not self._authenticating():  # closed meanwhile: register nothing
                 return
             self.user = user

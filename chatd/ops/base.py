@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
-from chatd_protocol import Err, RequestError, RequestId
+from chatd_protocol import Err, RequestError, RequestId, Scope
 
 from ..core.caller import Caller
 from ..core.directory import Directory
@@ -25,7 +25,7 @@ from ..core.pipeline import Pipeline
 from ..kinds import ConvState
 from ..metrics import Metrics
 from ..store import Write
-from ..store.records import SystemMessage
+from ..store.records import Quota, SystemMessage
 
 T = TypeVar("T")
 
@@ -61,6 +61,17 @@ async def member_state(directory: Directory, caller: Caller, conv: str) -> tuple
     if role is None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     return state, role
+
+
+HOUR_MS = 3_600_000
+
+
+def creation_quota(caller: Caller, action: str, per_hour: int) -> Quota | None:
+    """The hourly quota of a creation op for this caller: none when unlimited
+    (0), and none for staff and bots (trusted accounts that create for others)."""
+    if not per_hour or Scope.STAFF in caller.scopes or Scope.BOT in caller.scopes:
+        return None
+    return Quota(caller.user, action, per_hour, HOUR_MS)
 
 
 def system_messages(result: Any) -> list[SystemMessage]:

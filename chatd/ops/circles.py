@@ -14,7 +14,7 @@ from ..core.outbox import Outbox
 from ..kinds import Circle, ConvState
 from ..store.base import Conversations, Members
 from ..store.records import ConvRecord, SystemMessage
-from .base import Args, Commit, Reply, member_state
+from .base import Args, Commit, Reply, creation_quota, member_state
 
 
 class Circles:
@@ -28,7 +28,9 @@ class Circles:
         outbox: Outbox,
         kind: Circle,
         clock: Clock,
+        per_hour: int = 0,
     ) -> None:
+        self.per_hour = per_hour  # circles a user may create per hour
         self.commit = commit
         self.conversations = conversations
         self.members = members
@@ -48,9 +50,10 @@ class Circles:
             self.fanout.user_follow(caller.user, result[0].conv)
 
         attrs = {"category": d["category"], "description": d.get("description", ""), "certified": certified}
+        quota = creation_quota(caller, "circles", self.per_hour)
         rec, _ = await self.commit(
             self.conversations.create(
-                kind.name, kind.prefix, caller.user, caller.author, d["name"], attrs, self.clock.wall_ms()
+                kind.name, kind.prefix, caller.user, caller.author, d["name"], attrs, self.clock.wall_ms(), quota
             ),
             after,
         )

@@ -8,13 +8,23 @@ from ..core.fanout import Fanout
 from ..kinds import Direct
 from ..store.base import Blocks, Conversations
 from ..store.records import ConvRecord
-from .base import Args, Commit, Reply
+from .base import Args, Commit, Reply, creation_quota
 
 
 class DirectOps:
     def __init__(
-        self, commit: Commit, conversations: Conversations, blocks: Blocks, fanout: Fanout, kind: Direct, clock: Clock
+        self,
+        commit: Commit,
+        conversations: Conversations,
+        blocks: Blocks,
+        fanout: Fanout,
+        kind: Direct,
+        clock: Clock,
+        known_peers: bool = True,
+        new_per_hour: int = 0,
     ) -> None:
+        self.known_peers = known_peers  # a DM only to a user the server has seen
+        self.new_per_hour = new_per_hour
         self.commit = commit
         self.conversations = conversations
         self.blocks = blocks
@@ -32,7 +42,11 @@ class DirectOps:
                 self.fanout.user_follow(me, conv)
                 self.fanout.user_follow(other, conv)
 
-        rec = await self.commit(self.conversations.open_dm(conv, self.kind.name, me, other, self.clock.wall_ms()), after)
+        quota = creation_quota(caller, "new DMs", self.new_per_hour)
+        rec = await self.commit(
+            self.conversations.open_dm(conv, self.kind.name, me, other, self.clock.wall_ms(), self.known_peers, quota),
+            after,
+        )
         return {**self.kind.wire(rec), "peer": other}
 
     async def _set_block(self, caller: Caller, d: Args, on: bool) -> Reply:

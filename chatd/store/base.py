@@ -40,6 +40,9 @@ Invariants (every engine; the contract suite checks each):
    points, it never makes or loses any (the sum of balances plus what open red
    packets hold equals the sum of awards).
 9. A lease has at most one holder at a time.
+10. A quota (``records.Quota``) is charged in the transaction of the write it
+    limits: a refused write charges nothing, and with several processes the
+    count is exact.
 
 Engines also serialise the conversation-level checks a write makes (a join
 checks membership, a claim checks shares left) with the writes they guard, so
@@ -69,6 +72,7 @@ from .records import (
     HookFailure,
     MemberView,
     MessageRow,
+    Quota,
     SystemMessage,
 )
 
@@ -156,16 +160,36 @@ class Conversations(Protocol):
     """Conversations: kind, name, attributes, counters. ``kind`` and the id never
     change once created."""
 
-    def open_dm(self, conv: str, kind: str, a: str, b: str, ts: int) -> Write[ConvRecord]:
-        """The pair's conversation, created (with both as members) on first open;
-        ``BLOCKED`` when either side blocks the other (checked before anything)."""
+    def open_dm(
+        self,
+        conv: str,
+        kind: str,
+        a: str,
+        b: str,
+        ts: int,
+        known_peer: bool = False,
+        quota: Quota | None = None,
+    ) -> Write[ConvRecord]:
+        """The pair's conversation, opened by ``a``, created (with both as
+        members) on first open. In this order: BLOCKED when either side blocks
+        the other; for a new conversation only: NOT_FOUND when ``known_peer`` and
+        ``b`` was never seen (``Users``), RATE_LIMITED past ``quota``."""
         ...
 
     def create(
-        self, kind: str, prefix: str, owner: str, author: dict[str, Any], name: str, attrs: dict[str, Any], ts: int
+        self,
+        kind: str,
+        prefix: str,
+        owner: str,
+        author: dict[str, Any],
+        name: str,
+        attrs: dict[str, Any],
+        ts: int,
+        quota: Quota | None = None,
     ) -> Write[tuple[ConvRecord, SystemMessage]]:
         """A conversation with the id ``<prefix><n>`` (n counted per kind), the
-        owner as its first member (role ``owner``) and a ``created`` message."""
+        owner as its first member (role ``owner``) and a ``created`` message;
+        RATE_LIMITED past ``quota``."""
         ...
 
     def announce(
@@ -227,6 +251,16 @@ class Members(Protocol):
     async def view(self, user: str, after: str | None, limit: int) -> tuple[list[MemberView], str | None]:
         """The user's conversations with their own cursor, by id."""
         ...
+
+
+class Users(Protocol):
+    """The users the server has seen (authenticated once, or provisioned)."""
+
+    def seen(self, user: str, type: str, name: str, ts: int) -> Write[None]:
+        """Record ``user`` (idempotent; type and name follow the latest token)."""
+        ...
+
+    async def known(self, user: str) -> bool: ...
 
 
 class Blocks(Protocol):
@@ -330,6 +364,9 @@ class Store(Protocol):
     def members(self) -> Members: ...
 
     @property
+    def users(self) -> Users: ...
+
+    @property
     def blocks(self) -> Blocks: ...
 
     @property
@@ -370,5 +407,6 @@ __all__ = [
     "RoleCheck",
     "Store",
     "StoreUnavailable",
+    "Users",
     "Write",
 ]

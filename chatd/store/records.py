@@ -89,6 +89,18 @@ SENDER_READS = Effect("sender_reads")
 
 
 @dataclass(frozen=True, slots=True)
+class Quota:
+    """At most ``limit`` of ``action`` per ``user`` in each fixed window of
+    ``window_ms``, charged in the transaction of the write it limits (a refused
+    write charges nothing)."""
+
+    user: str
+    action: str
+    limit: int
+    window_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A ledger entry; ``key`` is its idempotency key."""
 

@@ -24,7 +24,8 @@ ENCODINGS = ["msgpack", "json"]
 class Server:
     def __init__(self, tmp_path: Path, **config: Any) -> None:
         self.db = str(tmp_path / "c.db")
-        self.config = config
+        # DMs to users who have not connected yet (as tests/conftest.py's servers)
+        self.config = {"dm_unknown_users": True, **config}
         self.app: Any = None
         self.port = 0
 

@@ -372,3 +372,36 @@ async def test_a_lease_has_one_holder(store: Store) -> None:
     assert await one(store, store.leases.take("job", "n1", TS + 5_000, 10_000)) == (True, TS + 15_000)
     assert (await one(store, store.leases.take("job", "n2", TS + 15_001, 10_000)))[0]  # ran out: taken over
     assert not (await one(store, store.leases.take("job", "n1", TS + 15_002, 10_000)))[0]
+
+
+# -- users and quotas (invariant 10) ----------------------------------------------
+
+
+async def test_users_seen_and_dms_to_known_users_only(store: Store) -> None:
+    assert not await store.users.known("bob")
+    conv = DM.conv_id("alice", "bob")
+    (refused,), _ = await store.run_batch([store.conversations.open_dm(conv, DM.name, "alice", "bob", TS, True)])
+    assert isinstance(refused, RequestError) and refused.code == Err.NOT_FOUND
+    await one(store, store.users.seen("bob", "owner", "Bob", TS))
+    await one(store, store.users.seen("bob", "owner", "Bobby", TS + 1))  # idempotent; the profile follows
+    assert await store.users.known("bob")
+    assert (await one(store, store.conversations.open_dm(conv, DM.name, "alice", "bob", TS, True))).conv == conv
+
+
+async def test_a_quota_counts_per_window(store: Store) -> None:
+    from chatd.store.records import Quota
+
+    quota = Quota("fan", "circles", 2, 3_600_000)
+
+    def create(ts: int) -> Any:
+        return store.conversations.create(CIRCLE.name, CIRCLE.prefix, "fan", AUTHOR, "n", {"category": "city"}, ts, quota)
+
+    start = TS - TS % 3_600_000
+    await one(store, create(start + 1))
+    await one(store, create(start + 2))
+    (over,), _ = await store.run_batch([create(start + 3)])
+    assert isinstance(over, RequestError) and over.code == Err.RATE_LIMITED
+    assert over.retry_after_ms == 3_600_000 - 3
+    assert (await one(store, create(start + 3_600_000)))[0].owner == "fan"  # a new window
+    listed, _ = await store.conversations.listing(CIRCLE.name, None, None, 10)
+    assert len(listed) == 3

@@ -5,7 +5,8 @@ Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixi
 * ``engine``        opening, the writer thread, batched transactions, readers
 * ``schema``        versioned migrations
 * ``messages``      message rows; append / recall / history / sync
-* ``conversations`` conversations and blocks
+* ``conversations`` conversations, users and blocks
+* ``quotas``        per-user quotas over fixed windows
 * ``members``       membership, roles, read cursors, mutes
 * ``ledger``        points: entries, balances, tips, red packets
 * ``outbox``        interaction events and their consumers' cursors
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..base import Write
-from .conversations import SqliteBlocks, SqliteConversations
+from .conversations import SqliteBlocks, SqliteConversations, SqliteUsers
 from .engine import Engine, set_wal
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
@@ -38,6 +39,7 @@ class SqliteStore:
         self.messages = SqliteMessages(self.engine)
         self.conversations = SqliteConversations(self.engine)
         self.members = SqliteMembers(self.engine)
+        self.users = SqliteUsers(self.engine)
         self.blocks = SqliteBlocks(self.engine)
         self.ledger = SqliteLedger(self.engine)
         self.outbox = SqliteOutbox(self.engine)

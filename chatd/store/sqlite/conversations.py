@@ -14,9 +14,10 @@ from typing import Any
 from chatd_protocol import Err, RequestError
 
 from ..base import AdminCheck, Write
-from ..records import ConvRecord, ConvSnapshot, SystemMessage
+from ..records import ConvRecord, ConvSnapshot, Quota, SystemMessage
 from .engine import Engine, Tx
 from .messages import kind_of, role_of, system
+from .quotas import charge
 
 CONV_COLUMNS = "id, kind, name, category, certified, description, announcement, owner, member_count, last_seq"
 
@@ -43,20 +44,35 @@ def blocked(tx: Tx, a: str, b: str) -> bool:
     return row is not None
 
 
-def open_dm(tx: Tx, conv: str, kind: str, a: str, b: str, ts: int) -> ConvRecord:
+def open_dm(
+    tx: Tx, conv: str, kind: str, a: str, b: str, ts: int, known_peer: bool, quota: Quota | None
+) -> ConvRecord:
     if blocked(tx, a, b):
         raise RequestError(Err.BLOCKED, "this conversation is blocked")
-    cur = tx.execute(
-        "INSERT OR IGNORE INTO conversations(id, kind, created_ts, member_count) VALUES (?, ?, ?, 2)", (conv, kind, ts)
-    )
-    if cur.rowcount:
+    exists = tx.execute("SELECT 1 FROM conversations WHERE id = ?", (conv,)).fetchone() is not None
+    if not exists:
+        if known_peer and tx.execute("SELECT 1 FROM users WHERE id = ?", (b,)).fetchone() is None:
+            raise RequestError(Err.NOT_FOUND, f"no user {b}")
+        if quota is not None:
+            charge(tx, quota, ts)
+        tx.execute("INSERT INTO conversations(id, kind, created_ts, member_count) VALUES (?, ?, ?, 2)", (conv, kind, ts))
         tx.conn.executemany("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", ((conv, a), (conv, b)))
     return get(tx, conv)
 
 
 def create(
-    tx: Tx, kind: str, prefix: str, owner: str, author: dict[str, Any], name: str, attrs: dict[str, Any], ts: int
+    tx: Tx,
+    kind: str,
+    prefix: str,
+    owner: str,
+    author: dict[str, Any],
+    name: str,
+    attrs: dict[str, Any],
+    ts: int,
+    quota: Quota | None,
 ) -> tuple[ConvRecord, SystemMessage]:
+    if quota is not None:
+        charge(tx, quota, ts)
     row = tx.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (kind,)).fetchone()
     if row is None:  # a kind's first conversation
         tx.execute("INSERT INTO counters VALUES (?, 1)", (kind,))
@@ -101,13 +117,30 @@ class SqliteConversations:
     def __init__(self, engine: Engine) -> None:
         self.db = engine
 
-    def open_dm(self, conv: str, kind: str, a: str, b: str, ts: int) -> Write[ConvRecord]:
-        return Write(open_dm, (conv, kind, a, b, ts))
+    def open_dm(
+        self,
+        conv: str,
+        kind: str,
+        a: str,
+        b: str,
+        ts: int,
+        known_peer: bool = False,
+        quota: Quota | None = None,
+    ) -> Write[ConvRecord]:
+        return Write(open_dm, (conv, kind, a, b, ts, known_peer, quota))
 
     def create(
-        self, kind: str, prefix: str, owner: str, author: dict[str, Any], name: str, attrs: dict[str, Any], ts: int
+        self,
+        kind: str,
+        prefix: str,
+        owner: str,
+        author: dict[str, Any],
+        name: str,
+        attrs: dict[str, Any],
+        ts: int,
+        quota: Quota | None = None,
     ) -> Write[tuple[ConvRecord, SystemMessage]]:
-        return Write(create, (kind, prefix, owner, author, name, attrs, ts))
+        return Write(create, (kind, prefix, owner, author, name, attrs, ts, quota))
 
     def announce(
         self, conv: str, actor: str, author: dict[str, Any], text: str, ts: int, check: AdminCheck
@@ -141,6 +174,25 @@ class SqliteConversations:
         rows = await self.db.fetchall(sql, args)
         out = [record(r) for r in rows[:limit]]
         return out, (out[-1].conv if len(rows) > limit else None)
+
+
+def user_seen(tx: Tx, user: str, type: str, name: str, ts: int) -> None:
+    tx.execute(
+        "INSERT INTO users VALUES (?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET type = excluded.type,"
+        " name = excluded.name WHERE users.type != excluded.type OR users.name != excluded.name",
+        (user, type, name, ts),
+    )
+
+
+class SqliteUsers:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+
+    def seen(self, user: str, type: str, name: str, ts: int) -> Write[None]:
+        return Write(user_seen, (user, type, name, ts))
+
+    async def known(self, user: str) -> bool:
+        return await self.db.fetchone("SELECT 1 FROM users WHERE id = ?", (user,)) is not None
 
 
 class SqliteBlocks:

@@ -137,6 +137,25 @@ MIGRATIONS: list[str] = [
     CREATE TABLE leases(name TEXT PRIMARY KEY, owner TEXT NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters VALUES ('red_packet', 0);
     """,
+    # 3: the users the server has seen (a DM is opened only to one of them, unless
+    # configured otherwise) and per-user quotas over fixed windows (creation ops).
+    # Users in some conversation before this migration count as seen.
+    """
+    CREATE TABLE users(
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,                 -- '' when only known from a membership
+        name TEXT NOT NULL,
+        first_seen INTEGER NOT NULL         -- ms
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO users SELECT DISTINCT user, '', user, 0 FROM members;
+    CREATE TABLE quotas(
+        user TEXT NOT NULL,
+        action TEXT NOT NULL,
+        window INTEGER NOT NULL,            -- start of the fixed window, ms
+        n INTEGER NOT NULL,
+        PRIMARY KEY(user, action, window)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
