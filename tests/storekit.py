@@ -48,7 +48,7 @@ async def new_circle(s: Store, owner: str = "alice", name: str = "EV owners") ->
     return rec.conv
 
 
-def join(s: Store, conv: str, user: str) -> Write[tuple[ConvRecord, SystemMessage]]:
+def join(s: Store, conv: str, user: str) -> Write[tuple[ConvRecord, SystemMessage, int]]:
     return s.members.join(conv, user, AUTHOR, TS, lambda kind: KINDS.circle.require(conv, kind))
 
 

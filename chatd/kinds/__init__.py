@@ -37,6 +37,12 @@ class Kinds:
         """The kind a conversation id belongs to, from its prefix."""
         return next((k for k in self._by_name.values() if k.owns(conv)), None)
 
+    def public(self, conv: str) -> bool:
+        """Whether a refusal may say that ``conv`` does not exist (an unknown id
+        counts as private: its refusals reveal nothing)."""
+        kind = self.of(conv)
+        return kind is not None and kind.public
+
     def stored(self, conv: str) -> bool:
         """Whether ``conv``'s members are rows in the store (an unknown id counts as
         stored: the store then says who is in it)."""

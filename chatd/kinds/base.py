@@ -64,6 +64,7 @@ class ConversationKind:
     membership: ClassVar[Membership] = Membership.STORED
     delivery: ClassVar[Delivery] = Delivery.TOPIC
     blocking: ClassVar[bool] = False  # blocks between the two members apply (DMs)
+    public: ClassVar[bool] = False  # anyone may learn that one exists (listed); else refusals hide it
     admin_roles: ClassVar[frozenset[str]] = frozenset()  # roles that may administer it
     fixed_roles: ClassVar[frozenset[str]] = frozenset()  # roles nobody changes (the owner's)
     admins_label: ClassVar[str] = "admins"  # who administers it, for refusals
@@ -107,8 +108,9 @@ class ConversationKind:
             raise RequestError(Err.FORBIDDEN, f"{who} may mention everyone here")
 
     def receipts(self, state: ConvState, max_members: int) -> bool:
-        """Whether read receipts are pushed to the members (Tencent IM: groups up to 200)."""
-        return len(state.members) <= max_members
+        """Whether read receipts are pushed to the members (Tencent IM: groups up to
+        200); never across a block."""
+        return not state.blocked and len(state.members) <= max_members
 
     def check_typing(self, state: ConvState) -> bool:
         """Whether a typing indicator is pushed (``BLOCKED`` refuses it)."""

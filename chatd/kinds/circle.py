@@ -14,6 +14,7 @@ TYPING_MAX_MEMBERS = 200  # no typing pushes in larger circles (as read receipts
 class Circle(ConversationKind):
     name = "circle"
     prefix = "c:"
+    public: ClassVar[bool] = True  # circles are listed (circle.list): their existence is no secret
     admin_roles: ClassVar[frozenset[str]] = frozenset({"owner", "admin"})
     fixed_roles: ClassVar[frozenset[str]] = frozenset({"owner"})
     admins_label: ClassVar[str] = "owner and admins"

@@ -53,12 +53,15 @@ DeferredHandler = Callable[[Caller, RequestId, Args, Responder], Awaitable[Reply
 
 
 async def member_state(directory: Directory, caller: Caller, conv: str) -> tuple[ConvState, str]:
-    """The conversation's cached state and the caller's role, or a refusal."""
+    """The conversation's cached state and the caller's role, or a refusal that
+    reveals nothing: of a conversation that is not public (a DM) an outsider learns
+    ``not_member`` whether or not it exists; of a public one (a circle, listed
+    anyway) ``not_found`` when it does not."""
     state = await directory.get(conv)
-    if state is None:
-        raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
-    role = state.members.get(caller.user)
-    if role is None:
+    role = state.members.get(caller.user) if state is not None else None
+    if state is None or role is None:
+        if state is None and directory.kinds.public(conv):
+            raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     return state, role
 

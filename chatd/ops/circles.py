@@ -68,13 +68,20 @@ class Circles:
     async def join(self, caller: Caller, d: Args) -> Reply:
         conv, user = d["conv"], caller.user
 
-        def after(result: tuple[ConvRecord, SystemMessage]) -> None:
-            self.fanout.changed(conv, lambda s: s.members.__setitem__(user, "member"))
+        def joined(state: ConvState, muted_until: int) -> None:
+            state.members[user] = "member"
+            if muted_until:  # a mute outlives leaving and joining again
+                state.muted[user] = muted_until
+
+        def after(result: tuple[ConvRecord, SystemMessage, int]) -> None:
+            self.fanout.changed(conv, functools.partial(joined, muted_until=result[2]))
             self.fanout.user_follow(user, conv)
             self.outbox.happened("circle.joined")
 
         check = functools.partial(self.kind.require, conv)
-        rec, _ = await self.commit(self.members.join(conv, user, caller.author, self.clock.wall_ms(), check), after)
+        rec, _, _ = await self.commit(
+            self.members.join(conv, user, caller.author, self.clock.wall_ms(), check), after
+        )
         return self.kind.wire(rec)
 
     async def leave(self, caller: Caller, d: Args) -> Reply:

@@ -213,11 +213,13 @@ class Members(Protocol):
     """Stored membership: who is in a conversation, their role, read cursor and mute."""
 
     def join(self, conv: str, user: str, author: dict[str, Any], ts: int, check: KindCheck) -> Write[
-        tuple[ConvRecord, SystemMessage]
+        tuple[ConvRecord, SystemMessage, int]
     ]:
         """Refusals, in this order: ``check``'s (given the conversation's kind, ""
         if it does not exist), CONFLICT (a member already). The ``join`` message's
-        seq becomes the member's join point (``sync`` starts there) and read cursor."""
+        seq becomes the member's join point (``sync`` starts there) and read cursor.
+        A mute of this user in this conversation that has not ended binds the new
+        member again: the third value is its end (ms; 0 if none)."""
         ...
 
     def leave(self, conv: str, user: str, author: dict[str, Any], ts: int, check: RoleCheck) -> Write[SystemMessage]:
@@ -235,7 +237,10 @@ class Members(Protocol):
 
     def mute(
         self, conv: str, actor: str, author: dict[str, Any], user: str, until: int, ts: int, check: AdminCheck
-    ) -> Write[SystemMessage]: ...
+    ) -> Write[SystemMessage]:
+        """Mute ``user`` until ``until`` (0: unmute). The mute outlives the
+        membership: leaving and joining again does not lift it."""
+        ...
 
     def mark_read(self, conv: str, user: str, seq: int) -> Write[tuple[int, int, bool]]:
         """Move the read cursor up to ``seq`` (never back, never past the last
@@ -281,8 +286,9 @@ class Ledger(Protocol):
     def tip(self, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) -> Write[dict[str, Any]]:
         """Move points to the author of text message (conv, seq), idempotent on
         (user, tid). In this order: a known tid returns the original with
-        ``dup``; NOT_MEMBER; NOT_FOUND (no such text message); BAD_REQUEST (own
-        message); INSUFFICIENT. Writes a ``tip.sent`` event."""
+        ``dup``; NOT_MEMBER; MUTED (the tipper is muted there); NOT_FOUND (no such
+        text message); BAD_REQUEST (own message); INSUFFICIENT. Writes a
+        ``tip.sent`` event."""
         ...
 
     def send_red_packet(
@@ -299,7 +305,7 @@ class Ledger(Protocol):
         ttl_ms: int,
     ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
         """Idempotent on (user, rid): a known rid returns the original with
-        ``dup``; then NOT_MEMBER, NOT_FOUND; ``amounts()`` draws the shares (its
+        ``dup``; then NOT_MEMBER, MUTED, NOT_FOUND; ``amounts()`` draws the shares (its
         BAD_REQUEST); INSUFFICIENT. Appends a ``redpacket`` system message and
         writes a ``redpacket.sent`` event."""
         ...

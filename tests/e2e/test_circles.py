@@ -345,3 +345,21 @@ async def test_recall_in_dm_own_only(clocked: Any, fake_clock: FakeClock) -> Non
     ack2 = await alice.call("send", conv=conv, cid="y", text="hello again")
     fake_clock.advance(121)
     await alice.fail("recall", "recall_window", conv=conv, seq=ack2["seq"])
+
+
+async def test_a_mute_binds_across_leaving_and_joining_again(clocked: Any, fake_clock: FakeClock) -> None:
+    """Issue 10, defect 5: leaving and rejoining lifted the mute."""
+    alice = await clocked("alice")
+    bob = await clocked("bob")
+    conv = await circle(alice, bob)
+    await alice.call("circle.mute", conv=conv, user="bob", seconds=600)
+    await bob.call("circle.leave", conv=conv)
+    await bob.call("circle.join", conv=conv)
+    await bob.fail("send", "muted", conv=conv, cid="m1", text="free again?")
+    members = {m["user"]: m["muted_until"] for m in (await bob.call("members", conv=conv))["members"]}
+    assert members["bob"] == fake_clock.now + 600_000
+    fake_clock.advance(601)
+    await bob.call("send", conv=conv, cid="m2", text="now I am")
+    await bob.call("circle.leave", conv=conv)  # an ended mute does not come back
+    await bob.call("circle.join", conv=conv)
+    await bob.call("send", conv=conv, cid="m3", text="still free")

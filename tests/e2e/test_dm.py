@@ -50,7 +50,7 @@ async def test_dm_bad_input(connect: Any) -> None:
         await amy.fail("dm.open", "bad_request", user=bad)
     await amy.fail("dm.open", "bad_request")
     await amy.fail("dm.open", "bad_request", user="zed", extra=True)
-    await amy.fail("send", "not_found", conv="dm:amy:nobody", cid="1", text="x")
+    await amy.fail("send", "not_member", conv="dm:amy:nobody", cid="1", text="x")
 
 
 async def test_block_refuses_send_and_open_unblock_restores(connect: Any) -> None:
@@ -96,3 +96,29 @@ async def test_dm_open_reaches_the_peer_live(connect: Any) -> None:
     conv = (await amy.call("dm.open", user="zed"))["conv"]
     await amy.call("send", conv=conv, cid="1", text="first")
     assert (await zed.next_msg())["text"] == "first"
+
+
+async def test_refusals_do_not_tell_a_third_party_whether_a_dm_exists(connect: Any) -> None:
+    """Issue 10, defect 6: history on dm:a:b answered not_member if it existed and
+    not_found if not."""
+    alice, carol = await connect("alice"), await connect("carol")
+    await alice.call("dm.open", user="bob")
+    for conv in ("dm:alice:bob", "dm:alice:dave"):  # one exists, one does not
+        await carol.fail("history", "not_member", conv=conv)
+        await carol.fail("send", "not_member", conv=conv, cid="c", text="hi")
+        await carol.fail("typing", "not_member", conv=conv)
+        await carol.fail("read", "not_member", conv=conv, seq=1)
+        await carol.fail("tip", "not_member", conv=conv, seq=1, amount=1, tid="t")
+
+
+async def test_no_read_receipt_crosses_a_block(connect: Any) -> None:
+    """Issue 10, defect 7."""
+    alice, bob = await connect("alice"), await connect("bob")
+    conv = (await alice.call("dm.open", user="bob"))["conv"]
+    seq = (await bob.call("send", conv=conv, cid="1", text="hello"))["seq"]
+    await alice.call("read", conv=conv, seq=seq)
+    assert (await bob.next_push(5, "read")).d == {"conv": conv, "user": "alice", "seq": seq}
+    seq2 = (await bob.call("send", conv=conv, cid="2", text="still there?"))["seq"]
+    await bob.call("block", user="alice")
+    assert (await alice.call("read", conv=conv, seq=seq2))["read_seq"] == seq2  # her cursor still moves
+    await bob.no_push(0.3, "read")

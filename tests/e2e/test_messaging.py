@@ -149,8 +149,8 @@ async def test_not_member_and_not_found(connect: Any) -> None:
         ("recall", {"seq": 1}),
         ("members", {}),
     ):
-        await eve.fail(op, "not_found", conv="c:31337", **d)
-        await eve.fail(op, "not_found", conv="dm:eve:nobody", **d)
+        await eve.fail(op, "not_found", conv="c:31337", **d)  # circles are listed: no secret
+        await eve.fail(op, "not_member", conv="dm:eve:nobody", **d)  # a DM's existence is never told
     # eve's sync never shows the circle
     sync = await eve.call("sync", since=0)
     assert sync["messages"] == [] and sync["convs"] == []

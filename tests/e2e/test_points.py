@@ -287,3 +287,21 @@ async def test_a_sync_hook_that_hung_once_gets_a_fresh_thread(make_server: Any, 
         assert HangOnce.calls >= 2
     finally:
         HangOnce.stuck.set()
+
+
+async def test_a_muted_member_sends_no_tips_or_red_packets(make_server: Any, clients: Any) -> None:
+    """Issue 10, defect 5: a muted member could still tip and send red packets."""
+    app = await make_server()
+    alice, bob = await clients(app, "alice"), await clients(app, "bob")
+    conv = await circle(alice, bob)
+    await grant(app, "bob", 100)
+    seq = (await alice.call("send", conv=conv, cid="t", text="tip me"))["seq"]
+    await alice.call("circle.mute", conv=conv, user="bob", seconds=600)
+    await bob.fail("tip", "muted", conv=conv, seq=seq, amount=5, tid="t1")
+    await bob.fail("redpacket.send", "muted", conv=conv, total=10, shares=2, rid="r1")
+    await bob.call("circle.leave", conv=conv)
+    await bob.call("circle.join", conv=conv)
+    await bob.fail("tip", "muted", conv=conv, seq=seq, amount=5, tid="t2")
+    assert (await bob.call("points.balance"))["points"] == 100  # nothing moved
+    await alice.call("circle.mute", conv=conv, user="bob", seconds=0)
+    assert (await bob.call("tip", conv=conv, seq=seq, amount=5, tid="t3"))["dup"] is False

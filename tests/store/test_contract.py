@@ -143,7 +143,7 @@ async def test_replies_see_the_batch_counters(store: Store) -> None:
         store, store.conversations.create(CIRCLE.name, CIRCLE.prefix, "alice", AUTHOR, "n", {"category": "city"}, TS)
     )
     assert created.msg["seq"] == rec.last_seq == 1
-    rec2, joined = await one(store, join(store, rec.conv, "bob"))
+    rec2, joined, _ = await one(store, join(store, rec.conv, "bob"))
     assert rec2.last_seq == joined.msg["seq"] == 2 and rec2.members == 2
 
 

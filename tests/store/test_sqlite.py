@@ -86,7 +86,7 @@ async def test_a_refused_op_rolls_back_alone_from_its_savepoint(store: SqliteSto
     assert isinstance(results[1], RequestError) and results[1].code == Err.FORBIDDEN
     assert isinstance(results[3], RequestError) and results[3].code == Err.NOT_FOUND
     assert results[0].seq == 2 and results[2].seq == 3
-    _, join_event = results[4]
+    _, join_event, _ = results[4]
     assert join_event.msg["seq"] == 4
     assert results[5].seq == 5
     assert seqs(db_path, conv) == [1, 2, 3, 4, 5]  # gapless: the refused op's seq was reused

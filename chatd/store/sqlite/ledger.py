@@ -102,6 +102,13 @@ def _member(tx: Tx, conv: str, user: str) -> None:
         raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
 
 
+def _unmuted(tx: Tx, conv: str, user: str, ts: int) -> None:
+    """A muted member sends nothing into the conversation: no tips, no red packets."""
+    row = tx.execute("SELECT until FROM mutes WHERE conv = ? AND user = ?", (conv, user)).fetchone()
+    if row is not None and row[0] > ts:
+        raise RequestError(Err.MUTED, f"you are muted in {conv}")
+
+
 def _existing(tx: Tx, key: str) -> Any:
     return tx.execute("SELECT amount, ref, ts FROM ledger WHERE key = ?", (key,)).fetchone()
 
@@ -117,6 +124,7 @@ def tip(tx: Tx, user: str, tid: str, conv: str, seq: int, amount: int, ts: int) 
     if old is not None:
         return {"to": old[1].split("|")[0], "amount": -old[0], "dup": True}
     _member(tx, conv, user)
+    _unmuted(tx, conv, user, ts)
     row = tx.execute("SELECT sender, kind FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
     if row is None or row[1] != TEXT:
         raise RequestError(Err.NOT_FOUND, f"no message {conv}#{seq} to tip")
@@ -153,6 +161,7 @@ def send_red_packet(
     if old is not None:
         return {"id": old[1], "dup": True}, None
     _member(tx, conv, user)
+    _unmuted(tx, conv, user, ts)
     members = tx.execute("SELECT member_count FROM conversations WHERE id = ?", (conv,)).fetchone()
     if members is None:
         raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")

@@ -14,12 +14,16 @@ from .messages import kind_of, role_of, system
 
 
 def join(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int, check: KindCheck) -> tuple[
-    ConvRecord, SystemMessage
+    ConvRecord, SystemMessage, int
 ]:
     check(kind_of(tx, conv) or "")
     if role_of(tx, conv, user) is not None:
         raise RequestError(Err.CONFLICT, f"already a member of {conv}")
-    tx.execute("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", (conv, user))
+    row = tx.execute("SELECT until FROM mutes WHERE conv = ? AND user = ? AND until > ?", (conv, user, ts)).fetchone()
+    muted_until = row[0] if row else 0  # a mute still running binds the member again
+    tx.execute(
+        "INSERT INTO members(conv, user, role, muted_until) VALUES (?, ?, 'member', ?)", (conv, user, muted_until)
+    )
     tx.execute("UPDATE conversations SET member_count = member_count + 1 WHERE id = ?", (conv,))
     event = system(tx, conv, user, author, ts, {"type": "join", "user": user})
     tx.execute(
@@ -27,7 +31,7 @@ def join(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int, check: K
         (event.msg["seq"], event.msg["seq"], conv, user),
     )
     tx.flush()  # write the batch counters back: the reply's last_seq counts this op's event
-    return get(tx, conv), event
+    return get(tx, conv), event, muted_until
 
 
 def leave(tx: Tx, conv: str, user: str, author: dict[str, Any], ts: int, check: RoleCheck) -> SystemMessage:
@@ -51,6 +55,13 @@ def mute(
 ) -> SystemMessage:
     check(kind_of(tx, conv) or "", role_of(tx, conv, actor), role_of(tx, conv, user))
     tx.execute("UPDATE members SET muted_until = ? WHERE conv = ? AND user = ?", (until, conv, user))
+    if until:
+        tx.execute(
+            "INSERT INTO mutes VALUES (?, ?, ?) ON CONFLICT(conv, user) DO UPDATE SET until = excluded.until",
+            (conv, user, until),
+        )
+    else:
+        tx.execute("DELETE FROM mutes WHERE conv = ? AND user = ?", (conv, user))
     return system(tx, conv, actor, author, ts, {"type": "mute", "user": user, "until": until})
 
 
@@ -73,7 +84,7 @@ class SqliteMembers:
 
     def join(
         self, conv: str, user: str, author: dict[str, Any], ts: int, check: KindCheck
-    ) -> Write[tuple[ConvRecord, SystemMessage]]:
+    ) -> Write[tuple[ConvRecord, SystemMessage, int]]:
         return Write(join, (conv, user, author, ts, check))
 
     def leave(self, conv: str, user: str, author: dict[str, Any], ts: int, check: RoleCheck) -> Write[SystemMessage]:

@@ -138,7 +138,8 @@ MIGRATIONS: list[str] = [
     INSERT INTO counters VALUES ('red_packet', 0);
     """,
     # 3: the users the server has seen (a DM is opened only to one of them, unless
-    # configured otherwise) and per-user quotas over fixed windows (creation ops).
+    # configured otherwise), mutes that outlive a membership, and per-user quotas
+    # over fixed windows (creation ops).
     # Users in some conversation before this migration count as seen.
     """
     CREATE TABLE users(
@@ -148,6 +149,15 @@ MIGRATIONS: list[str] = [
         first_seen INTEGER NOT NULL         -- ms
     ) WITHOUT ROWID;
     INSERT OR IGNORE INTO users SELECT DISTINCT user, '', user, 0 FROM members;
+    -- a mute binds the user in that conversation until it ends, member or not
+    -- (leaving and joining again does not lift it)
+    CREATE TABLE mutes(
+        conv TEXT NOT NULL,
+        user TEXT NOT NULL,
+        until INTEGER NOT NULL,             -- ms
+        PRIMARY KEY(conv, user)
+    ) WITHOUT ROWID;
+    INSERT INTO mutes SELECT conv, user, muted_until FROM members WHERE muted_until > 0;
     CREATE TABLE quotas(
         user TEXT NOT NULL,
         action TEXT NOT NULL,
