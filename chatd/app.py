@@ -130,6 +130,7 @@ class App:
     async def start(self) -> None:
         await self.store.open()
         self.pipeline.head = await self.store.messages.head()
+        self.pipeline.epoch = await self.store.messages.epoch()
         self.pipeline.start()
         await self.bus.start()
         self.presence.start()

@@ -193,6 +193,17 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_epoch(args: argparse.Namespace) -> int:
+    from .store import new_epoch
+
+    try:
+        print(new_epoch(args.db))
+    except (ValueError, OSError) as exc:
+        print(f"chatd new-epoch: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatd", description="chatd chat and presence server")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -247,6 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--ttl", type=int, default=86400, help="seconds until expiry")
     t.add_argument("--secret")
     t.set_defaults(fn=_token)
+
+    e = sub.add_parser(
+        "new-epoch",
+        help="give a store a new epoch after restoring it from a backup (clients then start over)",
+    )
+    e.add_argument("--db", required=True, help="the SQLite file (not serving)")
+    e.set_defaults(fn=_new_epoch)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))

@@ -66,8 +66,10 @@ class Pipeline:
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         # Highest committed message pos, updated before any on_commit of a batch
-        # runs. Set from the store at start.
+        # runs. Set from the store at start, with the store's epoch (the name of
+        # its position space, said in every auth and sync reply).
         self.head = 0
+        self.epoch = ""
 
     @property
     def backlog(self) -> int:

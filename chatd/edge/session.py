@@ -319,6 +319,7 @@ class Session(SessionState):
                 {
                     "user": identity.user(),
                     "pos": pos,
+                    "epoch": env.pipeline.epoch,
                     "server_time": env.clock.wall_ms(),
                     "limits": {
                         "max_frame": cfg.max_frame,

@@ -190,7 +190,12 @@ class Messaging:
     async def sync(self, caller: Caller, d: Args) -> Reply:
         since = d["since"]
         limit = d.get("limit", 500)
+        epoch = self.pipeline.epoch
         head = self.pipeline.head  # read before the query: everything <= head is in it
+        if since > head:  # past what this process committed: another may have, or never
+            head = await self.messages.head()
+            if since > head:  # a position this store never gave: another store's, or a restored copy's
+                return {"messages": [], "pos": head, "more": False, "convs": [], "epoch": epoch}
         msgs, changed, more = await self.messages.since(caller.user, since, limit)
         msgs, trimmed = _fit(caller, msgs, keep_newest=False)
         more = more or trimmed
@@ -202,6 +207,7 @@ class Messaging:
             "messages": msgs,
             "pos": pos,
             "more": more,
+            "epoch": epoch,
             "convs": [
                 {"conv": c.conv, "last_seq": c.last_seq, "read_seq": c.read_seq, "unread": c.last_seq - c.read_seq}
                 for c in changed

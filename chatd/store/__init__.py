@@ -29,4 +29,11 @@ def prepare(location: str) -> None:
     prepare_sqlite(sqlite_path(location))
 
 
-__all__ = ["Store", "StoreUnavailable", "Write", "open_store", "prepare", "sqlite_path"]
+def new_epoch(location: str) -> str:
+    """Give the store a new epoch; returns it (``chatd new-epoch``)."""
+    from .sqlite import new_epoch as new_sqlite_epoch
+
+    return new_sqlite_epoch(sqlite_path(location))
+
+
+__all__ = ["Store", "StoreUnavailable", "Write", "new_epoch", "open_store", "prepare", "sqlite_path"]

@@ -143,6 +143,11 @@ class Messages(Protocol):
         """The highest committed ``pos``."""
         ...
 
+    async def epoch(self) -> str:
+        """The name of this store's position space, fixed when the store is
+        created (a copy keeps it; another store has its own)."""
+        ...
+
     async def since(
         self, user: str, pos: int, limit: int
     ) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:

@@ -36,6 +36,29 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ),
     ("sync request", {"id": 3, "op": "sync", "d": {"since": 1040, "limit": 500}}),
     ("send ack reply", {"id": 2, "d": {"conv": "c:12", "seq": 7, "pos": 1043, "ts": 1763900000123, "dup": False}}),
+    (
+        "auth reply",
+        {
+            "id": 1,
+            "d": {
+                "user": {"id": "alice", "name": "Alice", "type": "owner", "badges": ["EP Club"], "roles": []},
+                "pos": 1040,
+                "epoch": "9f2c41d07e3b5a68",
+                "server_time": 1763900000000,
+                "limits": {
+                    "max_frame": 65536,
+                    "max_text": 4000,
+                    "send_rate": 10.0,
+                    "send_burst": 30,
+                    "recall_window_s": 120,
+                },
+            },
+        },
+    ),
+    (
+        "sync reply to a position of another store",
+        {"id": 3, "d": {"messages": [], "pos": 17, "more": False, "epoch": "9f2c41d07e3b5a68", "convs": []}},
+    ),
     ("error reply", {"id": 2, "error": {"code": "not_member", "message": "not a member of c:12", "temporary": False}}),
     (
         "rate limited reply",

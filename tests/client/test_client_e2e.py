@@ -72,6 +72,7 @@ class Inbox:
 
     def __init__(self, client: Client) -> None:
         self.messages: list[dict[str, Any]] = []
+        self.others: list[Any] = []  # every other event (presence, resync, reset, ...)
         self.changed = asyncio.Event()
         self.task = asyncio.create_task(self._run(client))
 
@@ -79,7 +80,9 @@ class Inbox:
         async for event in client.events():
             if event.type == "msg":
                 self.messages.append(event.d)
-                self.changed.set()
+            else:
+                self.others.append(event)
+            self.changed.set()
 
     def texts(self, conv: str) -> list[str]:
         return [m.get("text", "") for m in self.messages if m["conv"] == conv and m["kind"] == "text"]

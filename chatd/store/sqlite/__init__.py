@@ -65,4 +65,22 @@ def prepare(path: str) -> None:
         conn.close()
 
 
-__all__ = ["SqliteStore", "prepare"]
+def new_epoch(path: str) -> str:
+    """Give the store at ``path`` a new epoch (after restoring it from a backup:
+    positions clients were given since the backup mean nothing any more). The file
+    must exist already; the store should not be serving."""
+    import os
+
+    if not os.path.isfile(path):
+        raise ValueError(f"no store at {path}")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn)
+        epoch = os.urandom(8).hex()
+        conn.execute("UPDATE meta SET value = ? WHERE name = 'epoch'", (epoch,))
+        return epoch
+    finally:
+        conn.close()
+
+
+__all__ = ["SqliteStore", "new_epoch", "prepare"]

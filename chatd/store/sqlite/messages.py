@@ -164,6 +164,10 @@ class SqliteMessages:
         row = await self.db.fetchone("SELECT value FROM counters WHERE name = 'pos'")
         return int(row[0])
 
+    async def epoch(self) -> str:
+        row = await self.db.fetchone("SELECT value FROM meta WHERE name = 'epoch'")
+        return str(row[0])
+
     async def since(self, user: str, pos: int, limit: int) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:
         """Only conversations whose ``last_pos`` moved are visited (one index probe
         per membership, no rows for the others); for each, the messages come from

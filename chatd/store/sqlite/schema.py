@@ -158,6 +158,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY(conv, user)
     ) WITHOUT ROWID;
     INSERT INTO mutes SELECT conv, user, muted_until FROM members WHERE muted_until > 0;
+    -- the store's epoch: names its position space. A client's pos from a store of
+    -- another epoch means nothing here (protocol/README.md, catch-up)
+    CREATE TABLE meta(name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta VALUES ('epoch', lower(hex(randomblob(8))));
     CREATE TABLE quotas(
         user TEXT NOT NULL,
         action TEXT NOT NULL,

@@ -111,8 +111,13 @@ class Client:
             on_stop=self._stopped,
         )
         self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._delivery = Delivery(self._call_idempotent, lambda m: self._events.put_nowait(Push("msg", m)))
+        self._delivery = Delivery(
+            self._call_idempotent,
+            lambda m: self._events.put_nowait(Push("msg", m)),
+            lambda: self._events.put_nowait(Push("reset", {"reason": "position"})),
+        )
         self._pos: int | None = None  # sync position from the last auth (first) / sync
+        self._epoch: str | None = None  # the store epoch self._pos belongs to
         self._deliverer: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
@@ -126,6 +131,7 @@ class Client:
         """
         await self._conn.start()
         self._pos = self._conn.auth_pos  # baseline: no replay of older history
+        self._epoch = self._conn.epoch
         self._deliverer = asyncio.create_task(self._deliver(), name="chatd-deliverer")
 
     async def close(self) -> None:
@@ -368,8 +374,20 @@ class Client:
                 if isinstance(item, CatchUp):
                     if self._pos is None:
                         self._pos = self._conn.auth_pos
+                    elif self._epoch is not None and self._conn.epoch != self._epoch:
+                        # another store now (a new deployment): our position and what
+                        # we know of each conversation's seqs mean nothing there
+                        log.warning(
+                            "the server's store changed (epoch %s -> %s); starting over", self._epoch, self._conn.epoch
+                        )
+                        self._delivery.reset()
+                        self._pos = self._conn.auth_pos
+                        # what happened there before this socket's auth is not replayed:
+                        # the application re-reads what it shows (history)
+                        self._events.put_nowait(Push("reset", {"reason": "epoch", "epoch": self._conn.epoch}))
                     else:
                         self._pos = await self._delivery.catch_up(self._pos, fallback=self._conn.auth_pos)
+                    self._epoch = self._conn.epoch
                 elif item.type == "msg":
                     await self._delivery.offer([item.d])
                 elif item.type == "resync":

@@ -107,6 +107,9 @@ class Connection:
         #: server limits from the auth reply (max_frame, max_text, ...)
         self.limits: dict[str, Any] = {}
         self.auth_pos: int | None = None  # pos of the latest auth reply
+        #: the server store's epoch from the latest auth reply: the name of the
+        #: space ``pos`` values live in (a different one makes old positions void)
+        self.epoch: str | None = None
         #: pushes and catch-up markers, in the order they came, for the deliverer
         self.inbox: asyncio.Queue[Push | CatchUp] = asyncio.Queue()
         self.closing = False  # close() called or stopped: no more reconnects
@@ -290,6 +293,8 @@ class Connection:
         self._on_auth(self.user)
         self.limits = frame.d.get("limits", {})
         self.auth_pos = frame.d.get("pos")
+        epoch = frame.d.get("epoch")
+        self.epoch = epoch if isinstance(epoch, str) else None
         self._ws = ws
         self._offline.clear()
         self._online.set()

@@ -25,11 +25,14 @@ SYNC_PAGE = 500
 
 
 class Delivery:
-    def __init__(self, call: Call, emit: Callable[[Message], None]) -> None:
+    def __init__(
+        self, call: Call, emit: Callable[[Message], None], on_reset: Callable[[], None] | None = None
+    ) -> None:
         self.ordering = Ordering()
         self.me: str | None = None  # the user's id, to recognise its own rejoin
         self._call = call
         self._emit = emit
+        self._on_reset = on_reset or (lambda: None)  # told when positions turned out to be another store's
 
     async def offer(self, messages: Iterable[Message]) -> None:
         """Pass messages through dedup/ordering, fill gaps, emit what is ready."""
@@ -40,11 +43,17 @@ class Delivery:
             if self.ordering.gap(msg["conv"]) is not None:
                 await self.fill_gap(msg["conv"])
 
+    def reset(self) -> None:
+        """Forget every conversation's seqs: positions from here on are another store's."""
+        self.ordering = Ordering()
+
     async def catch_up(self, since: int, fallback: int | None) -> int | None:
         """``sync`` from ``since``, paging while ``more``; return the new position.
 
         If the server refuses the sync (not expected), resume at ``fallback`` (the
         new socket's auth position) rather than retrying a refused request forever.
+        A sync that answers a position below ``since`` says ours was never this
+        store's (a copy restored from an older backup): start over from its position.
         """
         pos = since
         convs: list[dict[str, Any]] = []
@@ -54,6 +63,13 @@ class Delivery:
             except ChatError as exc:
                 log.warning("sync from %s refused (%s); resuming at %s", pos, exc, fallback)
                 return fallback
+            if isinstance(page.get("pos"), int) and page["pos"] < pos:
+                # a position this store never gave: ours was another store's (or a
+                # copy restored from before it); go on from the store's real one
+                log.warning("sync from %s answered %s: the server's store is not the one we had", pos, page["pos"])
+                self.reset()
+                self._on_reset()
+                return int(page["pos"])
             await self.offer(page.get("messages") or [])
             if isinstance(page.get("pos"), int):
                 pos = page["pos"]
