@@ -208,15 +208,10 @@ class Session(SessionState):
         env = self.env
         wait = self.bucket.take(env.clock.monotonic())
         if wait:
-            self.strikes += 1
-            if self.strikes >= env.config.flood_strikes:
-                self.close_soon(Close.FLOOD, "request flood")
-            else:
-                self.error(
-                    req.id, RequestError(Err.RATE_LIMITED, "request rate exceeded", retry_after_ms=int(wait * 1000) + 1)
-                )
+            self.error(
+                req.id, RequestError(Err.RATE_LIMITED, "request rate exceeded", retry_after_ms=int(wait * 1000) + 1)
+            )
             return
-        self.strikes = 0
         if self.state is State.AUTHENTICATING:  # wait behind the auth
             self._enqueue(req, size)
             return
@@ -367,9 +362,20 @@ class Session(SessionState):
     # -- output ----------------------------------------------------------------
 
     def reply(self, rid: Any, d: dict[str, Any]) -> None:
+        self.strikes = 0
         self.sink.write(wsframe.frame(self.codec.dumps({"id": rid, "d": d}), self.codec.text))
 
     def error(self, rid: Any, exc: RequestError) -> None:
+        """An error reply. Requests refused as ``rate_limited`` (the request rate,
+        the send rate, a quota) count as strikes: the ``flood_strikes``-th in a row,
+        with no other answer between them, closes the socket with 4202 instead."""
+        if exc.code is Err.RATE_LIMITED:
+            self.strikes += 1
+            if self.strikes >= self.env.config.flood_strikes:
+                self.close_soon(Close.FLOOD, "request flood")  # this one is answered by the close
+                return
+        else:
+            self.strikes = 0
         self.env.metrics.errors.labels(exc.code.value).inc()
         err: dict[str, Any] = {"code": exc.code.value, "message": exc.message, "temporary": exc.temporary}
         if exc.retry_after_ms is not None:
@@ -378,6 +384,7 @@ class Session(SessionState):
 
     # Responder: a fast-path send's answer, from its commit callback
     def answer(self, rid: RequestId, d: dict[str, Any]) -> None:
+        self.strikes = 0
         self.inflight -= 1
         if not self.inflight and self.waiter is not None:
             self._drained()

@@ -276,3 +276,26 @@ async def test_malformed_requests_pipelined_behind_auth_are_answered_after_it(co
         assert isinstance(err, ErrorReply) and err.code == "bad_request"
     assert isinstance(await ping, Reply)
     assert c.ws.close_code is None
+
+
+async def test_sends_refused_for_the_send_rate_count_toward_the_flood_close(
+    make_server: Any, clients: Any
+) -> None:
+    """Issue 10, defect 9: the spec says that many refusals in a row close with
+    4202; refused sends never did."""
+    app = await make_server(send_rate=0.01, send_burst=2, flood_strikes=10, request_rate=1e4, request_burst=10_000)
+    c = await clients(app, "alice")
+    conv = (await c.call("dm.open", user="bob"))["conv"]
+    for i in range(2):
+        await c.call("send", conv=conv, cid=f"ok{i}", text="within the burst")
+    for i in range(9):  # nine refusals in a row: still open
+        err = await c.fail("send", "rate_limited", conv=conv, cid=f"x{i}", text="too fast")
+        assert err.retry_after_ms is not None and err.retry_after_ms > 0
+    await c.call("ping")  # an answer that is no refusal starts the count again
+    for i in range(9):
+        await c.fail("send", "rate_limited", conv=conv, cid=f"y{i}", text="too fast")
+    assert c.ws.close_code is None
+    last = c.start("send", {"conv": conv, "cid": "last", "text": "the tenth in a row"})
+    assert await c.closed() == 4202  # the tenth is answered by the close
+    with pytest.raises(ConnectionError):
+        await last
