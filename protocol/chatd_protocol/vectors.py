@@ -226,6 +226,17 @@ ERRORS: list[dict[str, Any]] = [
         "error": "bad_request",
     },
     {"name": "not a member", "frame": {"id": 1, "op": "history", "d": {"conv": "c:999999"}}, "error": "not_found"},
+    {
+        "name": "a DM that does not exist",
+        "frame": {"id": 1, "op": "history", "d": {"conv": "dm:nobody:somebody"}},
+        "error": "not_member",
+    },
+    {"name": "integer as 1.0", "frame": {"id": 1, "op": "read", "d": {"conv": "c:1", "seq": 1.0}}, "error": "bad_request"},
+    {
+        "name": "integer as a whole float",
+        "frame": {"id": 1, "op": "history", "d": {"conv": "c:1", "limit": 20.0}},
+        "error": "bad_request",
+    },
     {"name": "empty presence list", "frame": {"id": 1, "op": "presence.sub", "d": {"users": []}}, "error": "bad_request"},
     {
         "name": "unknown presence status",
