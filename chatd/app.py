@@ -6,6 +6,7 @@ build their own collaborators, and nothing else picks an engine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -25,6 +26,7 @@ from .edge.sink import Output
 from .edge.ws import SocketServer
 from .kinds import default_kinds
 from .limits import SendLimiter, Throttle
+from .logs import Throttled
 from .metrics import Metrics
 from .ops import Circles, DirectOps, Messaging, PointsOps, PresenceOps, SessionOps, table
 from .ops.base import Commit
@@ -97,8 +99,9 @@ class App:
         # -- edge
         life = Lifecycle()
         users = UserBook(pipeline, store.users, clock)
+        auth_failures = Throttled(logging.getLogger("chatd.auth"), clock)
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
-                  metrics, output, life, users)
+                  metrics, output, life, users, auth_failures)
         self.server = SocketServer(env, Routes(health_routes(life, bus, metrics), life))
         self._metrics_sources(metrics)
         self.port = 0
@@ -128,16 +131,38 @@ class App:
         return hooks
 
     async def start(self) -> None:
-        await self.store.open()
-        self.pipeline.head = await self.store.messages.head()
-        self.pipeline.epoch = await self.store.messages.epoch()
-        self.pipeline.start()
-        await self.bus.start()
-        self.presence.start()
-        await self.points.init()
-        self.scheduler.start()
-        self.port = await self.server.start()
+        """Start everything; when a step fails (the port in use, the store
+        unreadable), stop what had started and raise: nothing is left running,
+        no thread keeps the process alive."""
+        try:
+            await self.store.open()
+            self.pipeline.head = await self.store.messages.head()
+            self.pipeline.epoch = await self.store.messages.epoch()
+            self.pipeline.start()
+            await self.bus.start()
+            self.presence.start()
+            await self.points.init()
+            self.scheduler.start()
+            self.port = await self.server.start()
+        except BaseException:
+            await self._abort()
+            raise
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
+
+    async def _abort(self) -> None:
+        for step in (
+            self.scheduler.stop,
+            self.pipeline.stop,
+            self.points.close,
+            self.presence.stop,
+            self.fanout.stop,
+            self.bus.stop,
+            self.store.close,
+        ):
+            try:
+                await asyncio.wait_for(step(), 5)
+            except Exception as exc:  # best effort: what failed to start may fail to stop
+                log.debug("while stopping after a failed start: %r", exc)
 
     async def stop(self) -> None:
         await self.server.drain()

@@ -1,93 +1,87 @@
-"""``chatd serve`` and ``chatd token``."""
+"""The ``chatd`` command: ``serve``, ``check-config``, ``token``, ``new-epoch``,
+``--version``. Settings and their precedence: ``settings.py``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import gc
-import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
+from . import logs, settings
 from .app import App
 from .auth import make_token
 from .config import DEV_SECRET, Config
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: structured logs a collector can parse."""
+def chatd_version() -> str:
+    try:
+        return version("chatd")
+    except PackageNotFoundError:  # pragma: no cover - run from a copy of the sources
+        return "0+unknown"
 
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    file = settings.load_file(args.config) if args.config else None
+    return settings.resolve(vars(args), file)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter()
-        if args.log_format == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    config = Config(
-        host=args.host,
-        port=args.port,
-        db_path=args.db,
-        secret=args.secret or os.environ.get("CHATD_SECRET") or None,
-        sync=args.sync,
-        max_text=args.max_text,
-        send_rate=args.send_rate,
-        send_burst=args.send_burst,
-        out_buffer=args.out_buffer,
-        redis_url=args.redis_url or os.environ.get("CHATD_REDIS_URL") or None,
-        bus_shards=args.bus_shards,
-        presence_lease_ms=int(args.presence_lease * 1000),
-        points=not args.no_points,
-        points_hooks=tuple(args.points_hook),
-        points_rules=args.points_rules,
-        points_stream=args.points_stream,
-        red_packet_ttl_s=args.red_packet_ttl,
-        dm_unknown_users=args.allow_dm_to_unknown_users,
-        circles_per_hour=args.circles_per_hour,
-        new_dms_per_hour=args.new_dms_per_hour,
-        points_yield_ms=args.points_yield_ms,
-        reuse_port=args.workers > 1 or args.reuse_port,
-    )
     try:
-        config.check()
-        if args.workers > 1 and not config.redis_url:
-            raise ValueError("--workers needs --redis-url: the processes fan out to each other through Redis")
-        if args.workers > 1 and not config.port:
-            raise ValueError("--workers needs a fixed --port (the processes share it with SO_REUSEPORT)")
-    except ValueError as exc:
+        values = _settings(args)
+        workers = int(values["workers"])  # type: ignore[call-overload]
+        if workers > 1:
+            values["reuse_port"] = True
+        config = settings.to_config(values)
+        if workers > 1 and not config.redis_url:
+            raise ValueError("workers > 1 needs redis_url: the processes fan out to each other through Redis")
+        if workers > 1 and not config.port:
+            raise ValueError("workers > 1 needs a fixed port (the processes share it with SO_REUSEPORT)")
+        logs.setup(str(values["log_level"]), str(values["log_format"]))
+        fmt = str(values["log_format"])
+        app = None if workers > 1 else App(config)  # builds and checks everything that needs no I/O
+    except (ValueError, OSError) as exc:
         print(f"chatd: {exc}", file=sys.stderr)
         return 2
-    if args.workers > 1:
-        return _supervise(config, args.workers)
+    if app is None:
+        return _supervise(config, workers, fmt)
     _install_uvloop()
-    return asyncio.run(_run(config))
+    return asyncio.run(_run(app, fmt))
 
 
-def _supervise(config: Config, workers: int) -> int:
+def _why(exc: BaseException, config: Config) -> str:
+    """One line saying why the server could not start."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {config.host}:{config.port}: the address is in use"
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRNOTAVAIL, errno.EACCES):
+        return f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
+    if isinstance(exc, sqlite3.Error | OSError):
+        return f"cannot open the store {config.db_path}: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _supervise(config: Config, workers: int, fmt: str) -> int:
     """``--workers N``: N processes share the port (SO_REUSEPORT), the store file
     and Redis. This process migrates the store, forks the workers, restarts one
-    that dies, and passes SIGTERM/SIGINT on (each worker drains on its own)."""
+    that dies, and passes SIGTERM/SIGINT on (each worker drains on its own). A
+    worker that cannot start (the port in use, the store unreadable) makes the
+    supervisor stop them all and exit 1: restarting it would only fail again."""
     import time
 
     from .store import prepare
 
-    prepare(config.db_path)
+    try:
+        prepare(config.db_path)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        print(f"chatd: cannot start: {_why(exc, config)}", file=sys.stderr)
+        return 1
     log = logging.getLogger("chatd.supervisor")
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
@@ -97,10 +91,10 @@ def _supervise(config: Config, workers: int) -> int:
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 1
+            code = 1  # a crash: restarted
             try:
                 _install_uvloop()
-                code = asyncio.run(_run(config, worker=index))
+                code = asyncio.run(_run(App(config), fmt, worker=index))
             finally:
                 os._exit(code)
         children[pid] = index
@@ -116,6 +110,7 @@ def _supervise(config: Config, workers: int) -> int:
     signal.signal(signal.SIGINT, forward)
     for index in range(workers):
         spawn(index)
+    failed_start = False
     while children:
         try:
             pid, status = os.wait()
@@ -124,11 +119,14 @@ def _supervise(config: Config, workers: int) -> int:
         except InterruptedError:
             continue
         index = children.pop(pid, -1)
-        if not stopping and index >= 0:
+        if os.waitstatus_to_exitcode(status) == START_FAILED and not stopping:
+            failed_start = True  # it said why; the others would say the same
+            forward(signal.SIGTERM, None)
+        elif not stopping and index >= 0:
             log.warning("worker %d (pid %d) exited with status %d; restarting it", index, pid, status)
             time.sleep(0.5)
             spawn(index)
-    return 0
+    return 1 if failed_start else 0
 
 
 def _install_uvloop() -> None:
@@ -154,15 +152,26 @@ def _tune_gc() -> None:
     gc.set_threshold(700, 50, 1000)
 
 
-async def _run(config: Config, worker: int | None = None) -> int:
+START_FAILED = 3  # a worker's exit status when it could not start
+
+
+async def _run(app: App, fmt: str, worker: int | None = None) -> int:
     _tune_gc()
-    app = App(config)
-    await app.start()
+    config = app.config
+    try:
+        await app.start()
+    except Exception as exc:  # one line, no traceback: nothing was left running
+        print(f"chatd: cannot start: {_why(exc, config)}", file=sys.stderr, flush=True)
+        return START_FAILED if worker is not None else 1
     who = f"worker {worker} (pid {os.getpid()}) " if worker is not None else ""
     bus = f"bus {config.redis_url}" if config.redis_url else "in-memory bus"
-    print(
-        f"chatd {who}serving ws://{config.host}:{app.port}/  (healthz, metrics on the same port; {bus})",
-        flush=True,
+    logs.banner(
+        fmt,
+        f"chatd {chatd_version()} {who}serving ws://{config.host}:{app.port}/  (healthz, metrics on the same port; {bus})",
+        url=f"ws://{config.host}:{app.port}/",
+        version=chatd_version(),
+        worker=worker,
+        pid=os.getpid(),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -204,50 +213,35 @@ def _new_epoch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        values = settings.resolve({}, settings.load_file(args.file))
+        settings.to_config(values)
+    except ValueError as exc:
+        print(f"chatd check-config: {exc}", file=sys.stderr)
+        return 2
+    print(f"chatd check-config: {args.file} is valid")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatd", description="chatd chat and presence server")
+    parser.add_argument("--version", action="version", version=f"chatd {chatd_version()}")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("serve", help="run the server")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8765)
-    s.add_argument("--db", default="chatd.db", help="SQLite file (created if missing)")
-    s.add_argument("--secret", help="token signing secret (or CHATD_SECRET); required off loopback")
-    s.add_argument("--sync", choices=("full", "normal"), default="full", help="SQLite synchronous mode")
-    s.add_argument("--max-text", type=int, default=4000)
-    s.add_argument("--send-rate", type=float, default=10.0, help="messages/s per user")
-    s.add_argument("--send-burst", type=int, default=30)
-    s.add_argument("--out-buffer", type=int, default=1024 * 1024, help="bytes queued per socket before 4001")
-    s.add_argument("--redis-url", help="Redis for fan-out and presence across processes (or CHATD_REDIS_URL)")
-    s.add_argument("--workers", type=int, default=1, help="processes sharing the port (needs --redis-url)")
-    s.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (for separate processes)")
-    s.add_argument("--bus-shards", type=int, default=1024, help="pub/sub channels per key family")
-    s.add_argument(
-        "--presence-lease", type=float, default=15.0, help="s without heartbeat before a node's users go offline"
+    s = sub.add_parser(
+        "serve",
+        help="run the server",
+        description="Run the server. Every setting comes from, lowest first: its default, the --config "
+        "file, the environment (the variable in brackets), the flag.",
     )
-    s.add_argument("--no-points", action="store_true", help="do not run points hooks (events are still recorded)")
-    s.add_argument("--points-hook", action="append", default=[], help="extra points hook module:attr (repeatable)")
-    s.add_argument("--points-rules", help="TOML file of points rules replacing the built-in defaults")
-    s.add_argument("--points-stream", help="also forward every interaction event to this Redis stream")
-    s.add_argument(
-        "--points-yield-ms",
-        type=int,
-        default=50,
-        help="the points worker pauses this long between batches while chat writes are waiting (0: never)",
-    )
-    s.add_argument("--red-packet-ttl", type=int, default=86400, help="s until an unclaimed red packet is refunded")
-    s.add_argument(
-        "--allow-dm-to-unknown-users",
-        action="store_true",
-        help="open DMs to user ids this server never saw (users provisioned by a backend)",
-    )
-    s.add_argument("--circles-per-hour", type=int, default=10, help="circles a user may create per hour (0: no limit)")
-    s.add_argument(
-        "--new-dms-per-hour", type=int, default=60, help="new DM conversations a user may open per hour (0: no limit)"
-    )
-    s.add_argument("--log-level", default="info")
-    s.add_argument("--log-format", choices=("text", "json"), default="text")
+    s.add_argument("--config", metavar="FILE", help="a TOML file of settings (keys as the flags, with _)")
+    settings.add_flags(s)
     s.set_defaults(fn=_serve)
+
+    c = sub.add_parser("check-config", help="check a TOML settings file (and the environment) and exit")
+    c.add_argument("file")
+    c.set_defaults(fn=_check_config)
 
     t = sub.add_parser("token", help="print a signed token (development secret unless --secret)")
     t.add_argument("--user", required=True)

@@ -99,9 +99,14 @@ class Pipeline:
                 if on_commit is not None:
                     on_commit(result)
             finally:
-                fut.set_result(result)
+                if not fut.done():  # the writer may have stopped waiting (cancelled)
+                    fut.set_result(result)
 
-        self.submit(op, done, fut.set_exception)
+        def failed(exc: RequestError) -> None:
+            if not fut.done():
+                fut.set_exception(exc)
+
+        self.submit(op, done, failed)
         return await fut
 
     async def drain(self) -> None:

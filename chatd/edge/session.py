@@ -49,6 +49,7 @@ from ..core.hub import CODEC_SLOTS, Hub
 from ..core.pipeline import Pipeline
 from ..core.users import UserBook
 from ..limits import TokenBucket
+from ..logs import Throttled
 from ..metrics import Metrics
 from ..ops import FastHandler, Ops
 from ..presence import Presence
@@ -62,6 +63,12 @@ from .state import Event, SessionState, State
 log = logging.getLogger("chatd.session")
 
 _NO_FAST: Mapping[str, FastHandler] = MappingProxyType({})  # until authenticated
+
+
+def _address(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) if peer else "-"
 CLOSE_WAIT = 2.0  # s for the close handshake before the socket is dropped
 
 
@@ -93,6 +100,7 @@ class Env:
     output: Output
     life: Lifecycle
     users: UserBook
+    auth_failures: Throttled  # failed authentications, logged a few a second at most
 
 
 class Session(SessionState):
@@ -139,14 +147,25 @@ class Session(SessionState):
     # -- lifecycle -------------------------------------------------------------
 
     async def serve(self) -> None:
-        """The websockets handler's body: arm the auth timer, wait for the end."""
-        self.auth_timer = self.env.clock.call_later(self.env.config.auth_timeout, self._auth_expired)
+        """The websockets handler's body: arm the auth timer, wait for the end,
+        and log one line for the connection (locals of this frame, not slots:
+        nothing more is kept per socket)."""
+        clock = self.env.clock
+        started, remote = clock.monotonic(), _address(self.ws.remote_address)
+        self.auth_timer = clock.call_later(self.env.config.auth_timeout, self._auth_expired)
         try:
             await self.ws.wait_closed()
         finally:
             self._leave()
             if self.auth_timer is not None:
                 self.auth_timer.cancel()
+            code = self.ws.close_code or 1006
+            duration = round(clock.monotonic() - started, 3)
+            log.info(
+                "connection closed: user=%s remote=%s duration=%.1fs code=%d",
+                self.user or "-", remote, duration, code,
+                extra={"user": self.user or None, "remote": remote, "duration_s": duration, "code": code},
+            )
 
     def _leave(self) -> None:
         env = self.env
@@ -264,6 +283,10 @@ class Session(SessionState):
                 self.close_soon(Close.AUTH_FAILED, "auth needs a token")
                 return
             except AuthError as exc:
+                env.auth_failures.warning(
+                    "auth failed: %s (close %d) remote=%s", exc.reason, exc.code, _address(self.ws.remote_address),
+                    reason=exc.reason, code=int(exc.code), remote=_address(self.ws.remote_address),
+                )
                 self.close_soon(exc.code, exc.reason)
                 return
             # Register before reading the memberships: a join, leave or dm.open

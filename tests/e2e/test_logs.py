@@ -1,0 +1,88 @@
+"""Logs an operator reads (issue 10, item 13): a line per connection closed, failed
+authentications with their reason and no flood of them, no line per health check,
+and with ``--log-format json`` nothing but JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import ROOT, free_port, healthz, http_get, token
+
+
+async def test_a_line_per_connection_closed(server: Any, clients: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="chatd.session")
+    c = await clients(server, "alice")
+    await c.call("ping")
+    await c.close()
+    for _ in range(50):
+        closed = [r for r in caplog.records if r.getMessage().startswith("connection closed")]
+        if closed:
+            break
+        await asyncio.sleep(0.02)
+    (record,) = closed
+    assert record.user == "alice" and record.code == 1000  # type: ignore[attr-defined]
+    assert record.remote.startswith("127.0.0.1:") and record.duration_s >= 0  # type: ignore[attr-defined]
+
+
+async def test_failed_authentications_are_logged_with_the_reason_a_few_a_second(
+    server: Any, clients: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="chatd.auth")
+    for i in range(30):
+        c = await clients(server, None)
+        await c.send_frame({"id": 1, "op": "auth", "d": {"token": f"forged.{i}.token"}})
+        assert await c.closed() == 4101
+    lines = [r for r in caplog.records if r.name == "chatd.auth"]
+    assert lines and "invalid token" in lines[0].getMessage() and lines[0].code == 4101  # type: ignore[attr-defined]
+    assert len(lines) < 30  # a flood of forgeries is not a flood of lines
+    expired = await clients(server, None)
+    await expired.send_frame({"id": 1, "op": "auth", "d": {"token": token("bob", ttl=-10)}})
+    assert await expired.closed() == 4102
+
+
+def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    port = free_port()
+    p = subprocess.Popen(
+        [sys.executable, "-m", "chatd", "serve", "--port", str(port), "--db", str(tmp_path / "c.db"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ},
+    )
+    return p, port
+
+
+async def wait_healthy(p: subprocess.Popen[str], port: int) -> None:
+    deadline = time.monotonic() + 20
+    while not await healthz(port):
+        assert p.poll() is None and time.monotonic() < deadline, "chatd did not come up"
+        await asyncio.sleep(0.05)
+
+
+async def test_health_checks_are_not_logged_and_json_means_only_json(tmp_path: Path) -> None:
+    p, port = serve(tmp_path, "--log-format", "json", "--log-level", "info")
+    try:
+        await wait_healthy(p, port)
+        for _ in range(5):
+            assert (await http_get(port, "/healthz"))[0] == 200
+            assert (await http_get(port, "/metrics"))[0] == 200
+    finally:
+        p.terminate()
+        out, err = p.communicate(timeout=20)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert lines, "nothing was logged"
+    parsed = [json.loads(line) for line in lines]  # every line, the banner included, is JSON
+    banner = next(d for d in parsed if "serving" in d["msg"])
+    assert banner["url"] == f"ws://127.0.0.1:{port}/" and banner["version"]
+    assert not [d for d in parsed if "rejected" in d["msg"] or "connection open" in d["msg"]]
+    assert any(d["msg"] == "chatd stopped" for d in parsed)
