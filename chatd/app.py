@@ -84,6 +84,8 @@ class App:
             ),
             PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
             PointsOps(commit, store.ledger, fanout, clock, config.red_packet_ttl_s),
+            metrics,
+            clock,
         )
         # -- periodic work, one process at a time (a store lease). With
         # --no-points the hooks do not run, but their cursors exist from the
@@ -102,7 +104,7 @@ class App:
         auth_failures = Throttled(logging.getLogger("chatd.auth"), clock)
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
                   metrics, output, life, users, auth_failures)
-        self.server = SocketServer(env, Routes(health_routes(life, bus, metrics), life))
+        self.server = SocketServer(env, Routes(health_routes(life, bus, metrics, pipeline), life))
         self._metrics_sources(metrics)
         self.port = 0
 

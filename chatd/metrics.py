@@ -7,14 +7,53 @@ labels() lookup per increment, which the hot path should not pay.
 
 from __future__ import annotations
 
+import bisect
+import platform
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "FastHistogram", "Metrics"]
+
+# seconds: an op's answer is usually a few ms (a commit); a second is a stall
+OP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class FastHistogram:
+    """A histogram for the hot path: one bisect and one list increment per
+    observation (prometheus_client's takes a lock and a labels() lookup), exported
+    at scrape time."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = OP_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs, +Inf last."""
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+        return out
 
 
 class Metrics:
@@ -24,6 +63,7 @@ class Metrics:
         self.system_messages = 0
         self.deliveries = 0
         self.interactions: dict[str, int] = {}
+        self.ops: dict[str, FastHistogram] = {}  # op -> time to its answer
         # set by the app: () -> {"up": 0/1, "channels", "published", "received", "dropped",
         # "resets", "gaps_filled", "presence_errors"} (the bus and fan-out layer's own counters)
         self.bus_stats: Callable[[], dict[str, int]] | None = None
@@ -49,8 +89,30 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
         )
 
+        # the process (CPU, memory, open files) and the platform, from
+        # prometheus_client's own collectors; what this build is
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.build = Info("chatd_build", "What is running", registry=r)
+        self.build.info({"version": _version(), "python": platform.python_version()})
+
+    def op(self, name: str) -> FastHistogram:
+        h = self.ops.get(name)
+        if h is None:
+            h = self.ops[name] = FastHistogram()
+        return h
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("chatd")
+    except PackageNotFoundError:  # pragma: no cover - run from a copy of the sources
+        return "0+unknown"
 
 
 class _HotCollector(Collector):
@@ -64,6 +126,10 @@ class _HotCollector(Collector):
         messages.add_metric(["system"], m.system_messages)
         yield messages
         yield CounterMetricFamily("chatd_deliveries", "Frames pushed to sockets", value=m.deliveries)
+        ops = HistogramMetricFamily("chatd_op_seconds", "Time from a request to its answer, by op", labels=["op"])
+        for name, h in sorted(m.ops.items()):
+            ops.add_metric([name], h.buckets(), h.total)
+        yield ops
         events = CounterMetricFamily("chatd_interactions", "Interaction events emitted", labels=["kind"])
         for kind, n in sorted(m.interactions.items()):
             events.add_metric([kind], n)

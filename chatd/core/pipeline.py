@@ -70,6 +70,11 @@ class Pipeline:
         # its position space, said in every auth and sync reply).
         self.head = 0
         self.epoch = ""
+        self.failing = False  # the last batch could not commit (health: the store is failing)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
     @property
     def backlog(self) -> int:
@@ -141,9 +146,11 @@ class Pipeline:
                 else:
                     log.exception("store batch of %d failed", n)
                 self.metrics.store_failures.inc()
+                self.failing = True
                 unavailable = RequestError(Err.UNAVAILABLE, "the store could not take the write; retry")
                 self._deliver(batch, [unavailable] * n)
                 continue
+            self.failing = False
             self.metrics.batch_size.observe(n)
             self.metrics.commit_seconds.observe(time.perf_counter() - started)
             self._deliver(batch, results)

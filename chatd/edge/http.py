@@ -13,7 +13,9 @@ import email.utils
 import http
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
+import orjson
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
@@ -22,6 +24,16 @@ from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from .session import Lifecycle
 
 Route = Callable[[], Response]
+
+
+class Health(Protocol):
+    """What /healthz asks of the store's writer (the pipeline)."""
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def failing(self) -> bool: ...
 
 
 def respond(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
@@ -52,13 +64,18 @@ class Routes:
         return None
 
 
-def health_routes(life: Lifecycle, bus: Bus, metrics: Metrics) -> dict[str, Route]:
+def health_routes(life: Lifecycle, bus: Bus, metrics: Metrics, store: Health) -> dict[str, Route]:
     def healthz() -> Response:
-        if not life.ready or life.draining:
-            return respond(503, b"not ready\n")
-        if not bus.up:
-            return respond(503, b"not ready: bus down\n")
-        return respond(200, b"ok\n")
+        """200 when the node serves; 503 (not ready) while it starts or drains, or
+        a dependency is down. The body says each dependency's state, as JSON."""
+        state = {
+            "store": "ok" if store.running and not store.failing else "failing" if store.running else "stopped",
+            "bus": ("up" if bus.up else "down") if bus.shared else "local",
+            "draining": life.draining,
+        }
+        ready = life.ready and not life.draining and state["store"] == "ok" and state["bus"] != "down"
+        body = orjson.dumps({"status": "ok" if ready else "not ready", **state}) + b"\n"
+        return respond(200 if ready else 503, body, "application/json")
 
     def prometheus() -> Response:
         return respond(200, metrics.render(), CONTENT_TYPE_LATEST)

@@ -14,7 +14,9 @@ from typing import TypeVar
 
 from chatd_protocol import OPS, RULES, Err, RequestError, RequestId, Scope, check_args
 
+from ..clock import Clock, SystemClock
 from ..core.caller import Caller
+from ..metrics import Metrics
 from ..store import StoreUnavailable
 from .base import Args, DeferredHandler, FastHandler, Handler, Reply, Responder
 from .circles import Circles
@@ -35,7 +37,11 @@ class Ops:
         handlers: Mapping[str, Handler],
         fast: Mapping[str, FastHandler],
         deferred: Mapping[str, DeferredHandler],
+        metrics: Metrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
+        self.clock: Clock = clock or SystemClock()
         if handlers.keys() != OPS.keys():
             missing, extra = OPS.keys() - handlers.keys(), handlers.keys() - OPS.keys()
             raise AssertionError(f"every protocol op has exactly one handler (missing {missing}, extra {extra})")
@@ -64,7 +70,12 @@ class Ops:
         :class:`RequestError` for every refusal; a failing store or a bug come
         out as ``unavailable`` / ``internal``, never with their details."""
         self._check(caller, op, d)
-        return await self._guard(caller, op, self.handlers[op](caller, d))
+        started = self.clock.monotonic()
+        try:
+            return await self._guard(caller, op, self.handlers[op](caller, d))
+        finally:  # time to the answer, refusals included (a fast op times itself to its commit)
+            if op not in self.fast:
+                self.metrics.op(op).observe(self.clock.monotonic() - started)
 
     async def run_deferred(self, caller: Caller, op: str, rid: RequestId, d: Args, respond: Responder) -> Reply | None:
         """A socket's request for a fast op (see :data:`DeferredHandler`)."""
@@ -96,6 +107,8 @@ def table(
     messaging: Messaging,
     presence: PresenceOps,
     points: PointsOps,
+    metrics: Metrics | None = None,
+    clock: Clock | None = None,
 ) -> Ops:
     return Ops(
         {
@@ -131,6 +144,8 @@ def table(
         },
         {"send": messaging.send_now},
         {"send": messaging.send_later},
+        metrics,
+        clock,
     )
 
 

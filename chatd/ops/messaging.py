@@ -81,6 +81,7 @@ class Messaging:
         self.max_text = max_text
         self.recall_window_ms = recall_window_s * 1000
         self.receipt_max_members = receipt_max_members
+        self._send_seconds = metrics.op("send")  # from the request to its ack, the commit included
 
     def send_now(self, caller: Caller, rid: RequestId, d: Args, respond: Responder) -> bool:
         """The hot path, run synchronously as the frame is parsed. Returns False
@@ -116,6 +117,7 @@ class Messaging:
             raise RequestError(Err.RATE_LIMITED, "send rate exceeded", retry_after_ms=int(wait * 1000) + 1)
 
         cid = d["cid"]
+        started = self.clock.monotonic()
         data: dict[str, Any] = {"a": caller.author, "t": text}
         if mentions:
             data["m"] = mentions
@@ -124,6 +126,7 @@ class Messaging:
 
         def on_commit(a: Appended) -> None:
             respond.answer(rid, {"conv": a.conv, "seq": a.seq, "pos": a.pos, "ts": a.ts, "dup": a.dup})
+            self._send_seconds.observe(self.clock.monotonic() - started)
             if a.dup:
                 return
             self.metrics.text_messages += 1

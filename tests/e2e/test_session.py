@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 from chatd_protocol import ErrorReply, Reply
 from support import http_get, read_db, stop_app, token, url
@@ -176,9 +177,11 @@ async def test_request_rate_limited_then_recovers(make_server: Any, clients: Any
 
 async def test_healthz_and_metrics(server: App, connect: Any) -> None:
     status, body = await http_get(server.port, "/healthz")
-    assert status == 200 and body.strip() == b"ok"
+    assert status == 200 and orjson.loads(body) == {"status": "ok", "store": "ok", "bus": "local", "draining": False}
     c = await connect("alice")
     await c.fail("history", "not_found", conv="c:77")
+    conv = (await c.call("dm.open", user="bob"))["conv"]
+    await c.call("send", conv=conv, cid="m", text="timed")
     status, body = await http_get(server.port, "/metrics")
     assert status == 200
     text = body.decode()
@@ -186,6 +189,32 @@ async def test_healthz_and_metrics(server: App, connect: Any) -> None:
     assert 'chatd_request_errors_total{code="not_found"} 1.0' in text
     for name in ("chatd_messages", "chatd_store_batch_size", "chatd_closes"):
         assert name in text
+    # the process and the build (prometheus_client's collectors), and time per op
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "python_info"):
+        assert name in text, name
+    assert 'chatd_build_info{python="' in text and 'version="' in text
+    assert 'chatd_op_seconds_count{op="send"} 1.0' in text
+    assert 'chatd_op_seconds_count{op="history"} 1.0' in text
+    assert 'chatd_op_seconds_bucket{le="+Inf",op="dm.open"} 1.0' in text
+
+
+async def test_healthz_says_the_store_is_failing(server: App, connect: Any) -> None:
+    from chatd.store import StoreUnavailable
+
+    c = await connect("alice")
+    conv = (await c.call("dm.open", user="bob"))["conv"]
+    real = server.store.run_batch
+
+    async def broken(ops: Any) -> Any:
+        raise StoreUnavailable("disk I/O error")
+
+    server.store.run_batch = broken  # type: ignore[method-assign]
+    await c.fail("send", "unavailable", conv=conv, cid="x", text="lost?")
+    status, body = await http_get(server.port, "/healthz")
+    assert status == 503 and orjson.loads(body)["store"] == "failing" and orjson.loads(body)["status"] == "not ready"
+    server.store.run_batch = real  # type: ignore[method-assign]
+    await c.call("send", conv=conv, cid="x", text="stored now")
+    assert (await http_get(server.port, "/healthz"))[0] == 200
 
 
 async def test_graceful_stop_acks_pending_then_4000(make_server: Any, clients: Any, db_path: Path) -> None:
