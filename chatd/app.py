@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
+from .auth import Verifier
 from .bus import make_bus
 from .config import Config
 from .core.directory import Directory
@@ -45,6 +46,9 @@ class App:
     def __init__(self, config: Config) -> None:
         config.check()
         self.config = config
+        verifier = Verifier.from_files(
+            config.signing_secret, config.token_public_key, config.token_jwks, config.token_algorithms
+        )
         clock = self.clock = config.clock
         # -- engines
         metrics = self.metrics = Metrics()
@@ -103,7 +107,7 @@ class App:
         users = UserBook(pipeline, store.users, clock)
         auth_failures = Throttled(logging.getLogger("chatd.auth"), clock)
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
-                  metrics, output, life, users, auth_failures)
+                  metrics, output, life, users, auth_failures, verifier)
         self.server = SocketServer(env, Routes(health_routes(life, bus, metrics, pipeline), life))
         self._metrics_sources(metrics)
         self.port = 0

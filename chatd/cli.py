@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import logs, settings
 from .app import App
-from .auth import make_token
+from .auth import Verifier, make_token
 from .config import DEV_SECRET, Config
 
 
@@ -216,7 +216,8 @@ def _new_epoch(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     try:
         values = settings.resolve({}, settings.load_file(args.file))
-        settings.to_config(values)
+        config = settings.to_config(values)
+        Verifier.from_files(config.signing_secret, config.token_public_key, config.token_jwks, config.token_algorithms)
     except ValueError as exc:
         print(f"chatd check-config: {exc}", file=sys.stderr)
         return 2

@@ -15,7 +15,10 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8765
     db_path: str = "chatd.db"  # the store: a SQLite file path (or sqlite:<path>)
-    secret: str | None = None  # None: the development secret (loopback only)
+    secret: str | None = None  # HS256 secret; None: the development secret (loopback, no other key)
+    token_public_key: str | None = None  # PEM file: RS256 or EdDSA tokens signed by a backend
+    token_jwks: str | None = None  # JWKS file of public keys, chosen by the token's kid
+    token_algorithms: tuple[str, ...] = ()  # accepted; () = those the configured keys verify
     sync: str = "full"  # SQLite synchronous: "full" (fsync per commit) or "normal"
     max_frame: int = 64 * 1024  # bytes; larger frames are refused with 1009
     max_text: int = 4000  # characters of message text
@@ -51,15 +54,19 @@ class Config:
     clock: Clock = field(default_factory=SystemClock)  # every timer, bucket, lease and expiry takes it
 
     @property
-    def signing_secret(self) -> str:
-        return self.secret or DEV_SECRET
+    def signing_secret(self) -> str | None:
+        """The HS256 secret tokens may be signed with: the configured one, or the
+        development secret when no key of any kind is configured."""
+        if self.secret:
+            return self.secret
+        return None if self.token_public_key or self.token_jwks else DEV_SECRET
 
     def check(self) -> None:
         """Refuse configurations that must not start. Raises ValueError with why."""
-        if self.secret is None and not is_loopback(self.host):
+        if self.signing_secret == DEV_SECRET and not is_loopback(self.host):
             raise ValueError(
-                f"refusing to bind {self.host!r} with the development secret: "
-                "set --secret (or CHATD_SECRET) to serve on a non-loopback address"
+                f"refusing to bind {self.host!r} with the development secret: set --secret (or CHATD_SECRET), "
+                "--token-public-key or --token-jwks to serve on a non-loopback address"
             )
         if self.presence_lease_ms < 300:
             raise ValueError("presence lease must be at least 0.3 s")

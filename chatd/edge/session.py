@@ -39,7 +39,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State as WsState
 
-from ..auth import AuthError, verify_token
+from ..auth import AuthError, Verifier
 from ..bus import Bus
 from ..clock import Clock, Timer
 from ..config import Config
@@ -101,6 +101,7 @@ class Env:
     life: Lifecycle
     users: UserBook
     auth_failures: Throttled  # failed authentications, logged a few a second at most
+    verifier: Verifier  # which tokens are accepted
 
 
 class Session(SessionState):
@@ -278,7 +279,7 @@ class Session(SessionState):
         try:
             try:
                 check_args("auth", req.d)
-                identity = verify_token(req.d["token"], cfg.signing_secret, env.clock.wall_ms() / 1000)
+                identity = env.verifier.verify(req.d["token"], env.clock.wall_ms() / 1000)
             except RequestError:
                 self.close_soon(Close.AUTH_FAILED, "auth needs a token")
                 return
