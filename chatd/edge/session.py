@@ -355,6 +355,39 @@ class Session(SessionState):
             log.exception("auth failed for %s", self.user or "a socket")
             self.close_soon(Close.INTERNAL, "internal error")
 
+    async def _refresh(self, req: Request) -> None:
+        """A new token for the same user: the session goes on with its identity
+        (name, badges, roles, type) and expiry, so a long-lived staff socket is not
+        closed at the old token's expiry. A refusal keeps the old token in force."""
+        env = self.env
+        try:
+            check_args(req.op, req.d)
+            identity = env.verifier.verify(req.d["token"], env.clock.wall_ms() / 1000)
+        except RequestError as exc:
+            self.error(req.id, exc)
+            return
+        except AuthError as exc:
+            self.error(req.id, RequestError(Err.FORBIDDEN, f"token refused: {exc.reason}"))
+            return
+        if identity.id != self.user:
+            self.error(req.id, RequestError(Err.FORBIDDEN, "the token is another user's"))
+            return
+        try:
+            await env.users.seen(identity)
+        except StoreUnavailable:
+            self.error(req.id, RequestError(Err.UNAVAILABLE, "the store is unavailable; retry"))
+            return
+        if not self.sink.open:
+            return
+        caller = Caller.of(identity, self.sink, self.codec)
+        self.caller, self.fast = caller, env.ops.fast_for(caller)
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+        self.auth_timer = env.clock.call_later(
+            max(0.0, identity.exp - env.clock.wall_ms() / 1000), self._token_expired
+        )
+        self.reply(req.id, {"user": identity.user(), "exp": identity.exp})
+
     def _authenticating(self) -> bool:
         return self.state is State.AUTHENTICATING and self.proto.state is WsState.OPEN
 
@@ -370,6 +403,9 @@ class Session(SessionState):
             self.error(req.id, RequestError(Err.INTERNAL, "internal error"))
             return
         ops = self.env.ops
+        if req.op == "auth.refresh":
+            await self._refresh(req)
+            return
         try:
             if req.op in ops.deferred:  # answered from its commit, like the fast path
                 result = await ops.run_deferred(caller, req.op, req.id, req.d, self)

@@ -113,6 +113,7 @@ def table(
     return Ops(
         {
             "auth": session.auth,
+            "auth.refresh": session.refresh,
             "ping": session.ping,
             "convs": session.convs,
             "dm.open": direct.open_dm,

@@ -22,6 +22,11 @@ class SessionOps:
         # that reaches an op is authenticated already
         raise RequestError(Err.ALREADY_AUTHENTICATED, "this socket is already authenticated")
 
+    async def refresh(self, caller: Caller, d: Args) -> Reply:
+        # a socket renews its token in the session (chatd/edge/session.py); a
+        # caller without one has no token to renew
+        raise RequestError(Err.BAD_REQUEST, "auth.refresh renews a socket's token")
+
     async def ping(self, caller: Caller, d: Args) -> Reply:
         return {"server_time": self.clock.wall_ms()}
 

@@ -72,6 +72,7 @@ S = Field  # short alias for the table
 
 OPS: dict[str, dict[str, Field]] = {
     "auth": {"token": S("str", True, 1, 8192)},
+    "auth.refresh": {"token": S("str", True, 1, 8192)},
     "ping": {},
     "dm.open": {"user": S("user", True)},
     "block": {"user": S("user", True)},
@@ -179,6 +180,7 @@ RETRY, ONCE = R(True), R(False)
 # Keep in step with OPS (checked below) and with the README's retry list.
 RULES: dict[str, Rule] = {
     "auth": R(False, Scope.ANYONE),
+    "auth.refresh": RETRY,  # the same token again renews to the same expiry
     "ping": RETRY,
     "dm.open": RETRY,  # one canonical conversation per pair
     "block": RETRY,

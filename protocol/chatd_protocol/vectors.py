@@ -30,6 +30,7 @@ _MSG = {
 VALID: list[tuple[str, dict[str, Any]]] = [
     ("auth request", {"id": 1, "op": "auth", "d": {"token": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}}),
     ("string request id", {"id": "req-7", "op": "ping", "d": {}}),
+    ("auth.refresh request", {"id": 11, "op": "auth.refresh", "d": {"token": "eyJhbGciOiJFZERTQSJ9.e30.sig"}}),
     (
         "send request",
         {"id": 2, "op": "send", "d": {"conv": "c:12", "cid": "k2x9", "text": "hello @bob, 你好", "mentions": ["bob"]}},
@@ -231,6 +232,8 @@ ERRORS: list[dict[str, Any]] = [
         "frame": {"id": 1, "op": "history", "d": {"conv": "dm:nobody:somebody"}},
         "error": "not_member",
     },
+    {"name": "auth.refresh with a forged token", "frame": {"id": 1, "op": "auth.refresh", "d": {"token": "x.y.z"}},
+     "error": "forbidden"},
     {"name": "integer as 1.0", "frame": {"id": 1, "op": "read", "d": {"conv": "c:1", "seq": 1.0}}, "error": "bad_request"},
     {
         "name": "integer as a whole float",

@@ -5,6 +5,7 @@ messages as duplicates, or skip them."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -84,3 +85,25 @@ async def test_a_store_restored_from_an_older_copy_is_caught_up_from_its_positio
         await alice.close()
         await bob.close()
         await restored.stop()
+
+
+async def test_a_client_with_a_token_provider_renews_before_expiry(tmp_path: Path) -> None:
+    """issue 10, item 15: a long-lived socket is not dropped at its token's expiry."""
+    server = await start_on(tmp_path / "r.db", 0)
+    issued: list[str] = []
+
+    def provider() -> str:
+        issued.append(make_token(user="staff1", type="staff", ttl=2))
+        return issued[-1]
+
+    c = Client(server.url, token_provider=provider, backoff_min=0.05)
+    await c.connect()
+    try:
+        ws = c._conn._ws
+        await asyncio.sleep(4.5)  # two token lifetimes
+        assert len(issued) >= 3  # the first, and renewals before each expiry
+        assert c._conn._ws is ws  # the same socket all along: never closed for expiry
+        assert (await c.ping())["server_time"] > 0
+    finally:
+        await c.close()
+        await server.stop()

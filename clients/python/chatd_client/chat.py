@@ -2,8 +2,8 @@
 
 ::
 
-    chatd-chat --url ws://127.0.0.1:8765 --token TOKEN [--to CONV]
-    printf '/dm bob\\nhello bob\\n' | chatd-chat --url ... --token ...
+    CHATD_TOKEN=... chatd-chat --url ws://127.0.0.1:8765 [--to CONV]
+    chatd-chat --token-file ~/.chatd-token --url ...
 
 Incoming messages print as ``[conv #seq] name: text``. A plain line is sent to
 the current conversation; lines starting with ``/`` are commands (``/help``).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
 from typing import Any, TextIO
@@ -163,7 +164,7 @@ def _read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue[str | None
 
 
 async def run(args: argparse.Namespace) -> int:
-    client = Client(args.url, args.token, encoding=args.encoding)
+    client = Client(args.url, args.token_value, encoding=args.encoding)
     try:
         await client.connect()
     except ClientError as exc:
@@ -208,14 +209,39 @@ async def run(args: argparse.Namespace) -> int:
     return 1 if chat.failures else 0
 
 
+def _token(args: argparse.Namespace) -> str:
+    """The token, from (first found) --token-file, $CHATD_TOKEN, --token."""
+    if args.token_file:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read(16384).strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read --token-file {args.token_file}: {exc}") from None
+    else:
+        token = os.environ.get("CHATD_TOKEN", "").strip() or (args.token or "").strip()
+    if not token:
+        raise ValueError("give the token in a file (--token-file), in CHATD_TOKEN, or with --token")
+    if len(token) > 8192 or any(c.isspace() for c in token):
+        raise ValueError("the token is not a token (too long, or has spaces in it)")
+    return token
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatd-chat", description="chatd terminal chat")
     parser.add_argument("--url", default="ws://127.0.0.1:8765", help="server WebSocket URL")
-    parser.add_argument("--token", required=True, help="auth token (chatd token --user ...)")
+    parser.add_argument(
+        "--token-file", metavar="PATH", help="a file holding the auth token (or set CHATD_TOKEN); preferred to --token"
+    )
+    parser.add_argument("--token", help="the auth token itself (visible to other users in ps: prefer the others)")
     parser.add_argument("--to", metavar="CONV", help="start in this conversation")
     parser.add_argument("--encoding", choices=("msgpack", "json"), default="msgpack")
     parser.add_argument("--linger", type=float, default=1.0, help="seconds to wait for echoes at end of input")
     args = parser.parse_args(argv)
+    try:
+        args.token_value = _token(args)
+    except ValueError as exc:
+        print(f"chatd-chat: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -19,8 +19,10 @@ whose socket closed before its reply.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
+import json
 import logging
 import random
 import time
@@ -305,7 +307,12 @@ class Connection:
         attempt = 0
         while True:
             opened = time.monotonic()
-            code, reason = await self._read(ws)
+            refresher = asyncio.create_task(self._keep_fresh(ws)) if self._token_provider is not None else None
+            try:
+                code, reason = await self._read(ws)
+            finally:
+                if refresher is not None:
+                    refresher.cancel()
             if self.closing:
                 return
             action = close_action(code)
@@ -341,6 +348,31 @@ class Connection:
                     break
             self.inbox.put_nowait(CATCH_UP)
 
+    async def _keep_fresh(self, ws: ClientConnection) -> None:
+        """With a token provider: renew the socket's token (``auth.refresh``)
+        before it expires, so a long-lived socket is never closed for expiry. A
+        refusal is left to the expiry close and the reconnect with a new token."""
+        while True:
+            exp = _token_exp(self._token)
+            if exp is None:
+                return
+            left = exp - time.time()
+            await asyncio.sleep(max(1.0, min(left - 60.0, left * 0.9)))
+            if self._ws is not ws:
+                return
+            try:
+                token = await self._get_token(new=True)
+                frame = await self.exchange("auth.refresh", {"token": token})
+            except (Dropped, ClientClosed, ConnectionClosed):
+                return
+            except Exception as exc:  # the provider failed: try the reconnect's way later
+                log.warning("token refresh failed: %r", exc)
+                return
+            if isinstance(frame, ErrorReply):
+                log.warning("token refresh refused: %s", frame.message)
+                return
+            log.info("token renewed until %s", frame.d.get("exp"))
+
     async def _read(self, ws: ClientConnection) -> tuple[int, str]:
         """Read frames until the socket closes; return its close code and reason."""
         try:
@@ -366,6 +398,19 @@ class Connection:
                 if sock is ws and not fut.done():
                     fut.set_exception(Dropped())
         return _close_code(ws)
+
+
+def _token_exp(token: str | None) -> float | None:
+    """A JWT's ``exp``, read without verifying (the server verifies)."""
+    if not token or token.count(".") != 2:
+        return None
+    payload = token.split(".")[1]
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def _close_code(ws: ClientConnection) -> tuple[int, str]:
