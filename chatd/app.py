@@ -26,7 +26,8 @@ from .edge.session import Env, Lifecycle
 from .edge.sink import Output
 from .edge.ws import SocketServer
 from .kinds import default_kinds
-from .limits import SendLimiter, Throttle
+from .limits import Limiter, SendLimiter, Throttle
+from .limits_shared import SharedSendLimiter
 from .logs import Throttled
 from .metrics import Metrics
 from .ops import Circles, DirectOps, Messaging, PointsOps, PresenceOps, SessionOps, table
@@ -71,6 +72,12 @@ class App:
         outbox = Outbox(store.outbox, metrics, kinds, config.points_day_offset_h)
         # -- ops
         commit = Commit(pipeline, fanout, metrics)
+        # a user's send budget: shared by every process when they share a Redis
+        self.limiter: Limiter = (
+            SharedSendLimiter(config.redis_url, config.send_rate, config.send_burst, clock, config.bus_prefix)
+            if config.redis_url
+            else SendLimiter(config.send_rate, config.send_burst, clock)
+        )
         self.ops = table(
             SessionOps(store.members, kinds, clock),
             DirectOps(
@@ -83,7 +90,7 @@ class App:
             ),
             Messaging(
                 pipeline, commit, store.messages, store.members, directory, fanout, outbox,
-                SendLimiter(config.send_rate, config.send_burst, clock), metrics, clock,
+                self.limiter, metrics, clock,
                 config.max_text, config.recall_window_s, config.read_receipt_max_members,
             ),
             PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
@@ -162,6 +169,7 @@ class App:
             self.points.close,
             self.presence.stop,
             self.fanout.stop,
+            self.limiter.close,
             self.bus.stop,
             self.store.close,
         ):
@@ -177,6 +185,7 @@ class App:
         await self.points.close()
         await self.presence.stop()
         await self.fanout.stop()
+        await self.limiter.close()
         await self.bus.stop()
         await self.store.close()
         log.info("chatd stopped")

@@ -1,11 +1,23 @@
 """Rate limits as pure functions of ``now`` (seconds on the clock's monotonic
-time), and the limiters built on them. Both limiters are per process: with
-several processes a user's budget is per node (a known limit until limits are
-kept in Redis)."""
+time), and the limiters built on them. ``SendLimiter`` and ``Throttle`` are per
+process; with Redis configured the send budget is shared (``limits_shared.py``)."""
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from .clock import Clock
+
+
+class Limiter(Protocol):
+    """A user's send budget: per process (``SendLimiter``), or shared by every
+    process on one Redis (``limits_shared.SharedSendLimiter``)."""
+
+    def wait(self, user: str) -> float:
+        """0.0 if ``user`` may send now, else seconds to wait."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class TokenBucket:
@@ -50,6 +62,9 @@ class SendLimiter:
                 self.buckets = {u: b for u, b in self.buckets.items() if b.tokens < b.burst}
             bucket = self.buckets[user] = TokenBucket(self.rate, self.burst, now)
         return bucket.take(now)
+
+    async def close(self) -> None:
+        pass
 
 
 class Throttle:

@@ -15,7 +15,7 @@ from ..core.fanout import Fanout
 from ..core.outbox import Outbox
 from ..core.pipeline import Pipeline
 from ..kinds import ConvState
-from ..limits import SendLimiter
+from ..limits import Limiter
 from ..metrics import Metrics
 from ..store.base import Members, Messages
 from ..store.records import TEXT, Appended, message_wire, pack
@@ -61,7 +61,7 @@ class Messaging:
         directory: Directory,
         fanout: Fanout,
         outbox: Outbox,
-        limiter: SendLimiter,
+        limiter: Limiter,
         metrics: Metrics,
         clock: Clock,
         max_text: int,
