@@ -1,4 +1,4 @@
-"""The bus between chatd processes (DESIGN.md §4): a narrow interface with an
+"""The bus between chatd processes (fan-out across nodes): a narrow interface with an
 in-memory implementation (the single-process default) and a Redis pub/sub one.
 See ``base.py`` for the contract and docs/design.md for the topic design."""
 

@@ -1,4 +1,4 @@
-"""Interaction events: the outbox (DESIGN.md §6).
+"""Interaction events: the outbox (what makes points awards exactly once).
 
 Every interaction that can earn something is an :class:`Event`. It is written
 in the interaction's own transaction by the store (``events.add_event`` in the

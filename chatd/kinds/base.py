@@ -1,5 +1,5 @@
-"""The conversation-kind interface (DESIGN.md §2: "the kind decides membership
-rules, permissions and fan-out strategy").
+"""The conversation-kind interface: every kind shares the one message pipeline,
+and the kind decides membership rules, permissions and fan-out strategy.
 
 Every conversation has a kind, fixed when it is created. A kind owns:
 

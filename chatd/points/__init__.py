@@ -1,4 +1,4 @@
-"""Points (DESIGN.md §6): hooks that turn interaction events into awards, the
+"""Points: hooks that turn interaction events into awards (exactly once), the
 built-in rules, the worker, tips and red packets. See docs/points.md."""
 
 from .model import Award, Event, PointsHook

@@ -1,4 +1,4 @@
-"""Presence (DESIGN.md §5): online / away / offline and last seen per user,
+"""Presence, never stored as messages: online / away / offline and last seen per user,
 aggregated over every device on every node; staff on-duty state; subscriptions
 to specific users with pushes on change.
 

@@ -1,4 +1,4 @@
-"""The one writer of interaction events (the outbox, DESIGN.md §6).
+"""The one writer of interaction events (the outbox that makes awards exactly once).
 
 Every write function of any feature that is an interaction calls
 :func:`add_event` inside its own transaction, so an event is committed with its

@@ -57,7 +57,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters VALUES ('circle', 0), ('pos', 0);
     """,
-    # 2: points (DESIGN.md §6). Interactions that are messages (message.sent,
+    # 2: points (docs/points.md). Interactions that are messages (message.sent,
     # circle.joined) need no outbox row: the message row, written in the same
     # transaction, is the event (ordered by pos). Other interactions write one
     # row in `events` in their own transaction.
