@@ -30,7 +30,9 @@ from .limits import Limiter, SendLimiter, Throttle
 from .limits_shared import SharedSendLimiter
 from .logs import Throttled
 from .metrics import Metrics
-from .ops import Circles, DirectOps, Messaging, PointsOps, PresenceOps, SessionOps, table
+from .notify import load_hooks as notify_hooks
+from .notify.worker import NotifyWorker
+from .ops import Circles, DirectOps, Messaging, NotifyOps, PointsOps, PresenceOps, SessionOps, table
 from .ops.base import Commit
 from .ops.presence import TYPING_EVERY
 from .points.model import entry_point_hooks, load_ref
@@ -95,6 +97,7 @@ class App:
             ),
             PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
             PointsOps(commit, store.ledger, fanout, clock, config.red_packet_ttl_s),
+            NotifyOps(commit, store.notify, directory),
             metrics,
             clock,
         )
@@ -109,6 +112,14 @@ class App:
         self.scheduler.add(RedPacketExpiry(store.ledger, pipeline, fanout, clock))
         if config.points:
             self.scheduler.add(self.points)
+        # offline notifications, only where a hook will deliver them
+        hooks = notify_hooks(config.notify_hooks, config.notify_stream, config.redis_url)
+        self.notify = NotifyWorker(
+            store.notify, pipeline, backend, kinds, hooks, clock, metrics, config.notify_coalesce_s,
+            config.hook_timeout_s,
+        ) if hooks else None
+        if self.notify is not None:
+            self.scheduler.add(self.notify)
         # -- edge
         life = Lifecycle()
         users = UserBook(pipeline, store.users, clock)
@@ -155,6 +166,8 @@ class App:
             await self.bus.start()
             self.presence.start()
             await self.points.init()
+            if self.notify is not None:
+                await self.notify.init()
             self.scheduler.start()
             self.port = await self.server.start()
         except BaseException:
@@ -167,6 +180,7 @@ class App:
             self.scheduler.stop,
             self.pipeline.stop,
             self.points.close,
+            self._close_notify,
             self.presence.stop,
             self.fanout.stop,
             self.limiter.close,
@@ -178,11 +192,16 @@ class App:
             except Exception as exc:  # best effort: what failed to start may fail to stop
                 log.debug("while stopping after a failed start: %r", exc)
 
+    async def _close_notify(self) -> None:
+        if self.notify is not None:
+            await self.notify.close()
+
     async def stop(self) -> None:
         await self.server.drain()
         await self.scheduler.stop()  # before the pipeline: its jobs write through it
         await self.pipeline.stop()
         await self.points.close()
+        await self._close_notify()
         await self.presence.stop()
         await self.fanout.stop()
         await self.limiter.close()

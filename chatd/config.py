@@ -51,6 +51,9 @@ class Config:
     dm_unknown_users: bool = False  # open DMs to user ids the server never saw (provisioned elsewhere)
     circles_per_hour: int = 10  # circles a user may create per hour (0: no limit; staff and bots: none)
     new_dms_per_hour: int = 60  # new DM conversations a user may open per hour (0: no limit)
+    notify_hooks: tuple[str, ...] = ()  # offline notification hooks, "module:attr" (none: no notifications)
+    notify_stream: str | None = None  # also forward every notification to this Redis stream (needs redis_url)
+    notify_coalesce_s: int = 60  # at most one notification per user and conversation this often (0: every message)
     clock: Clock = field(default_factory=SystemClock)  # every timer, bucket, lease and expiry takes it
 
     @property
@@ -72,6 +75,10 @@ class Config:
             raise ValueError("presence lease must be at least 0.3 s")
         if self.points_stream and not self.redis_url:
             raise ValueError("--points-stream needs --redis-url")
+        if self.notify_stream and not self.redis_url:
+            raise ValueError("--notify-stream needs --redis-url")
+        if self.notify_coalesce_s < 0:
+            raise ValueError("--notify-coalesce takes 0 (no coalescing) or more seconds")
         if self.bus_shards < 1:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

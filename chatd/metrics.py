@@ -75,6 +75,15 @@ class Metrics:
         self.connections = Gauge("chatd_connections", "Open authenticated connections", registry=r)
         self.errors = Counter("chatd_request_errors", "Error replies by code", ["code"], registry=r)
         self.closes = Counter("chatd_closes", "Connections closed by the server, by code", ["code"], registry=r)
+        self.notifications = Counter(
+            "chatd_notifications",
+            "Offline notification decisions by outcome: emitted, silent (quiet hours), coalesced, or why skipped",
+            ["outcome"],
+            registry=r,
+        )
+        self.notify_hook_failures = Counter(
+            "chatd_notify_hook_failures", "Calls of a notification hook that failed", registry=r
+        )
         self.store_failures = Counter("chatd_store_failures", "Store batches that failed to commit", registry=r)
         self.batch_size = Histogram(
             "chatd_store_batch_size",

@@ -17,6 +17,7 @@ Every conversation has a kind, fixed when it is created. A kind owns:
 - its **delivery strategy**: a topic per conversation (every member's sockets
   follow it), coalesced state, or a snapshot then a topic;
 - **receipts and typing**: whether they are pushed, and up to what size;
+- **offline notifications**: whom a message notifies (``notify_members``);
 - its **wire form** (``wire``, ``member_wire``) and its **ids**.
 
 Nothing outside this package tests a kind's name: code asks the kind.
@@ -71,6 +72,10 @@ class ConversationKind:
     join_event: ClassVar[str | None] = None  # the interaction event a join is (points), if any
     typing_max: ClassVar[int | None] = None  # typing pushed while members <= this (None: always)
     append_effects: ClassVar[tuple[Effect, ...]] = (SENDER_READS,)  # what one wrote counts as read
+    # offline notifications (chatd/notify): every text message notifies every
+    # other member who has no socket (DMs), or only those it mentions (@user,
+    # and @all by an admin) when False
+    notify_members: ClassVar[bool] = False
 
     def __repr__(self) -> str:
         return f"<kind {self.name}>"

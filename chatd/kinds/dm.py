@@ -14,6 +14,7 @@ class Direct(ConversationKind):
     name = "dm"
     prefix = "dm:"
     blocking: ClassVar[bool] = True
+    notify_members: ClassVar[bool] = True  # a DM is for the peer: every message notifies them
 
     def conv_id(self, a: str, b: str) -> str:
         """The pair's one conversation: ``dm:<a>:<b>`` with the ids sorted."""

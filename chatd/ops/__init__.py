@@ -22,6 +22,7 @@ from .base import Args, DeferredHandler, FastHandler, Handler, Reply, Responder
 from .circles import Circles
 from .direct import DirectOps
 from .messaging import Messaging
+from .notify import NotifyOps
 from .points import PointsOps
 from .presence import PresenceOps
 from .session import SessionOps
@@ -107,6 +108,7 @@ def table(
     messaging: Messaging,
     presence: PresenceOps,
     points: PointsOps,
+    notify: NotifyOps,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Ops:
@@ -142,6 +144,8 @@ def table(
             "tip": points.tip,
             "redpacket.send": points.send_red_packet,
             "redpacket.claim": points.claim_red_packet,
+            "notify.get": notify.get,
+            "notify.set": notify.set_,
         },
         {"send": messaging.send_now},
         {"send": messaging.send_later},
@@ -156,6 +160,7 @@ __all__ = [
     "FastHandler",
     "Handler",
     "Messaging",
+    "NotifyOps",
     "Ops",
     "PointsOps",
     "PresenceOps",

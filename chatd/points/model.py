@@ -12,18 +12,14 @@ awards are applied once because an award's ``key`` is its ledger entry's id.
 
 from __future__ import annotations
 
-import importlib
-import logging
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
+from ..core import hooks
 from ..core.outbox import Event
 
 __all__ = ["Award", "Event", "PointsHook", "entry_point_hooks", "hook_name", "load_ref"]
-
-log = logging.getLogger("chatd.points")
 
 POINTS = "points"  # a currency: spendable, 100 points = 10 yuan
 CV = "cv"  # contribution value: ranks users, never spendable
@@ -55,35 +51,13 @@ class PointsHook(Protocol):
 
 
 def hook_name(hook: Any) -> str:
-    name = getattr(hook, "name", None)
-    if isinstance(name, str) and name:
-        return name
-    target = hook if callable(hook) and hasattr(hook, "__qualname__") else type(hook)
-    return f"{target.__module__}:{target.__qualname__}"
+    return hooks.hook_name(hook)
 
 
 def load_ref(ref: str) -> Any:
-    """``module:attr`` -> the object. A class or factory is called with no
-    arguments when the attribute is not itself a hook instance."""
-    module, _, attr = ref.partition(":")
-    if not module or not attr:
-        raise ValueError(f"points hook {ref!r}: expected module:attr")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if isinstance(obj, type):
-        obj = obj()
-    if not callable(obj):
-        raise ValueError(f"points hook {ref!r} is not callable")
-    return obj
+    """``module:attr`` -> the hook (``chatd.core.hooks.load_ref``)."""
+    return hooks.load_ref(ref, "points hook")
 
 
 def entry_point_hooks() -> list[Any]:
-    hooks = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-            hooks.append(obj() if isinstance(obj, type) else obj)
-        except Exception:
-            log.exception("points hook entry point %s failed to load; skipped", ep.name)
-    return hooks
+    return hooks.entry_point_hooks(ENTRY_POINT_GROUP)

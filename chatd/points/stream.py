@@ -9,7 +9,7 @@ consumer group reads it in the usual way (``XREADGROUP GROUP points c1 COUNT
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,14 +25,14 @@ class StreamHook:
         self.name = f"stream:{stream}"
 
     @classmethod
-    def from_url(cls, url: str, stream: str = "chatd:events") -> StreamHook:
+    def from_url(cls, url: str, stream: str = "chatd:events") -> Self:
         return cls(aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0), stream)
 
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def __call__(self, event: Event) -> list[Award]:
-        fields: dict[Any, Any] = {
+    def fields(self, event: Event) -> dict[Any, Any]:
+        return {
             "key": event.key,
             "kind": event.kind,
             "user": event.user,
@@ -41,5 +41,7 @@ class StreamHook:
             "day": event.day,
             "data": orjson.dumps(event.data),
         }
-        await self.client.xadd(self.stream, fields, maxlen=self.maxlen, approximate=True)
+
+    async def __call__(self, event: Event) -> list[Award]:
+        await self.client.xadd(self.stream, self.fields(event), maxlen=self.maxlen, approximate=True)
         return []

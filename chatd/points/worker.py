@@ -20,6 +20,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..core.fanout import Fanout
+from ..core.hooks import MAX_ATTEMPTS
 from ..core.outbox import Event, Outbox
 from ..core.pipeline import Pipeline
 from ..store.base import Ledger
@@ -32,7 +33,6 @@ from .model import Award
 log = logging.getLogger("chatd.points")
 
 BATCH = 500
-MAX_ATTEMPTS = 10
 MAX_LAG_MS = 60_000  # the worker stops yielding to chat once its oldest pending event is this old
 EXPIRY_EVERY = 1.0  # s between red-packet expiry rounds
 
@@ -81,12 +81,7 @@ class PointsWorker:
     async def close(self) -> None:
         """Release what hooks hold (the stream forwarder's Redis client)."""
         for h in self.hooks:
-            close = getattr(h.hook, "close", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:
-                    log.exception("points hook %s failed to close", h.name)
+            await h.close()
 
     async def run(self) -> float:
         if self._fresh:
@@ -132,19 +127,15 @@ class PointsWorker:
                     if bad is not None:  # a hook bug counts as a failure of this event
                         outcome = ValueError(f"invalid award {bad!r}")
                 if isinstance(outcome, BaseException):
-                    h.attempts = h.attempts + 1 if h.failing == ev.key else 1
-                    h.failing = ev.key
                     self.failures += 1
-                    log.warning("points hook %s failed on %s (attempt %d): %r", h.name, ev.key, h.attempts, outcome)
-                    if h.attempts < MAX_ATTEMPTS:
-                        h.retry_at = self.clock.monotonic() + min(60.0, 0.5 * 2 ** (h.attempts - 1))
+                    attempt = h.attempts + 1 if h.failing == ev.key else 1
+                    log.warning("points hook %s failed on %s (attempt %d): %r", h.name, ev.key, attempt, outcome)
+                    if not h.failed(ev.key, self.clock):
                         break
-                    failure = HookFailure(ev.key, h.attempts, repr(outcome))  # give up on this event: record, skip
-                    h.attempts, h.failing = 0, ""
+                    failure = HookFailure(ev.key, MAX_ATTEMPTS, repr(outcome))  # give up on this event: record, skip
                 else:
                     awards.extend(outcome)
-                    if h.failing == ev.key:
-                        h.attempts, h.failing = 0, ""
+                    h.succeeded(ev.key)
                 done += 1
             cursors[source] = pos
         if not cursors:

@@ -72,6 +72,11 @@ from .records import (
     HookFailure,
     MemberView,
     MessageRow,
+    Notification,
+    NotifyContext,
+    NotifyPrefs,
+    NotifySource,
+    NotifyState,
     Quota,
     SystemMessage,
 )
@@ -355,6 +360,60 @@ class Outbox(Protocol):
         ...
 
 
+class Notifications(Protocol):
+    """Offline notifications (``chatd/notify``): the planner reads message rows
+    past its cursor and stores what it decided with the cursor in one
+    transaction, so each notification exists once whatever crashes; each hook
+    reads them past a cursor of its own (at least once; it deduplicates on the
+    notification's key). Users' settings: a global mute, quiet hours, a mute
+    per conversation."""
+
+    def init(self, names: Sequence[str]) -> Write[None]:
+        """First run: the planner's cursor at the head, a new hook's at the newest notification."""
+        ...
+
+    async def cursors(self) -> tuple[int, dict[str, int]]:
+        """The planner's cursor (a pos) and each hook's (a notification id)."""
+        ...
+
+    async def sources(self, after: int, limit: int) -> tuple[int, list[NotifySource]]:
+        """The text messages among the next ``limit`` message rows after pos
+        ``after`` (not recalled), and the last pos read (``after`` if none)."""
+        ...
+
+    async def audience(self, convs: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per conversation, its stored members and their read cursors."""
+        ...
+
+    async def context(self, pairs: Sequence[tuple[str, str]], senders: Sequence[tuple[str, str]]) -> NotifyContext: ...
+
+    async def due(self, before: int, limit: int) -> list[tuple[NotifyState, int]]: ...
+
+    def plan(self, cursor: int | None, notes: Sequence[Notification], states: Sequence[NotifyState]) -> Write[int]:
+        """Notifications (INSERT once per key), coalescing state and the planner's
+        cursor (None: unchanged) in one transaction; how many were new."""
+        ...
+
+    def prune(self, before: int, idle_before: int) -> Write[int]: ...
+
+    async def after(self, id: int, limit: int) -> list[Notification]: ...
+
+    def delivered(self, name: str, last_id: int, failure: HookFailure | None, ts: int) -> Write[None]: ...
+
+    async def prefs(self, user: str) -> NotifyPrefs: ...
+
+    async def conv_mute(self, user: str, conv: str) -> int: ...
+
+    def set_prefs(
+        self, user: str, muted_until: int | None, quiet: tuple[int, int, int] | None, quiet_off: bool
+    ) -> Write[NotifyPrefs]:
+        """Change what is given (``quiet``: from, to, utc_offset; ``quiet_off``
+        clears quiet hours); the settings after."""
+        ...
+
+    def set_conv_mute(self, user: str, conv: str, until: int) -> Write[int]: ...
+
+
 class Leases(Protocol):
     def take(self, name: str, owner: str, now: int, ms: int) -> Write[tuple[bool, int]]:
         """Take or renew lease ``name`` until ``now + ms`` unless another owner
@@ -388,6 +447,9 @@ class Store(Protocol):
 
     @property
     def leases(self) -> Leases: ...
+
+    @property
+    def notify(self) -> Notifications: ...
 
     async def open(self) -> None:
         """Open, migrating to the current schema (the embedded default migrates on start)."""

@@ -163,6 +163,97 @@ class HookFailure:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class NotifySource:
+    """A text message as the notification planner reads it (``chatd/notify``)."""
+
+    pos: int
+    conv: str
+    conv_kind: str
+    seq: int
+    sender: str
+    sender_name: str
+    ts: int
+    text: str
+    mentions: tuple[str, ...]
+    mention_all: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyPrefs:
+    """A user's notification settings: muted until (ms; 0 none) and quiet hours
+    as minutes of the user's local day, [quiet_from, quiet_to), which may wrap
+    midnight; ``utc_offset`` in minutes."""
+
+    muted_until: int = 0
+    quiet_from: int | None = None
+    quiet_to: int | None = None
+    utc_offset: int = 0
+
+
+@dataclass(slots=True)
+class NotifyState:
+    """Coalescing per (user, conversation): when the last notification went out
+    and what arrived since, to go out as one when the interval has passed."""
+
+    user: str
+    conv: str
+    conv_kind: str
+    last_at: int  # ms: when the last notification of this pair was emitted
+    pending: int = 0  # messages since, not notified yet
+    last_seq: int = 0
+    sender: str = ""
+    sender_name: str = ""
+    preview: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """An offline notification, as the hooks get it (exactly once per ``key`` in
+    the store; a hook may be called twice with one and deduplicates on it)."""
+
+    key: str  # "<user>:<conv>:<seq>"
+    user: str
+    conv: str
+    conv_kind: str
+    reason: str  # "message" | "mention" | "mention_all"
+    seq: int  # the last message it covers
+    count: int  # messages it covers (coalesced)
+    sender: str
+    sender_name: str
+    preview: str
+    silent: bool  # inside the user's quiet hours: deliver without sound
+    ts: int  # ms
+    id: int = 0  # its position in the store (0 until stored)
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "user": self.user,
+            "conv": self.conv,
+            "conv_kind": self.conv_kind,
+            "reason": self.reason,
+            "seq": self.seq,
+            "count": self.count,
+            "from": self.sender,
+            "from_name": self.sender_name,
+            "preview": self.preview,
+            "silent": self.silent,
+            "ts": self.ts,
+        }
+
+
+@dataclass(slots=True)
+class NotifyContext:
+    """What the planner reads about its candidate recipients in one go."""
+
+    prefs: dict[str, NotifyPrefs] = field(default_factory=dict)
+    conv_mutes: dict[tuple[str, str], int] = field(default_factory=dict)  # (user, conv) -> until (ms)
+    states: dict[tuple[str, str], NotifyState] = field(default_factory=dict)  # (user, conv)
+    blocked: set[tuple[str, str]] = field(default_factory=set)  # (recipient, sender): the recipient blocks them
+
+
 # -- message content and wire form ---------------------------------------------
 
 _local = threading.local()  # msgpack Packers are not thread-safe; one per thread

@@ -145,6 +145,15 @@ OPS: dict[str, dict[str, Field]] = {
         "rid": S("str", True, 1, 64),
     },
     "redpacket.claim": {"id": S("str", True, 1, 32)},
+    "notify.get": {"conv": S("conv")},
+    "notify.set": {
+        "conv": S("conv"),
+        "muted_until": S("int", False, 0, MAX_SEQ),
+        "quiet_from": S("int", False, 0, 1439),
+        "quiet_to": S("int", False, 0, 1439),
+        "utc_offset": S("int", False, -720, 840),
+        "quiet_off": S("bool"),
+    },
 }
 
 
@@ -209,6 +218,8 @@ RULES: dict[str, Rule] = {
     "tip": RETRY,  # deduplicated on its tid
     "redpacket.send": RETRY,  # deduplicated on its rid
     "redpacket.claim": RETRY,  # one claim per user: a retry returns the same share
+    "notify.get": RETRY,
+    "notify.set": RETRY,  # sets absolute values
 }
 
 assert RULES.keys() == OPS.keys(), "every op has a rule and every rule an op"

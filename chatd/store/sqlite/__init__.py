@@ -11,6 +11,7 @@ Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixi
 * ``ledger``        points: entries, balances, tips, red packets
 * ``outbox``        interaction events and their consumers' cursors
 * ``leases``        one holder at a time
+* ``notify``        offline notifications, users' notification settings
 
 This folder is the only code in chatd that speaks SQL.
 """
@@ -28,6 +29,7 @@ from .leases import SqliteLeases
 from .ledger import SqliteLedger
 from .members import SqliteMembers
 from .messages import SqliteMessages
+from .notify import SqliteNotifications
 from .outbox import SqliteOutbox
 from .schema import migrate
 
@@ -44,6 +46,7 @@ class SqliteStore:
         self.ledger = SqliteLedger(self.engine)
         self.outbox = SqliteOutbox(self.engine)
         self.leases = SqliteLeases()
+        self.notify = SqliteNotifications(self.engine)
 
     async def open(self) -> None:
         await self.engine.open()

@@ -170,6 +170,57 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY(user, action, window)
     ) WITHOUT ROWID;
     """,
+    # 4: offline notifications (chatd/notify). The planner reads message rows
+    # past its cursor (hook_cursors 'notify'/'messages') and writes the
+    # notifications it decides, with its cursor, in one transaction: exactly
+    # once. Each notification hook reads them past its own cursor
+    # ('notify:<hook>'/'notifications').
+    """
+    CREATE TABLE notify_prefs(
+        user TEXT PRIMARY KEY,
+        muted_until INTEGER NOT NULL DEFAULT 0,     -- ms; 0: not muted
+        quiet_from INTEGER,                         -- minute of the local day; NULL: no quiet hours
+        quiet_to INTEGER,
+        utc_offset INTEGER NOT NULL DEFAULT 0       -- minutes
+    ) WITHOUT ROWID;
+    CREATE TABLE notify_mutes(
+        user TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        until INTEGER NOT NULL,                     -- ms
+        PRIMARY KEY(user, conv)
+    ) WITHOUT ROWID;
+    -- coalescing: one notification per (user, conversation) per interval
+    CREATE TABLE notify_state(
+        user TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        conv_kind TEXT NOT NULL,
+        last_at INTEGER NOT NULL,                   -- ms: the last notification emitted
+        pending INTEGER NOT NULL DEFAULT 0,         -- messages since, to go out as one
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        sender TEXT NOT NULL DEFAULT '',
+        sender_name TEXT NOT NULL DEFAULT '',
+        preview TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY(user, conv)
+    ) WITHOUT ROWID;
+    CREATE INDEX notify_state_due ON notify_state(last_at) WHERE pending > 0;
+    CREATE TABLE notifications(
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,                   -- user:conv:seq
+        user TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        conv_kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        sender_name TEXT NOT NULL,
+        preview TEXT NOT NULL,
+        silent INTEGER NOT NULL,
+        ts INTEGER NOT NULL
+    );
+    CREATE INDEX notifications_ts ON notifications(ts);
+    """,
 ]
 
 

@@ -1,0 +1,31 @@
+"""Notification hooks used by the tests (loaded by ``module:attr`` like a deployment's)."""
+
+from __future__ import annotations
+
+from chatd.notify import Notification
+
+
+class Collect:
+    """Keeps every notification it is called with (a push bridge that always works)."""
+
+    name = "collect"
+    got: list[Notification] = []
+
+    def __call__(self, note: Notification) -> None:
+        type(self).got.append(note)
+
+
+class Flaky:
+    """Raises for its first ``fails`` calls (the push service is down), then keeps them."""
+
+    name = "flaky"
+    fails = 0
+    calls = 0
+    got: list[Notification] = []
+
+    async def __call__(self, note: Notification) -> None:
+        type(self).calls += 1
+        if type(self).fails > 0:
+            type(self).fails -= 1
+            raise RuntimeError("push service unavailable")
+        type(self).got.append(note)
