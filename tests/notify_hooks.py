@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from chatd.notify import Notification
 
 
@@ -29,3 +31,15 @@ class Flaky:
             type(self).fails -= 1
             raise RuntimeError("push service unavailable")
         type(self).got.append(note)
+
+
+class FileMarker:
+    """For the kill -9 test: appends each notification's key to $CHATD_TEST_NOTIFY
+    (a push bridge whose calls the test can count across processes)."""
+
+    name = "file_marker"
+
+    def __call__(self, note: Notification) -> None:
+        path = os.environ["CHATD_TEST_NOTIFY"]
+        with open(path, "a") as f:
+            f.write(note.key + "\n")

@@ -316,3 +316,25 @@ def test_notify_settings_refuse_garbage(tmp_path: Any) -> None:
     with pytest.raises(ModuleNotFoundError):
         App(Config(db_path=str(tmp_path / "x.db"), notify_hooks=("no_such_module:hook",)))
     assert to_config(resolve({}, None, {"CHATD_NOTIFY_COALESCE": "0"})).notify_coalesce_s == 0
+
+
+async def test_two_nodes_one_planner_and_presence_across_them(
+    make_server: Any, clients: Any, redis_proc: RedisProc
+) -> None:
+    clock = FakeClock()
+    a = await make_server(clock=clock, redis_url=redis_proc.url, notify_hooks=HOOK, notify_coalesce_s=0)
+    b = await make_server(clock=clock, redis_url=redis_proc.url, notify_hooks=HOOK, notify_coalesce_s=0)
+    alice = await clients(a, "alice")
+    await clients(b, "bob")  # bob's only device is on the other node
+    await presence_is(a, "bob", "online")
+    bob_dm = (await alice.call("dm.open", user="bob"))["conv"]
+    carol_dm = (await alice.call("dm.open", user="carol"))["conv"]
+    for i in range(10):
+        await alice.call("send", conv=bob_dm, cid=f"b{i}", text="bob is online elsewhere")
+        await alice.call("send", conv=carol_dm, cid=f"c{i}", text="carol is offline")
+    await notified(clock, 10)
+    for app in (a, b):
+        if app.scheduler.holds("notify"):
+            await idle(app, clock)
+    assert sum(app.scheduler.holds("notify") for app in (a, b)) == 1
+    assert sorted(n.key for n in Collect.got) == sorted(f"carol:{carol_dm}:{s}" for s in range(1, 11))
