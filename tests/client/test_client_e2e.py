@@ -154,6 +154,21 @@ async def test_circle_ops(connect: Callable[..., Any]) -> None:
     assert err.value.code == "not_member"
 
 
+async def test_notification_settings(connect: Callable[..., Any]) -> None:
+    alice = await connect("alice")
+    conv = (await alice.circle_create("Beijing owners", "city"))["conv"]
+    assert await alice.notify_quiet_hours(22 * 60, 7 * 60, 480) == {
+        "muted_until": 0, "quiet": {"from": 1320, "to": 420, "utc_offset": 480}
+    }
+    assert (await alice.notify_mute(1_900_000_000_000, conv))["conv_muted_until"] == 1_900_000_000_000
+    got = await alice.notify_settings(conv)
+    assert got["conv_muted_until"] == 1_900_000_000_000 and got["quiet"]["from"] == 1320
+    assert await alice.notify_quiet_hours(None) == {"muted_until": 0}
+    with pytest.raises(ChatError) as bad:
+        await alice.notify_quiet_hours(60, 60)
+    assert bad.value.code == "bad_request"
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 async def test_every_message_once_in_order_across_disconnects(connect: Callable[..., Any], encoding: str) -> None:
     alice = await connect("alice")

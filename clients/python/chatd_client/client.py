@@ -297,6 +297,23 @@ class Client:
         """Claim a share of red packet ``packet``: ``{id, amount, left, dup}``."""
         return await self.request("redpacket.claim", id=packet)
 
+    async def notify_settings(self, conv: str | None = None) -> dict[str, Any]:
+        """This user's offline-notification settings (and one conversation's mute)."""
+        return await self.request("notify.get", **({"conv": conv} if conv else {}))
+
+    async def notify_mute(self, until_ms: int, conv: str | None = None) -> dict[str, Any]:
+        """Mute offline notifications until ``until_ms`` (0 unmutes), everywhere or in ``conv``."""
+        return await self.request("notify.set", muted_until=until_ms, **({"conv": conv} if conv else {}))
+
+    async def notify_quiet_hours(self, start_min: int | None, end_min: int = 0, utc_offset_min: int = 0) -> dict[str, Any]:
+        """Quiet hours [start, end) in minutes of the local day (notifications are
+        then silent); ``start_min=None`` clears them."""
+        if start_min is None:
+            return await self.request("notify.set", quiet_off=True)
+        return await self.request(
+            "notify.set", quiet_from=start_min, quiet_to=end_min, utc_offset=utc_offset_min
+        )
+
     async def recall(self, conv: str, seq: int) -> dict[str, Any]:
         return await self.request("recall", conv=conv, seq=seq)
 
