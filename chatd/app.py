@@ -96,7 +96,7 @@ class App:
                 config.max_text, config.recall_window_s, config.read_receipt_max_members,
             ),
             PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
-            PointsOps(commit, store.ledger, fanout, clock, config.red_packet_ttl_s),
+            PointsOps(commit, store.ledger, fanout, directory, clock, config.red_packet_ttl_s),
             NotifyOps(commit, store.notify, directory),
             metrics,
             clock,

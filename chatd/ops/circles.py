@@ -97,6 +97,7 @@ class Circles:
             self.fanout.changed(conv, forget)
             self.fanout.user_follow(user, conv, on=False)
 
+        await member_state(self.directory, caller, conv)  # refusals reveal nothing, as every conv op's
         check = functools.partial(self.kind.check_leave, conv)
         await self.commit(self.members.leave(conv, user, caller.author, self.clock.wall_ms(), check), after)
         return {}

@@ -6,18 +6,24 @@ import functools
 import random
 from typing import Any
 
+from chatd_protocol import Err, RequestError
+
 from ..clock import Clock
 from ..core.caller import Caller
+from ..core.directory import Directory
 from ..core.fanout import Fanout
 from ..points.split import split_amounts
 from ..store.base import Ledger
-from .base import Args, Commit, Reply
+from .base import Args, Commit, Reply, member_state
 
 _rng = random.SystemRandom()
 
 
 class PointsOps:
-    def __init__(self, commit: Commit, ledger: Ledger, fanout: Fanout, clock: Clock, red_packet_ttl_s: int) -> None:
+    def __init__(
+        self, commit: Commit, ledger: Ledger, fanout: Fanout, directory: Directory, clock: Clock, red_packet_ttl_s: int
+    ) -> None:
+        self.directory = directory
         self.commit = commit
         self.ledger = ledger
         self.fanout = fanout
@@ -40,7 +46,17 @@ class PointsOps:
             bal = await self.ledger.balance(user)
             self.fanout.user_push(user, "points", {"entries": [entry], "balance": bal})
 
+    async def _into(self, caller: Caller, conv: str) -> None:
+        """What sending into ``conv`` needs before the write: the refusals every
+        conversation op gives a non-member (revealing nothing), then a block:
+        points cross no block, as messages do not (the write checks membership
+        and mutes again in its transaction)."""
+        state, _ = await member_state(self.directory, caller, conv)
+        if state.blocked:
+            raise RequestError(Err.BLOCKED, "this conversation is blocked")
+
     async def tip(self, caller: Caller, d: Args) -> Reply:
+        await self._into(caller, d["conv"])
         now = self.clock.wall_ms()
         user = caller.user
         out = await self.commit(self.ledger.tip(user, d["tid"], d["conv"], d["seq"], d["amount"], now))
@@ -55,6 +71,7 @@ class PointsOps:
         return dict(out)
 
     async def send_red_packet(self, caller: Caller, d: Args) -> Reply:
+        await self._into(caller, d["conv"])
         now = self.clock.wall_ms()
         user = caller.user
         split = d.get("split", "random")

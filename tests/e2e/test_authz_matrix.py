@@ -218,25 +218,7 @@ def cells(op: str, target: str, roles: tuple[str, ...], what: str) -> dict[tuple
 #: Cells where the server is known to disagree with the spec (the table says what the
 #: spec requires), with what it does instead. Each is a defect in chatd/ to fix; a
 #: fixed one must leave this list (``test_known_defects_still_show``).
-KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {
-    # a leak: rp:<n> ids are sequential, so claiming rp:1, rp:2, ... lists every DM
-    # that holds a red packet (chatd/store/sqlite/ledger.py, _member's message)
-    **cells("redpacket.claim", "dm", OUTSIDERS, "the not_member refusal names the packet's DM"),
-    # across a block: send is refused `blocked`, a red packet (a message in the DM,
-    # pushed to the one who blocked) and a tip (points and a push to the other side)
-    # are not (chatd/store/sqlite/ledger.py tip/send_red_packet check no block)
-    **cells("tip", "dm", ("blocked", "blocker"), "accepted across a block"),
-    **cells("redpacket.send", "dm", ("blocked", "blocker"), "accepted across a block"),
-    # a circle that does not exist is not_found for every other op (member_state);
-    # the ledger checks membership alone and answers not_member
-    **cells("tip", "absent-circle", SOCKET_ROLES, "not_member"),
-    **cells("redpacket.send", "absent-circle", SOCKET_ROLES, "not_member"),
-    # the spec lists circle.leave among the ops that answer a non-member (and anyone on a
-    # DM that does not exist) not_member; the kind's check answers not_found first
-    # ("no circle dm:..."): nothing leaks, but code and spec disagree
-    **cells("circle.leave", "dm", OUTSIDERS, "not_found"),
-    **cells("circle.leave", "absent-dm", SOCKET_ROLES, "not_found"),
-}
+KNOWN_DEFECTS: dict[tuple[str, str, str], str] = {}
 
 OBSERVER = "u.t"  # a fan in every set-up conversation: authors the targets, is muted/promoted, watches
 ABSENT_PEER = "u.z"  # a known user with no DM: dm:u.member:u.z does not exist (same length as the real one)

@@ -34,6 +34,8 @@ async def test_every_op_refuses_unknown_and_wrongly_typed_fields(
     await c.fail(op, "bad_request", zzz=1)
     for name in OPS[op]:
         for value in WRONG_TYPES:
+            if OPS[op][name].kind == "bool" and isinstance(value, bool):
+                continue  # the right type (a flag alone may be a valid request: notify.set quiet_off)
             reply = await c.request(op, **{name: value})
             assert isinstance(reply, ErrorReply), (op, name, value, reply)
             assert reply.code in ("bad_request", "not_found", "not_member", "forbidden"), (op, name, value, reply)

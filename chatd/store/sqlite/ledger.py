@@ -196,7 +196,9 @@ def claim_red_packet(tx: Tx, user: str, pid: str, ts: int) -> dict[str, Any]:
     if row is None:
         raise RequestError(Err.NOT_FOUND, f"no red packet {pid}")
     conv, packed, expires, state, sender = row
-    _member(tx, conv, user)
+    if tx.execute("SELECT 1 FROM members WHERE conv = ? AND user = ?", (conv, user)).fetchone() is None:
+        # the packet's id is no secret (rp:<n> counts up): the refusal must not name its conversation
+        raise RequestError(Err.NOT_MEMBER, "not a member of this red packet's conversation")
     mine = tx.execute("SELECT amount FROM red_claims WHERE packet = ? AND user = ?", (pid, user)).fetchone()
     if mine is not None:
         return {"id": pid, "amount": mine[0], "dup": True}
