@@ -685,6 +685,7 @@ def main() -> int:
     benchlib.install_watchdog(int(args.idle) + 240)
     ck, facts = Checks(), {}
     facts["nginx"] = nginx_version()
+    rev = benchlib.git_rev()  # at the start: others may commit while it runs
     started = time.monotonic()
     try:
         asyncio.run(run(args, ck, facts))
@@ -701,7 +702,7 @@ def main() -> int:
         table = benchlib.md_table(rows, [("", "v"), ("check", "n"), ("detail", "d")])
         Path(args.save).write_text(
             f"`{' '.join(['python', *sys.argv])}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, git "
-            f"{benchlib.git_rev()}, nginx {facts['nginx']}, chatd {benchlib.chatd_label()}, {took:.0f} s\n\n{table}\n\n"
+            f"{rev}, nginx {facts['nginx']}, chatd {benchlib.chatd_label()}, {took:.0f} s\n\n{table}\n\n"
             f"```json\n{json.dumps({k: v for k, v in facts.items() if k != 'tmp'}, indent=2)}\n```\n"
         )
     return 1 if ck.failed else 0
