@@ -12,7 +12,7 @@ from typing import Any
 
 from .auth import Verifier
 from .bus import make_bus
-from .config import Config
+from .config import DEV_SECRET, Config
 from .core.directory import Directory
 from .core.fanout import Fanout
 from .core.hub import Hub
@@ -174,6 +174,12 @@ class App:
             await self._abort()
             raise
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
+        if self.config.signing_secret == DEV_SECRET:
+            # loopback only, but a reverse proxy in front makes loopback public
+            log.warning(
+                "tokens are checked with the development secret: anyone who reaches this port, through a proxy "
+                "too, can sign any token; set --secret, --token-public-key or --token-jwks in production"
+            )
 
     async def _abort(self) -> None:
         for step in (

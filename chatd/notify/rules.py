@@ -6,8 +6,8 @@ recipients, and these functions decide:
 - **targets** (:func:`targets`): the conversation's kind says whether every
   message notifies every other member (a DM) or only mentions do (a circle:
   ``@user``, and ``@all`` by an admin); never the sender;
-- **skips** (:func:`skip`): a recipient with a connected device (the message
-  reached it), one who muted notifications or this conversation, one who has
+- **skips** (:func:`skip`): a recipient with a connected device, or whose last
+  device went only after the message was sent (it was pushed to them live), one who muted notifications or this conversation, one who has
   read the message already (on another device), one who blocks the sender;
 - **coalescing** (:class:`Planner`): at most one notification per user and
   conversation per interval; messages inside it are counted and go out as one
@@ -56,11 +56,16 @@ def quiet(prefs: NotifyPrefs, now_ms: int) -> bool:
 
 
 def skip(
-    user: str, conv: str, sender: str, seq: int, read_seq: int, online: Collection[str], ctx: NotifyContext, now: int
+    user: str, conv: str, sender: str, seq: int, read_seq: int, online: Collection[str], ctx: NotifyContext, now: int,
+    sent_at: int | None = None, gone: Mapping[str, int] | None = None,
 ) -> str | None:
-    """Why ``user`` gets no notification of message ``seq``, or None."""
+    """Why ``user`` gets no notification of message ``seq`` (sent at
+    ``sent_at``), or None. ``gone``: when each offline user's last device went;
+    one that went after the message was sent had it pushed live."""
     if user in online:
         return "online"
+    if sent_at is not None and gone is not None and gone.get(user, -1) > sent_at:
+        return "delivered"
     if ctx.prefs.get(user, NotifyPrefs()).muted_until > now or ctx.conv_mutes.get((user, conv), 0) > now:
         return "muted"
     if read_seq >= seq:
@@ -78,9 +83,21 @@ class Planner:
     """One planning round: feed it messages (:meth:`message`) and due coalesced
     state (:meth:`flush`); it gathers the notifications and the state to store."""
 
-    def __init__(self, ctx: NotifyContext, online: Collection[str], now: int, window_ms: int) -> None:
+    def __init__(
+        self,
+        ctx: NotifyContext,
+        online: Collection[str],
+        now: int,
+        window_ms: int,
+        epoch: str = "",
+        gone: Mapping[str, int] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.online = online
+        self.gone = gone or {}
+        # keys name the store's epoch: after a restore from a backup seqs repeat, and a
+        # bridge that deduplicates on the key must not drop the new notifications
+        self.prefix = f"{epoch}:" if epoch else ""
         self.now = now
         self.window_ms = window_ms
         self.notes: list[Notification] = []
@@ -91,7 +108,7 @@ class Planner:
         prefs = self.ctx.prefs.get(st.user, NotifyPrefs())
         self.notes.append(
             Notification(
-                f"{st.user}:{st.conv}:{st.last_seq}", st.user, st.conv, st.conv_kind, st.reason, st.last_seq, count,
+                f"{self.prefix}{st.user}:{st.conv}:{st.last_seq}", st.user, st.conv, st.conv_kind, st.reason, st.last_seq, count,
                 st.sender, st.sender_name, st.preview, quiet(prefs, self.now), self.now,
             )
         )
@@ -101,7 +118,9 @@ class Planner:
 
     def message(self, src: NotifySource, every_member: bool, members: Mapping[str, int]) -> None:
         for user, reason in targets(src, every_member, members).items():
-            why = skip(user, src.conv, src.sender, src.seq, members[user], self.online, self.ctx, self.now)
+            why = skip(
+                user, src.conv, src.sender, src.seq, members[user], self.online, self.ctx, self.now, src.ts, self.gone
+            )
             if why is not None:
                 self.outcomes[why] += 1
                 continue

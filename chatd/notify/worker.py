@@ -107,11 +107,14 @@ class NotifyWorker:
             await self.pipeline.write(self.repo.prune(now - RETAIN_MS, now - self.window_ms))
         return 0.0 if busy else self.idle_poll
 
-    async def _online(self, users: set[str], now: int) -> set[str]:
+    async def _presence(self, users: set[str], now: int) -> tuple[set[str], dict[str, int]]:
+        """Who has a device now, and when each other one's last device went."""
         if not users:
-            return set()
+            return set(), {}
         states = await self.presence.get_many(sorted(users), now)
-        return {u for u, (_, st) in states.items() if st.status != "offline"}
+        online = {u for u, (_, st) in states.items() if st.status != "offline"}
+        gone = {u: st.last_seen for u, (_, st) in states.items() if u not in online and st.last_seen is not None}
+        return online, gone
 
     async def _plan(self) -> bool:
         now = self.clock.wall_ms()
@@ -133,7 +136,8 @@ class NotifyWorker:
                 pairs.add((user, s.conv))
                 senders.add((user, s.sender))
         ctx = await self.repo.context(sorted(pairs), sorted(senders))
-        planner = Planner(ctx, await self._online({u for u, _ in pairs}, now), now, self.window_ms)
+        online, gone = await self._presence({u for u, _ in pairs}, now)
+        planner = Planner(ctx, online, now, self.window_ms, self.pipeline.epoch, gone)
         planner.flush(due)
         for s in wanted:
             planner.message(s, every[s.conv_kind], audience[s.conv])

@@ -86,3 +86,14 @@ async def test_health_checks_are_not_logged_and_json_means_only_json(tmp_path: P
     assert banner["url"] == f"ws://127.0.0.1:{port}/" and banner["version"]
     assert not [d for d in parsed if "rejected" in d["msg"] or "connection open" in d["msg"]]
     assert any(d["msg"] == "chatd stopped" for d in parsed)
+
+
+async def test_the_development_secret_is_warned_about_at_start(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="chatd.app")
+    await make_server()
+    assert any("development secret" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    caplog.clear()
+    await make_server(secret="s" * 32, port=0)
+    assert not any("development secret" in r.getMessage() for r in caplog.records)

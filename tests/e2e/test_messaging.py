@@ -344,7 +344,7 @@ async def test_pushes_after_auth_pos_are_complete_under_load(make_server: Any, c
 
 
 async def test_reconnect_loop_sees_every_message_once(make_server: Any, clients: Any) -> None:
-    """DESIGN §3: reconnecting during a flood, sync + pushes + dedup by (conv, seq) give
+    """Loses nothing, duplicates nothing: reconnecting during a flood, sync + pushes + dedup by (conv, seq) give
     every message exactly once, with no gap."""
     app = await make_server(send_rate=10_000.0, send_burst=10_000, request_rate=100_000.0, request_burst=100_000)
     alice = await clients(app, "alice")

@@ -79,7 +79,7 @@ async def test_a_dm_notifies_the_offline_peer_once_then_coalesces(make_server: A
     [note] = await notified(clock, 1)
     assert (note.user, note.conv, note.reason, note.seq, note.count) == ("bob", dm, "message", 1, 1)
     assert (note.sender, note.sender_name, note.preview, note.silent) == ("alice", "Alice", "are you at the NIO House?", False)
-    assert note.key == f"bob:{dm}:1"
+    assert note.key == f"{app.pipeline.epoch}:bob:{dm}:1"  # the epoch: keys stay unique past a restore
     # three more inside the interval: nothing now, one notification for the three after it
     for i in (2, 3, 4):
         await alice.call("send", conv=dm, cid=str(i), text=f"msg {i}")
@@ -91,7 +91,7 @@ async def test_a_dm_notifies_the_offline_peer_once_then_coalesces(make_server: A
     # the sender is never notified
     assert {n.user for n in Collect.got} == {"bob"}
     assert read_db(app.config.db_path, "SELECT key, count FROM notifications ORDER BY id") == [
-        (f"bob:{dm}:1", 1), (f"bob:{dm}:4", 3)
+        (f"{app.pipeline.epoch}:bob:{dm}:1", 1), (f"{app.pipeline.epoch}:bob:{dm}:4", 3)
     ]
 
 
@@ -132,6 +132,31 @@ async def test_an_online_or_reading_recipient_gets_nothing(make_server: Any, cli
     got = await notified(clock, 4)  # carol's coalesced sentinel: bob's read one is dropped
     await idle(app, clock)
     assert [(n.user, n.seq) for n in Collect.got] == [("carol", 1), ("carol", 2), ("bob", 3), ("carol", 3)]
+
+
+async def test_a_message_pushed_live_is_not_notified_when_the_socket_goes_after(
+    make_server: Any, clients: Any
+) -> None:
+    clock = FakeClock()
+    app = await make_server(clock=clock, notify_hooks=HOOK, notify_coalesce_s=0)
+    alice = await clients(app, "alice")
+    bob = await clients(app, "bob")
+    await presence_is(app, "bob", "online")
+    dm = (await alice.call("dm.open", user="bob"))["conv"]
+    carol_dm = (await alice.call("dm.open", user="carol"))["conv"]
+    await alice.call("send", conv=dm, cid="1", text="seen live")
+    assert (await bob.next_msg())["text"] == "seen live"
+    clock.now += 5  # a few ms later the app goes to the background, before the worker's round
+    await bob.close()
+    await presence_is(app, "bob", "offline")
+    await alice.call("send", conv=carol_dm, cid="c", text="sentinel")
+    await notified(clock, 1)
+    await idle(app, clock)
+    assert [n.user for n in Collect.got] == ["carol"]
+    # a message sent after the socket went does notify
+    clock.now += 5
+    await alice.call("send", conv=dm, cid="2", text="after")
+    assert [n.user for n in await notified(clock, 2)] == ["carol", "bob"]
 
 
 async def test_in_a_circle_only_mentions_notify(make_server: Any, clients: Any) -> None:
@@ -248,7 +273,7 @@ async def test_notifications_forwarded_to_a_redis_stream(make_server: Any, clien
 
         await clock.run_until(forwarded, within=8)
         fields = {k.decode(): v.decode() for k, v in entries[0][1].items()}
-        assert fields["key"] == f"bob:{dm}:1" and fields["user"] == "bob" and fields["preview"] == "over the stream"
+        assert fields["key"] == f"{app.pipeline.epoch}:bob:{dm}:1" and fields["user"] == "bob" and fields["preview"] == "over the stream"
         assert fields["silent"] == "0" and fields["count"] == "1"
     finally:
         await r.aclose()
@@ -337,4 +362,4 @@ async def test_two_nodes_one_planner_and_presence_across_them(
         if app.scheduler.holds("notify"):
             await idle(app, clock)
     assert sum(app.scheduler.holds("notify") for app in (a, b)) == 1
-    assert sorted(n.key for n in Collect.got) == sorted(f"carol:{carol_dm}:{s}" for s in range(1, 11))
+    assert sorted(n.key for n in Collect.got) == sorted(f"{a.pipeline.epoch}:carol:{carol_dm}:{s}" for s in range(1, 11))

@@ -43,13 +43,14 @@ async def test_kill9_while_notifying_then_restart_notifies_each_message_once(pro
             sent += 1
         # kill as soon as the hook has seen some of this round: the rest may be
         # planned or not, delivered or not, the cursors committed or not
-        want = f"bob:{dm}:{sent - 10}"
+        want = f":bob:{dm}:{sent - 10}\n"
         await eventually(lambda w=want: delivered.exists() and w in delivered.read_text(), 10, 0.005)
         proc.kill9()
         await alice.close()
         proc.start()
         await proc.healthy()
-    keys = [f"bob:{dm}:{seq}" for seq in range(1, sent + 1)]
+    (epoch,) = read_db(proc.db, "SELECT value FROM meta WHERE name = 'epoch'")[0]
+    keys = [f"{epoch}:bob:{dm}:{seq}" for seq in range(1, sent + 1)]
 
     def all_delivered() -> bool:
         return set(keys) <= set(delivered.read_text().split())

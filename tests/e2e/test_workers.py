@@ -184,7 +184,7 @@ async def alice_on_p1_watched_by_bob_on_p2(make_proc: Any) -> tuple[Proc, WsClie
 
 
 async def test_kill9_takes_the_nodes_users_offline_within_the_lease(make_proc: Any) -> None:
-    """Lease 1.5 s here (default 15 s: offline within 20 s, the brief's bound is 30 s)."""
+    """Lease 1.5 s here (default 15 s: offline within 20 s; a dead node's users must read offline within 30 s)."""
     p1, bob = await alice_on_p1_watched_by_bob_on_p2(make_proc)
     loop = asyncio.get_running_loop()
     t0 = loop.time()

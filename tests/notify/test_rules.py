@@ -69,6 +69,13 @@ def test_coalescing_one_per_interval_then_the_rest_as_one() -> None:
     assert st.pending == 0 and st.last_at == T0 + MIN
 
 
+def test_a_user_whose_last_device_went_after_the_message_had_it_live() -> None:
+    p = Planner(NotifyContext(), set(), T0 + MIN, MIN, epoch="e1", gone={"bob": T0 + 1, "carol": T0})
+    p.message(src(1), True, {"alice": 0, "bob": 0, "carol": 0, "dave": 0})
+    assert sorted(n.key for n in p.notes) == ["e1:carol:c:1:1", "e1:dave:c:1:1"]  # carol went as it was sent
+    assert p.outcomes["delivered"] == 1
+
+
 def test_flush_drops_what_was_read_or_left_or_came_online() -> None:
     def pending(user: str) -> NotifyState:
         return NotifyState(user, "c:1", "dm", T0, pending=2, last_seq=9, sender="alice")
