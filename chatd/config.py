@@ -54,6 +54,7 @@ class Config:
     notify_hooks: tuple[str, ...] = ()  # offline notification hooks, "module:attr" (none: no notifications)
     notify_stream: str | None = None  # also forward every notification to this Redis stream (needs redis_url)
     notify_coalesce_s: int = 60  # at most one notification per user and conversation this often (0: every message)
+    trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For names the client (logs)
     clock: Clock = field(default_factory=SystemClock)  # every timer, bucket, lease and expiry takes it
 
     @property
@@ -79,6 +80,9 @@ class Config:
             raise ValueError("--notify-stream needs --redis-url")
         if self.notify_coalesce_s < 0:
             raise ValueError("--notify-coalesce takes 0 (no coalescing) or more seconds")
+        from .edge.proxy import trusted_networks
+
+        trusted_networks(self.trusted_proxies)
         if self.bus_shards < 1:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -179,6 +179,7 @@ SETTINGS: tuple[Setting, ...] = (
       flag="--allow-dm-to-unknown-users"),
     S("circles_per_hour", _int(0, 10**6), D.circles_per_hour, "circles a user may create per hour (0: no limit)"),
     S("new_dms_per_hour", _int(0, 10**6), D.new_dms_per_hour, "new DMs a user may open per hour (0: no limit)"),
+    S("trusted_proxies", _list, (), "reverse proxies (IPs or CIDR) whose X-Forwarded-For names the client in logs"),
     S("log_level", _choice("debug", "info", "warning", "error"), "info", "log level", field=""),
     S("log_format", _choice("text", "json"), "text", "text, or one JSON object per line", field=""),
 )

@@ -65,7 +65,12 @@ log = logging.getLogger("chatd.session")
 _NO_FAST: Mapping[str, FastHandler] = MappingProxyType({})  # until authenticated
 
 
-def _address(peer: Any) -> str:
+def _address(ws: Any) -> str:
+    """The client's address: as a trusted proxy named it, else the peer's."""
+    forwarded = getattr(ws, "forwarded", None)
+    if forwarded:
+        return str(forwarded)
+    peer = ws.remote_address
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
     return str(peer) if peer else "-"
@@ -152,7 +157,7 @@ class Session(SessionState):
         and log one line for the connection (locals of this frame, not slots:
         nothing more is kept per socket)."""
         clock = self.env.clock
-        started, remote = clock.monotonic(), _address(self.ws.remote_address)
+        started, remote = clock.monotonic(), _address(self.ws)
         self.auth_timer = clock.call_later(self.env.config.auth_timeout, self._auth_expired)
         try:
             await self.ws.wait_closed()
@@ -285,8 +290,8 @@ class Session(SessionState):
                 return
             except AuthError as exc:
                 env.auth_failures.warning(
-                    "auth failed: %s (close %d) remote=%s", exc.reason, exc.code, _address(self.ws.remote_address),
-                    reason=exc.reason, code=int(exc.code), remote=_address(self.ws.remote_address),
+                    "auth failed: %s (close %d) remote=%s", exc.reason, exc.code, _address(self.ws),
+                    reason=exc.reason, code=int(exc.code), remote=_address(self.ws),
                 )
                 self.close_soon(exc.code, exc.reason)
                 return

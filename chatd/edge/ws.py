@@ -17,6 +17,7 @@ from websockets.protocol import State as WsState
 from websockets.typing import Subprotocol
 
 from .http import Routes
+from .proxy import forwarded_for, trusted_networks
 from .session import Env, Session
 
 log = logging.getLogger("chatd.server")
@@ -28,6 +29,7 @@ class ChatdConnection(ServerConnection):
 
     env: Env
     chatd: Session | None = None
+    forwarded: str | None = None  # the client's address a trusted proxy named (set on the instance)
 
     def attach(self) -> Session | None:
         """The session of this socket (made on first use), or None when no chatd
@@ -80,6 +82,7 @@ class SocketServer:
         self.env = env
         self.routes = routes
         self.server: Server | None = None
+        self.trusted = trusted_networks(env.config.trusted_proxies)
 
     async def start(self) -> int:
         cfg = self.env.config
@@ -106,6 +109,8 @@ class SocketServer:
         return int(sock.getsockname()[1])
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        if self.trusted and isinstance(conn, ChatdConnection):
+            conn.forwarded = forwarded_for(conn.remote_address, request.headers.get_all("X-Forwarded-For"), self.trusted)
         return self.routes.match(request.path)
 
     async def _handler(self, ws: ServerConnection) -> None:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ROOT, free_port, healthz, http_get, token
+from support import ROOT, free_port, healthz, http_get, token, url
+from wsclient import WsClient
 
 
 async def test_a_line_per_connection_closed(server: Any, clients: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -97,3 +98,45 @@ async def test_the_development_secret_is_warned_about_at_start(
     caplog.clear()
     await make_server(secret="s" * 32, port=0)
     assert not any("development secret" in r.getMessage() for r in caplog.records)
+
+
+async def _closed_remote(app: Any, caplog: pytest.LogCaptureFixture, **headers: str) -> str:
+    caplog.clear()
+    c = await WsClient.connect(url(app), "msgpack", additional_headers=headers)
+    await c.auth(token("alice"))
+    await c.close()
+    for _ in range(100):
+        closed = [r for r in caplog.records if r.getMessage().startswith("connection closed")]
+        if closed:
+            return str(closed[0].remote)  # type: ignore[attr-defined]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no connection closed line")
+
+
+async def test_a_trusted_proxy_names_the_client(make_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="chatd.session")
+    plain = await make_server()
+    # an untrusted peer's header is ignored
+    assert (await _closed_remote(plain, caplog, **{"X-Forwarded-For": "203.0.113.7"})).startswith("127.0.0.1:")
+    behind = await make_server(trusted_proxies=("127.0.0.0/8", "::1"))
+    assert await _closed_remote(behind, caplog, **{"X-Forwarded-For": "203.0.113.7"}) == "203.0.113.7"
+    # what the client wrote itself (left of the proxy's entry) proves nothing
+    assert await _closed_remote(behind, caplog, **{"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}) == "203.0.113.7"
+    # garbage or no header: the proxy's own address
+    assert (await _closed_remote(behind, caplog, **{"X-Forwarded-For": "<script>"})).startswith("127.0.0.1:")
+    assert (await _closed_remote(behind, caplog)).startswith("127.0.0.1:")
+
+
+def test_trusted_proxies_refuse_garbage() -> None:
+    from chatd.settings import SettingError, resolve, to_config
+
+    for bad in ("not-an-ip", "10.0.0.0/99", "300.1.1.1"):
+        with pytest.raises(ValueError, match="trusted_proxies"):
+            to_config(resolve({}, None, {"CHATD_TRUSTED_PROXIES": bad}))
+    with pytest.raises(SettingError, match="trusted_proxies"):
+        resolve({}, {"trusted_proxies": [1]}, {})
+    with pytest.raises(SettingError, match="trusted_proxies"):
+        resolve({}, {"trusted_proxies": "x" * 300}, {})
+    assert to_config(resolve({}, None, {"CHATD_TRUSTED_PROXIES": "10.0.0.1, fd00::/8"})).trusted_proxies == (
+        "10.0.0.1", "fd00::/8"
+    )
