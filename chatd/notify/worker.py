@@ -42,6 +42,7 @@ log = logging.getLogger("chatd.notify")
 BATCH = 500
 RETAIN_MS = 7 * 86_400_000  # delivered notifications are kept this long (an audit trail), then pruned
 PRUNE_EVERY = 3600.0  # s
+YIELD_S = 0.02  # pause between busy rounds while chat writes are queued
 
 
 def _ignore(result: Any) -> None:
@@ -105,7 +106,10 @@ class NotifyWorker:
             self._pruned_at = mono
             now = self.clock.wall_ms()
             await self.pipeline.write(self.repo.prune(now - RETAIN_MS, now - self.window_ms))
-        return 0.0 if busy else self.idle_poll
+        if not busy:
+            return self.idle_poll
+        # chat writes waiting go first (a notification a few ms later is no loss)
+        return YIELD_S if self.pipeline.backlog else 0.0
 
     async def _presence(self, users: set[str], now: int) -> tuple[set[str], dict[str, int]]:
         """Who has a device now, and when each other one's last device went."""

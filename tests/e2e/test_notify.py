@@ -25,7 +25,7 @@ def _reset_hooks() -> None:
     Flaky.got, Flaky.calls, Flaky.fails = [], 0, 0
 
 
-async def notified(clock: FakeClock, n: int, hook: type = Collect, within: float = 8.0) -> list[Any]:
+async def notified(clock: FakeClock, n: int, hook: type = Collect, within: float = 20.0) -> list[Any]:
     """Run the server's clock until the hook has ``n`` notifications."""
 
     async def enough() -> bool:
@@ -45,7 +45,7 @@ async def idle(app: App, clock: FakeClock) -> None:
         (last,) = read_db(app.config.db_path, "SELECT COALESCE(MAX(id), 0) FROM notifications")[0]
         return worker.cursor >= app.pipeline.head and all(h.cursors.get("notifications", -1) >= last for h in worker.hooks)
 
-    await clock.run_until(caught_up)
+    await clock.run_until(caught_up, within=20)
 
 
 async def presence_is(app: App, user: str, status: str) -> None:
@@ -243,7 +243,7 @@ async def test_a_failing_hook_is_retried_and_delivers_once(make_server: Any, cli
     dm = (await alice.call("dm.open", user="bob"))["conv"]
     await alice.call("send", conv=dm, cid="1", text="one")
     await alice.call("send", conv=dm, cid="2", text="two")
-    got = await notified(clock, 2, hook=Flaky, within=10)
+    got = await notified(clock, 2, hook=Flaky)
     assert [n.seq for n in got] == [1, 2] and Flaky.calls == 5
     assert read_db(app.config.db_path, "SELECT count(*) FROM hook_failures") == [(0,)]
 
@@ -271,7 +271,7 @@ async def test_notifications_forwarded_to_a_redis_stream(make_server: Any, clien
             entries[:] = await r.xrange("chatd:notifications")
             return bool(entries)
 
-        await clock.run_until(forwarded, within=8)
+        await clock.run_until(forwarded, within=20)
         fields = {k.decode(): v.decode() for k, v in entries[0][1].items()}
         assert fields["key"] == f"{app.pipeline.epoch}:bob:{dm}:1" and fields["user"] == "bob" and fields["preview"] == "over the stream"
         assert fields["silent"] == "0" and fields["count"] == "1"
