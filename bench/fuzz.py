@@ -27,6 +27,7 @@ import asyncio
 import os
 import random
 import resource
+import shutil
 import sys
 import time
 from collections import Counter
@@ -171,6 +172,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         r.crashes = max(r.crashes, 1)
     r.read_log()
     benchlib.stop_server(proc)
+    shutil.rmtree(tmp, ignore_errors=True)
     t = r.tally
     probs = Counter(c for c, _ in t.problems)
     examples: dict[str, list[str]] = {}
