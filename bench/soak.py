@@ -13,8 +13,11 @@ unless ``--no-redis``), pinned to core 0 with Redis; this generator on core 1. L
   ``--churn-life`` s (10, times 0.5 to 1.5), leave the circle, and close (two in three with a
   close frame, one in three by aborting the TCP connection).
 
-Every ``--sample`` s (5) it reads chatd's (and Redis') VmRSS from /proc/PID/status and
-counts /proc/PID/fd, with the generator's counts, into a JSONL file
+``--churn-ops`` takes some of those steps away (``--churn-ops ""``: connect, auth, wait,
+close), to tell which one memory grows with.
+
+Every ``--sample`` s (5) it reads chatd's (and Redis') VmRSS from /proc/PID/status (and
+chatd's RssAnon and RssFile: heap or mapped files) and counts /proc/PID/fd, with the generator's counts, into a JSONL file
 (``--samples-out``, default results/<UTC date>-soak-<duration>s.jsonl). At the end of the
 warm-up (``--warmup``, 600 s; a third of a shorter run) and at the end of the run it holds
 a *quiet checkpoint*: no new churners until every churner has gone, then fds and RSS with
@@ -50,11 +53,12 @@ JSON = ("chatd.v1.json",)
 RSS_GOAL_PCT = 5.0
 
 
-def vm_rss_kb(pid: int) -> int:
+def vm_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A memory line of /proc/PID/status in KiB: VmRSS, or its parts RssAnon (heap), RssFile."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -239,14 +243,20 @@ class Soak:
                     raise RuntimeError(f"{op}: {rep['error'].get('code')}")
                 return dict(rep)
 
+            ops = a.churn_ops
             await call("auth", {"token": self.tokens_cache[user]})
-            await call("circle.join", {"conv": conv}, ok=("conflict",))  # another device of the user holds it
-            await call("history", {"conv": conv, "limit": 20})
-            watch = random.sample(range(len(self.steady)), 5)
-            await call("presence.sub", {"users": [f"st{i}" for i in watch]})
-            await call("send", {"conv": conv, "cid": f"{user}-{k}", "text": f"churner {k} says hi"})
+            if "join" in ops:
+                await call("circle.join", {"conv": conv}, ok=("conflict",))  # another device of the user holds it
+            if "history" in ops:
+                await call("history", {"conv": conv, "limit": 20})
+            if "presence" in ops:
+                watch = random.sample(range(len(self.steady)), 5)
+                await call("presence.sub", {"users": [f"st{i}" for i in watch]})
+            if "send" in ops and "join" in ops:
+                await call("send", {"conv": conv, "cid": f"{user}-{k}", "text": f"churner {k} says hi"})
             await asyncio.sleep(a.churn_life * random.uniform(0.5, 1.5))
-            await call("circle.leave", {"conv": conv}, ok=("not_member",))
+            if "join" in ops:
+                await call("circle.leave", {"conv": conv}, ok=("not_member",))
             self.churn_done += 1
         except asyncio.CancelledError:
             raise
@@ -320,6 +330,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "t": round(now, 1),
             "phase": phase,
             "rss_kb": vm_rss_kb(chatd.pid),
+            "rss_anon_kb": vm_rss_kb(chatd.pid, "RssAnon"),
+            "rss_file_kb": vm_rss_kb(chatd.pid, "RssFile"),
             "fds": fds,
             "redis_rss_kb": vm_rss_kb(redis.pid) if redis else None,
             "redis_fds": fd_count(redis.pid) if redis else None,
@@ -529,6 +541,12 @@ def main() -> None:
     ap.add_argument("--churn", type=float, default=5, help="churner connections started per second (5)")
     ap.add_argument("--churn-life", type=float, default=10, help="seconds a churner stays, times 0.5 to 1.5 (10)")
     ap.add_argument("--churn-circles", type=int, default=5, help="circles the churners join and leave (5)")
+    ap.add_argument(
+        "--churn-ops",
+        type=lambda v: set(filter(None, v.split(","))),
+        default={"join", "history", "presence", "send"},
+        help="what a churner does after auth: join (and leave), history, presence, send (all)",
+    )
     ap.add_argument("--pool", type=int, default=1000, help="user ids the churners take in turn (1000)")
     ap.add_argument("--no-redis", dest="redis", action="store_false", help="no Redis bus (in-memory)")
     ap.add_argument("--samples-out", default=None, help="JSONL of the samples")
