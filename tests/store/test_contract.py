@@ -405,3 +405,33 @@ async def test_a_quota_counts_per_window(store: Store) -> None:
     assert (await one(store, create(start + 3_600_000)))[0].owner == "fan"  # a new window
     listed, _ = await store.conversations.listing(CIRCLE.name, None, None, 10)
     assert len(listed) == 3
+
+
+async def test_a_read_started_after_a_commit_sees_it_while_other_reads_run(store: Store) -> None:
+    """Invariant 6 under concurrent reads: a read issued once a batch committed sees
+    the batch, whatever other reads are in flight (a read that joined an older
+    read's snapshot made sync answer a position past messages it had not returned)."""
+    conv = await new_circle(store)
+    stop = False
+    stale: list[tuple[int, int]] = []
+
+    async def reader() -> None:
+        while not stop:
+            await store.messages.history(conv, None, 100)
+            await store.messages.head()
+
+    readers = [asyncio.create_task(reader()) for _ in range(4)]
+    try:
+        for i in range(150):
+            (ack,), _ = await store.run_batch([text(store, conv, "alice", f"m{i}")])
+            assert isinstance(ack, Appended)
+            seen = await store.messages.head()
+            if seen < ack.pos:
+                stale.append((ack.pos, seen))
+            msgs, _, _ = await store.messages.since("alice", ack.pos - 1, 10)
+            if not any(m["pos"] == ack.pos for m in msgs):
+                stale.append((ack.pos, -1))
+    finally:
+        stop = True
+        await asyncio.gather(*readers)
+    assert not stale, f"reads after a commit that did not see it (pos, seen): {stale[:10]} of {len(stale)}"

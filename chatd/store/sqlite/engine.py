@@ -228,8 +228,12 @@ class Engine:
         if self._reader is None:
             raise StoreUnavailable("store is closed")
         try:
-            async with self._reader.execute(sql, args) as cur:
-                return list(await cur.fetchall())
+            # one hop to the reader's thread for the statement and all its rows: two
+            # hops (execute, then fetchall) let another read start in between, and
+            # a statement started while one is still open reads that one's older
+            # snapshot: it could miss a commit the caller knows of (a sync reply
+            # claiming a position past messages it does not hold)
+            return list(await self._reader.execute_fetchall(sql, args))
         except sqlite3.Error as exc:
             raise StoreUnavailable(str(exc)) from exc
 
