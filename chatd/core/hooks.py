@@ -120,6 +120,20 @@ class HookState:
                 log.exception("hook %s failed to close", self.name)
 
 
+def states(hook_list: Sequence[Any], what: str) -> list[HookState]:
+    """One state per hook; their names key their cursors, so they must differ."""
+    out = [HookState.of(hook) for hook in hook_list]
+    names = [h.name for h in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} hooks need distinct names: {names}")
+    return out
+
+
+async def close_all(hook_states: Sequence[HookState]) -> None:
+    for h in hook_states:
+        await h.close()
+
+
 async def call(h: HookState, events: Sequence[Any], limit_s: float, shape: Shape = list) -> list[Any]:
     """The hook over ``events`` in order, each result passed through ``shape``;
     stops at the first failure (its exception takes that event's place)."""

@@ -34,7 +34,7 @@ from ..kinds import Kinds
 from ..metrics import Metrics
 from ..presence.base import PresenceBackend
 from ..store.base import Notifications
-from ..store.records import HookFailure, Notification
+from ..store.records import HookFailure
 from .rules import Planner
 
 log = logging.getLogger("chatd.notify")
@@ -74,10 +74,7 @@ class NotifyWorker:
         self.window_ms = int(coalesce_s * 1000)
         self.hook_timeout = hook_timeout
         self.idle_poll = idle_poll
-        self.hooks = [HookState.of(h) for h in hook_list]
-        names = [h.name for h in self.hooks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"notification hooks need distinct names: {names}")
+        self.hooks = hooks.states(hook_list, "notification")
         self.cursor = 0
         self._fresh = True
         self._pruned_at: float | None = None
@@ -89,8 +86,7 @@ class NotifyWorker:
         self._fresh = True  # another node may have moved the cursors meanwhile
 
     async def close(self) -> None:
-        for h in self.hooks:
-            await h.close()
+        await hooks.close_all(self.hooks)
 
     async def run(self) -> float:
         if self._fresh:
@@ -164,7 +160,6 @@ class NotifyWorker:
         results = await hooks.call(h, notes, self.hook_timeout, _ignore)
         last = h.cursors["notifications"]
         failure: HookFailure | None = None
-        note: Notification
         for note, outcome in zip(notes, results, strict=False):
             if isinstance(outcome, BaseException):
                 self.metrics.notify_hook_failures.inc()

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..clock import Clock
 from ..core.fanout import Fanout
-from ..core.hooks import MAX_ATTEMPTS
+from ..core.hooks import MAX_ATTEMPTS, close_all, states
 from ..core.outbox import Event, Outbox
 from ..core.pipeline import Pipeline
 from ..store.base import Ledger
@@ -62,10 +62,7 @@ class PointsWorker:
         self.yield_s = yield_s
         self.yields = 0
         self.lag_ms = 0  # the most behind hook's lag at its last batch
-        self.hooks = [HookState.of(hook) for hook in hook_list]
-        names = [h.name for h in self.hooks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"points hooks need distinct names: {names}")
+        self.hooks = states(hook_list, "points")
         self._fresh = True  # cursors to (re)read: first run, or the lease came back
         self.awards = 0
         self.failures = 0
@@ -80,8 +77,7 @@ class PointsWorker:
 
     async def close(self) -> None:
         """Release what hooks hold (the stream forwarder's Redis client)."""
-        for h in self.hooks:
-            await h.close()
+        await close_all(self.hooks)
 
     async def run(self) -> float:
         if self._fresh:
