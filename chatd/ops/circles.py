@@ -75,7 +75,7 @@ class Circles:
 
         def after(result: tuple[ConvRecord, SystemMessage, int]) -> None:
             self.fanout.changed(conv, functools.partial(joined, muted_until=result[2]))
-            self.fanout.user_follow(user, conv)
+            self.fanout.user_follow(user, conv, joined=result[1].msg["seq"])
             self.outbox.happened("circle.joined")
 
         check = functools.partial(self.kind.require, conv)

@@ -48,7 +48,7 @@ class Net:
         await self.release.wait()
         if self.fail:
             raise StoreUnavailable("disk I/O error")
-        return [self.stored[s] for s in range(after + 1, before) if s in self.stored]
+        return [self.stored[s] for s in sorted(self.stored) if after < s < before]
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self.tasks.append(asyncio.get_running_loop().create_task(coro))
@@ -212,3 +212,78 @@ async def test_clear_during_a_fill_drops_what_was_held_and_starts_afresh(net: Ne
     assert net.seen() == [1, 7]  # the abandoned fill delivers nothing late
     net.push(8)
     assert net.seen() == [1, 7, 8]
+
+
+# -- start: a join or a new DM makes this node follow a conversation ----------
+
+
+class Subscription:
+    """The bus channel of CONV: ``ready`` returns once the test confirms it."""
+
+    def __init__(self) -> None:
+        self.live = asyncio.Event()
+        self.waited = 0
+
+    async def ready(self) -> None:
+        self.waited += 1
+        await self.live.wait()
+
+
+async def test_start_pushes_what_crossed_the_bus_before_the_subscription(net: Net) -> None:
+    sub = Subscription()
+    net.gate.start(CONV, 2, sub.ready)  # the join event is seq 3
+    net.commit(3, 4)  # committed on another node; their envelopes never reached this one
+    net.push(6)  # arrives once the subscription is live, before the read
+    net.commit(5, 6)
+    await asyncio.sleep(0)
+    assert net.seen() == [] and sub.waited == 1 and net.calls == []  # nothing read before the channel is live
+    sub.live.set()
+    await net.filled()
+    assert net.seen() == [3, 4, 5, 6]
+    assert net.calls[0] == (CONV, 2, 1 << 62)
+    net.push(5)  # a late duplicate
+    net.push(7)
+    assert net.seen() == [3, 4, 5, 6, 7]
+
+
+async def test_start_with_nothing_stored_sets_the_baseline_at_the_join(net: Net) -> None:
+    sub = Subscription()
+    sub.live.set()
+    net.gate.start(CONV, 0, sub.ready)
+    await net.filled()
+    net.push(1)
+    net.push(2)
+    assert net.seen() == [1, 2]
+
+
+async def test_start_leaves_a_conversation_with_a_baseline_alone(net: Net) -> None:
+    sub = Subscription()
+    net.push(4)
+    net.gate.start(CONV, 0, sub.ready)
+    net.gate.start("c:nobody-follows", 0, sub.ready)
+    assert net.tasks == [] and sub.waited == 0
+    net.push(5)
+    assert net.seen() == [4, 5]
+
+
+async def test_start_releases_what_is_held_when_the_store_is_down(net: Net) -> None:
+    sub = Subscription()
+    sub.live.set()
+    net.fail = True
+    net.gate.start(CONV, 0, sub.ready)
+    net.push(1)
+    net.push(2)
+    await net.filled()
+    assert net.seen() == [1, 2]  # the client's sync repairs anything else
+
+
+async def test_a_bus_reset_during_start_abandons_it(net: Net) -> None:
+    sub = Subscription()
+    net.commit(1, 2)
+    net.gate.start(CONV, 0, sub.ready)
+    net.push(2)
+    net.gate.clear()
+    net.push(5)
+    sub.live.set()
+    await net.filled()
+    assert net.seen() == [5]  # the socket was told to resync; nothing late

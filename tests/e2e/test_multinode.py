@@ -50,6 +50,48 @@ async def test_dm_opened_on_one_node_is_followed_by_the_peer_on_the_other(nodes:
     assert (await texts(bob, conv, 1))[0]["text"] == "hi bob"
 
 
+def slow_membership_reads(app: App, delay: float) -> None:
+    """The node's store check of a remote follow takes ``delay`` seconds: the
+    window in which the other node's first messages cross the bus unseen."""
+    read = app.fanout.members.joined_seq
+
+    async def slow(conv: str, user: str) -> int | None:
+        await asyncio.sleep(delay)
+        return await read(conv, user)
+
+    app.fanout.members.joined_seq = slow  # type: ignore[method-assign]
+
+
+async def test_first_messages_of_a_dm_opened_on_another_node_are_pushed_live(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    slow_membership_reads(b, 0.3)
+    alice = await clients(a, "alice")
+    bob = await clients(b, "bob")
+    conv = (await alice.call("dm.open", user="bob"))["conv"]
+    for i in range(3):  # before bob's node follows the DM
+        await alice.call("send", conv=conv, cid=f"d{i}", text=f"hi {i}")
+    got = await texts(bob, conv, 3, wait=3)
+    assert [m["text"] for m in got] == ["hi 0", "hi 1", "hi 2"]
+    await alice.call("send", conv=conv, cid="d3", text="hi 3")
+    assert [m["text"] for m in await texts(bob, conv, 1)] == ["hi 3"]
+    await bob.no_push(0.3, "msg")  # nothing twice
+
+
+async def test_messages_right_after_a_join_on_another_node_are_pushed_live(nodes: Nodes, clients: Any) -> None:
+    a, b = nodes
+    slow_membership_reads(b, 0.3)
+    alice = await clients(a, "alice")
+    conv = (await alice.call("circle.create", name="ES8 owners", category="interest"))["conv"]
+    await alice.call("send", conv=conv, cid="old", text="before bob joined")
+    bob_elsewhere = await clients(a, "bob")  # bob joins from his phone on node a ...
+    bob = await clients(b, "bob")  # ... while his desktop is on node b
+    await bob_elsewhere.call("circle.join", conv=conv)
+    await alice.call("send", conv=conv, cid="new", text="welcome bob")
+    got = await texts(bob, conv, 1, wait=3)
+    assert [m["text"] for m in got] == ["welcome bob"]  # not what was said before the join
+    await bob.no_push(0.3, "msg")
+
+
 async def test_two_nodes_writing_one_circle_keep_seq_gapless_and_in_order(nodes: Nodes, clients: Any) -> None:
     a, b = nodes
     alice = await clients(a, "alice")

@@ -231,7 +231,9 @@ async def test_membership_roles_and_read_cursors(store: Store) -> None:
     conv = await new_circle(store)
     await one(store, join(store, conv, "bob"))
     assert set(await store.members.convs_of("bob")) == {conv}
-    assert await store.members.is_member(conv, "bob") and not await store.members.is_member(conv, "eve")
+    assert await store.members.joined_seq(conv, "alice") == 1  # the circle's creation is seq 1
+    assert await store.members.joined_seq(conv, "bob") == 2  # bob's join event
+    assert await store.members.joined_seq(conv, "eve") is None
     snap = await store.conversations.load(conv)
     assert snap is not None and snap.kind == CIRCLE.name and snap.members == {"alice": "owner", "bob": "member"}
     role_check = functools.partial(CIRCLE.check_role_change, conv, "bob")

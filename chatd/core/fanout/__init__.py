@@ -14,6 +14,7 @@ caches and sockets back in step with the store.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -79,11 +80,20 @@ class Fanout:
         if self.bus.shared:
             self.bus.publish(env.CONV + conv, env.conv_changed())
 
-    def user_follow(self, user: str, conv: str, on: bool = True) -> None:
-        self.hub.user_follow(user, conv, on)
+    def user_follow(self, user: str, conv: str, on: bool = True, joined: int = 0) -> None:
+        """``joined``: the seq of the user's join event (0 for a DM)."""
+        self._follow(user, conv, on, joined)
         self.resync.touched(user)
         if self.bus.shared:
             self.bus.publish(env.USER + user, env.follow(conv, on))
+
+    def _follow(self, user: str, conv: str, on: bool, joined: int) -> None:
+        new = on and self.bus.shared and conv not in self.hub.topics
+        self.hub.user_follow(user, conv, on)
+        if new and conv in self.hub.topics:
+            # other nodes' messages since the join may cross the bus before this
+            # node's subscription is live: the gate reads them from the store
+            self.gate.start(conv, max(joined - 1, 0), functools.partial(self.conv_ready, conv))
 
     def user_push(self, user: str, kind: str, d: dict[str, Any]) -> None:
         body = self.hub.body(kind, d)
@@ -162,9 +172,9 @@ class Fanout:
         """A join or DM opened on another node: follow after checking the store
         (follow/unfollow envelopes from different nodes can arrive out of order;
         the store says which came last)."""
-        member = False
+        joined: int | None = None
         try:
-            member = await self.members.is_member(conv, user)
+            joined = await self.members.joined_seq(conv, user)
         except StoreUnavailable:
             pass
         finally:
@@ -172,8 +182,8 @@ class Fanout:
             entry[1] -= 1
             if not entry[1]:
                 del self._follow_versions[(user, conv)]
-        if member and entry[0] == version:
-            self.hub.user_follow(user, conv, True)
+        if joined is not None and entry[0] == version:
+            self._follow(user, conv, True, joined)
 
     # -- interest ------------------------------------------------------------
 

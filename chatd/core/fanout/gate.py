@@ -9,10 +9,16 @@ order. The missing ones are committed: the store allocates seq inside the
 write transaction and a higher seq commits after every lower one (invariant 3
 of ``chatd/store/base.py``).
 
-Known gap: when a node starts following a conversation (its first local
-follower, or after a bus reset) the first push sets the baseline; an earlier
-seq from another node arriving just after it is dropped as a duplicate, and the
-client fills it with ``history``.
+When a join or a new DM makes a node start following a conversation, messages
+another node committed after the join may cross the bus before this node's
+subscription is live. ``start`` closes that window: pushes are held until the
+subscription is confirmed, the messages since the join are read from the store,
+and the held pushes follow in order.
+
+Known gap: after a bus reset (or at auth) the first push of a conversation sets
+the baseline; an earlier seq from another node arriving just after it is
+dropped as a duplicate, and the client fills it with ``history`` (a reset also
+pushes ``resync``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ log = logging.getLogger("chatd.fanout")
 Held = tuple[int, bytes, "dict[str, Any] | None"]  # seq, msgpack push body, the push as a dict if known
 Between = Callable[[str, int, int], Awaitable[list[dict[str, Any]]]]  # (conv, after, before) -> messages
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+Ready = Callable[[], Awaitable[None]]  # returns once the conversation's bus channel is subscribed
+END = 1 << 62  # above every seq
 
 
 def _seq_key(item: Held) -> int:
@@ -67,6 +75,17 @@ class OrderGate:
             self.last[conv] = seq
         self.hub.deliver(topic, body, obj)
 
+    def start(self, conv: str, after: int, ready: Ready) -> None:
+        """This node has just started following ``conv`` for a join or a new DM
+        (seqs above ``after`` are the joiner's). Hold its pushes until ``ready``
+        returns, push what the store has above ``after``, then the held ones.
+        A conversation that already has a baseline or a fill is left alone."""
+        if conv in self.last or conv in self.held or conv not in self.hub.topics:
+            return
+        held: list[Held] = []
+        self.held[conv] = held
+        self.spawn(self._start(conv, after, ready, held))
+
     def forget(self, conv: str) -> None:
         """No local follower any more."""
         self.last.pop(conv, None)
@@ -76,6 +95,27 @@ class OrderGate:
         """Envelopes may have been lost: every baseline is void."""
         self.last.clear()
         self.held.clear()
+
+    async def _start(self, conv: str, after: int, ready: Ready, held: list[Held]) -> None:
+        last = after
+        try:
+            await ready()
+            missing = await self.between(conv, after, END)
+        except StoreUnavailable as exc:
+            log.warning("fan-out: cannot read %s after seq %d: %s", conv, after, exc)
+            missing = []
+        except BaseException:
+            if self.held.get(conv) is held:
+                del self.held[conv]
+            raise
+        if self.held.get(conv) is not held:
+            return  # the topic went away or the bus reset meanwhile
+        topic = self.hub.topics.get(conv)
+        for msg in missing:
+            if topic is not None and msg["seq"] > last:
+                self.hub.deliver(topic, self.hub.body("msg", msg), {"push": "msg", "d": msg})
+                last = msg["seq"]
+        await self._fill(conv, last, held)
 
     async def _fill(self, conv: str, last: int, held: list[Held]) -> None:
         """Push the messages between ``last`` and the held ones, from the store."""

@@ -107,8 +107,9 @@ class SqliteMembers:
         rows = await self.db.fetchall("SELECT conv FROM members WHERE user = ?", (user,))
         return [r[0] for r in rows]
 
-    async def is_member(self, conv: str, user: str) -> bool:
-        return await self.db.fetchone("SELECT 1 FROM members WHERE conv = ? AND user = ?", (conv, user)) is not None
+    async def joined_seq(self, conv: str, user: str) -> int | None:
+        row = await self.db.fetchone("SELECT joined_seq FROM members WHERE conv = ? AND user = ?", (conv, user))
+        return None if row is None else int(row[0])
 
     async def page(self, conv: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         rows = await self.db.fetchall(
