@@ -66,6 +66,11 @@ class _ManualTimer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.fn = _nothing  # as asyncio's handles do: what it would have called is freed
+
+
+def _nothing() -> None:
+    pass
 
 
 class ManualClock:

@@ -165,6 +165,7 @@ class Session(SessionState):
             self._leave()
             if self.auth_timer is not None:
                 self.auth_timer.cancel()
+                self.auth_timer = None
             code = self.ws.close_code or 1006
             duration = round(clock.monotonic() - started, 3)
             log.info(

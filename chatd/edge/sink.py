@@ -46,6 +46,18 @@ class SlowHandler(Protocol):
         ...
 
 
+class _Gone:
+    """The owner of a sink whose socket has ended (see ``SocketSink.detach``)."""
+
+    __slots__ = ()
+
+    def slow(self) -> None:
+        pass
+
+
+GONE = _Gone()
+
+
 class SocketSink:
     __slots__ = ("cap", "open", "out", "owner", "pending", "pending_size", "proto", "slot", "transport")
 
@@ -61,6 +73,13 @@ class SocketSink:
         self.open = False  # takes frames only while the session is open (never before the auth reply)
         self.pending: list[bytes] | None = None  # frames held while output is corked
         self.pending_size = 0
+
+    def detach(self) -> None:
+        """The socket has ended: drop the reference back to its session, so
+        that the two (and the caller, which refers to this sink) are freed by
+        reference counting instead of waiting for a full collection."""
+        self.open = False
+        self.owner = GONE
 
     def write(self, data: bytes) -> None:
         """Queue one complete frame for this socket (see _send for the cap)."""

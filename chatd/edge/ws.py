@@ -13,6 +13,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event as WsEvent
+from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State as WsState
 from websockets.typing import Subprotocol
 
@@ -67,6 +68,16 @@ class ChatdConnection(ServerConnection):
         if state is WsState.CLOSING:
             self.closing_written = True
         super().send_data()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Also break the reference cycles a socket's objects form, so that
+        they are freed at once by reference counting. Left to the cyclic
+        collector they waited for a full collection, which chatd defers
+        (cli.py, ``_tune_gc``): a soak of 9,000 connections an hour grew RSS
+        24 % an hour (bench/results/2026-12-02-soak.md). This covers every
+        connection, the HTTP requests (healthz, metrics) too."""
+        super().connection_lost(exc)
+        _unlink_protocol(self.protocol)
 
     def process_event(self, event: WsEvent) -> None:
         if isinstance(event, Frame) and event.opcode <= Opcode.BINARY:  # CONT, TEXT, BINARY
@@ -126,7 +137,13 @@ class SocketServer:
             ws.request.headers.clear()
         if ws.response is not None:
             ws.response.headers.clear()
-        await session.serve()
+        try:
+            await session.serve()
+        finally:
+            # connection <-> session, session <-> sink (and the caller, via its
+            # sink): freed by reference counting once broken
+            session.sink.detach()
+            ws.chatd = None
 
     async def drain(self) -> None:
         """Graceful shutdown: stop accepting, let committed writes be acked and
@@ -155,6 +172,18 @@ class SocketServer:
             await asyncio.wait_for(self.server.wait_closed(), env.config.drain_timeout)
         except TimeoutError:
             log.warning("connections did not close within %.1fs", env.config.drain_timeout)
+
+
+def _unlink_protocol(protocol: WsProtocol) -> None:
+    """Break the reference cycles websockets leaves in a connection's protocol
+    when it ends: the bound ``select_subprotocol`` closure over the connection,
+    the parser generator, whose frame holds the protocol, and the parser's
+    exception (a connection lost without a close frame), whose traceback does.
+    See ``ChatdConnection.connection_lost``."""
+    vars(protocol).pop("select_subprotocol", None)  # the class's method again
+    protocol.parser.close()  # the connection is lost: no byte is parsed again
+    if protocol.parser_exc is not None:
+        protocol.parser_exc.__traceback__ = None
 
 
 def _select_subprotocol(conn: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:

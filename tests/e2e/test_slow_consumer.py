@@ -139,7 +139,8 @@ class Circle:
         self.members = members  # others, reading normally
         self.conv = conv
         self.slow = slow
-        self.server_side = server_side  # the server's sink of the stalled socket (its owner: the session)
+        self.server_side = server_side  # the server's sink of the stalled socket
+        self.server_ws = server_side.owner.ws  # its connection (the sink lets go of its session at the end)
         self.recorder = RecordingTransport(server_side.transport)
         server_side.transport = self.recorder
 
@@ -236,7 +237,7 @@ async def test_stalled_reader_is_closed_4001_and_its_buffer_stays_under_the_cap(
         assert [m["cid"] for m in got] == [f"f{k}" for k in range(len(got))]
         assert [m["seq"] for m in got] == list(range(got[0]["seq"], got[0]["seq"] + len(got)))
         # and the server let go of the socket
-        await asyncio.wait_for(c.server_side.owner.ws.wait_closed(), 5)
+        await asyncio.wait_for(c.server_ws.wait_closed(), 5)
 
 
 async def test_other_members_are_not_slowed_by_a_stalled_one(make_server: Any, clients: Any) -> None:
@@ -328,4 +329,4 @@ async def test_a_reader_that_never_resumes_is_disconnected(make_server: Any, cli
     async with stalled_circle(app, clients) as c:
         await c.send_until_cut()
         # close_timeout is 2 s: the server should have dropped the socket by then
-        await asyncio.wait_for(c.server_side.owner.ws.wait_closed(), 3.5)
+        await asyncio.wait_for(c.server_ws.wait_closed(), 3.5)
