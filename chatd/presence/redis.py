@@ -38,10 +38,24 @@ class RedisPresence:
         pool = BlockingConnectionPool.from_url(
             url, max_connections=16, timeout=5, socket_connect_timeout=1, socket_timeout=2
         )
-        return cls(aioredis.Redis(connection_pool=pool), node, prefix, lease_ms)
+        # the lease on a connection of its own: behind thousands of device puts
+        # (a reconnect storm) in the pool above, a heartbeat waited past its 5 s
+        # pool timeout, failed, and live nodes were reaped
+        beat = BlockingConnectionPool.from_url(
+            url, max_connections=1, timeout=5, socket_connect_timeout=1, socket_timeout=2
+        )
+        return cls(aioredis.Redis(connection_pool=pool), node, prefix, lease_ms, aioredis.Redis(connection_pool=beat))
 
-    def __init__(self, client: aioredis.Redis, node: str, prefix: str = "chatd", lease_ms: int = LEASE_MS) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        node: str,
+        prefix: str = "chatd",
+        lease_ms: int = LEASE_MS,
+        lease_client: aioredis.Redis | None = None,
+    ) -> None:
         self.r = client
+        self.lease_r = lease_client if lease_client is not None else client  # what renews the lease
         self.node = node
         self.p = prefix
         self.lease_ms = lease_ms
@@ -106,11 +120,12 @@ class RedisPresence:
         return out
 
     async def close(self) -> None:
-        await self.r.aclose()
-        await self.r.connection_pool.disconnect()
+        for client in {id(c): c for c in (self.r, self.lease_r)}.values():
+            await client.aclose()
+            await client.connection_pool.disconnect()
 
     async def heartbeat(self, now: int) -> bool:
-        return bool(await self.r.zadd(self._k("nodes", "all"), {self.node: now}))
+        return bool(await self.lease_r.zadd(self._k("nodes", "all"), {self.node: now}))
 
     async def prune(self, live: set[str], now: int) -> list[Change]:
         members: Any = await self.r.smembers(self._k("nu", self.node))

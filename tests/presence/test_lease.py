@@ -14,6 +14,7 @@ from support import FakeSink
 from chatd.bus.memory import MemoryBroker, MemoryBus
 from chatd.clock import ManualClock
 from chatd.presence import MemoryPresence
+from chatd.presence.redis import RedisPresence
 from chatd.presence.service import Presence
 
 LEASE_MS = 15_000
@@ -66,3 +67,19 @@ async def test_heartbeats_stay_on_time_while_the_devices_are_put_again() -> None
     finally:
         backend.release.set()
         await presence.stop()
+
+
+async def test_the_redis_lease_is_renewed_while_every_pooled_connection_is_busy(redis_proc: Any) -> None:
+    """A reconnect storm queues thousands of device puts on the presence pool;
+    the heartbeat has a connection of its own and does not wait behind them."""
+    p = RedisPresence.from_url(redis_proc.url, "n1", "t", LEASE_MS)
+    try:
+        busy = [asyncio.create_task(p.r.blpop(["t:never"], timeout=1.5)) for _ in range(16)]  # the whole pool
+        await asyncio.sleep(0.3)
+        assert not any(t.done() for t in busy)
+        # the put-back queued behind them waits; the heartbeat does not
+        await asyncio.wait_for(p.heartbeat(1_763_900_000_000), 1.0)
+        assert await p.lease_r.zscore("t:nodes:all", "n1") == 1_763_900_000_000
+        await asyncio.gather(*busy)
+    finally:
+        await p.close()
