@@ -88,6 +88,9 @@ class ChatdConnection(ServerConnection):
         super().process_event(event)
 
 
+LISTEN_BACKLOG = 4096
+
+
 class SocketServer:
     def __init__(self, env: Env, routes: Routes) -> None:
         self.env = env
@@ -114,6 +117,10 @@ class SocketServer:
             reuse_address=True,
             reuse_port=cfg.reuse_port or None,
             create_connection=connection_class,
+            # the kernel caps it at net.core.somaxconn (4096 by default): at asyncio's
+            # default of 100 a reconnect storm overflowed the accept queue, dropped
+            # SYNs came back after 1, 3, 7 s of retransmission, and clients timed out
+            backlog=LISTEN_BACKLOG,
         )
         self.env.life.ready = True
         sock = next(iter(self.server.sockets))
