@@ -1,8 +1,11 @@
-"""This node's presence lease is renewed on time whatever the upkeep beside it
-is doing: putting thousands of devices again after a Redis restart once held the
-next heartbeat past the lease, and the other nodes reaped a live node
-(bench/results/2026-12-02-chaos.md). A real Presence on the in-memory backend,
-driven by a manual clock; the backend's ``prune`` is held by the test."""
+"""Presence under a reconnect storm (bench/chaos.py).
+
+This node's lease is renewed on time whatever the upkeep beside it is doing:
+putting thousands of devices again after a Redis restart once held the next
+heartbeat past the lease, and the other nodes reaped a live node
+(bench/results/2026-12-02-chaos.md). The first test drives a real Presence on
+the in-memory backend with a manual clock (the backend's ``prune`` is held by
+the test); the others use a real redis-server."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from support import FakeSink
 
 from chatd.bus.memory import MemoryBroker, MemoryBus
 from chatd.clock import ManualClock
-from chatd.presence import MemoryPresence
+from chatd.presence import Device, MemoryPresence
 from chatd.presence.redis import RedisPresence
 from chatd.presence.service import Presence
 
@@ -81,5 +84,31 @@ async def test_the_redis_lease_is_renewed_while_every_pooled_connection_is_busy(
         await asyncio.wait_for(p.heartbeat(1_763_900_000_000), 1.0)
         assert await p.lease_r.zscore("t:nodes:all", "n1") == 1_763_900_000_000
         await asyncio.gather(*busy)
+    finally:
+        await p.close()
+
+
+async def test_changes_in_one_turn_share_one_multi(redis_proc: Any) -> None:
+    """A reconnect storm: hundreds of devices put and dropped at once go to Redis
+    in one transaction, each still answered with its own version and state."""
+    p = RedisPresence.from_url(redis_proc.url, "n1", "t", LEASE_MS)
+    try:
+        now = 1_763_900_000_000
+        await p.heartbeat(now)
+
+        async def multis() -> int:
+            stats = await p.r.info("commandstats")
+            return int(stats.get("cmdstat_multi", {}).get("calls", 0))
+
+        before = await multis()
+        dev = Device("n1", "online", False, now)
+        puts = await asyncio.gather(*(p.put(f"u{i}", "d", dev, now) for i in range(300)))
+        assert await multis() - before == 2  # 256 + 44
+        assert all(state.status == "online" for _, state in puts)
+        assert {v for v, _ in puts} == {1}  # each user's first change
+        both = await asyncio.gather(p.drop("u1", "d", now + 5), p.put("u1", "d2", dev, now + 5))
+        assert [v for v, _ in both] == [2, 3]  # one user's changes in one MULTI, in order
+        assert both[0][1].status == "offline" and both[1][1].status == "online"
+        assert (await p.get_many(["u1"], now + 6))["u1"][0] == 3
     finally:
         await p.close()
