@@ -107,15 +107,19 @@ class RedisPresence:
     async def _run_batch(self, batch: list[Pending]) -> None:
         try:
             pipe = self.r.pipeline(transaction=True)
-            reads: list[int] = []  # where each change's 3 reads start in the results
+            spans: list[tuple[int, int]] = []  # each change's commands: (first, its 3 reads)
             for user, _, write, _ in batch:
+                first = len(pipe)
                 write(pipe)
-                reads.append(len(pipe))
+                spans.append((first, len(pipe)))
                 pipe.incr(self._k("pv", user))
                 pipe.hgetall(self._k("pd", user))
                 pipe.get(self._k("pls", user))
             pipe.zrange(self._k("nodes", "all"), 0, -1, withscores=True)
-            res = await pipe.execute()
+            # a command that fails fails its own change only, not the 255 beside it
+            res = await pipe.execute(raise_on_error=False)
+            if isinstance(res[-1], Exception):
+                raise res[-1]
         except BaseException as exc:
             for *_, fut in batch:
                 if not fut.done():
@@ -124,8 +128,13 @@ class RedisPresence:
                 raise
             return
         beats = res[-1]
-        for (_, now, _, fut), at in zip(batch, reads, strict=True):
-            if not fut.done():
+        for (_, now, _, fut), (first, at) in zip(batch, spans, strict=True):
+            if fut.done():
+                continue
+            failed = next((r for r in res[first : at + 3] if isinstance(r, Exception)), None)
+            if failed is not None:
+                fut.set_exception(failed)
+            else:
                 version, raw, last = res[at : at + 3]
                 fut.set_result((int(version), self._state(raw, last, beats, now)))
 
@@ -159,6 +168,10 @@ class RedisPresence:
         return out
 
     async def close(self) -> None:
+        for task in list(self._batches):
+            task.cancel()  # its callers get an error; presence is stopping
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
         for client in {id(c): c for c in (self.r, self.lease_r)}.values():
             await client.aclose()
             await client.connection_pool.disconnect()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +54,8 @@ class Presence:
         # users each socket watches; only sockets that subscribed have an entry
         self.watching: dict[Sink, set[str]] = {}
         self._chains: dict[Sink, asyncio.Task[None]] = {}
+        self._ids: dict[Sink, str] = {}  # socket -> its device id (unique in this process)
+        self._next_id = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
         self.errors = 0
 
@@ -77,9 +80,8 @@ class Presence:
 
     # -- this node's devices ------------------------------------------------
 
-    @staticmethod
-    def _device_id(sink: Sink) -> str:
-        return f"{id(sink):x}"
+    def _device_id(self, sink: Sink) -> str:
+        return self._ids[sink]
 
     def _run(self, sink: Sink, make: Callable[[], Any], retry: Callable[[], bool]) -> None:
         """Backend calls for one socket run in order (an open cannot overtake a
@@ -115,6 +117,9 @@ class Presence:
     def opened(self, sink: Sink, user: str) -> None:
         dev = Device(self.bus.node, ONLINE, False, self.clock.wall_ms())
         self.devices[sink] = (user, dev)
+        # a counter, not id(sink): a freed socket's address comes back at once, and
+        # prune() would take a stale device of another socket for a live one
+        self._ids[sink] = f"{next(self._next_id):x}"
         self._put(sink, user, dev)
 
     def _put(self, sink: Sink, user: str, dev: Device) -> None:
@@ -133,7 +138,7 @@ class Presence:
         entry = self.devices.pop(sink, None)
         if entry is None:
             return
-        user, device = entry[0], self._device_id(sink)
+        user, device = entry[0], self._ids.pop(sink)
 
         async def make() -> Change:
             version, state = await self.backend.drop(user, device, self.clock.wall_ms())

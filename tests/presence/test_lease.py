@@ -112,3 +112,21 @@ async def test_changes_in_one_turn_share_one_multi(redis_proc: Any) -> None:
         assert (await p.get_many(["u1"], now + 6))["u1"][0] == 3
     finally:
         await p.close()
+
+
+async def test_a_change_that_fails_fails_alone_in_its_multi(redis_proc: Any) -> None:
+    p = RedisPresence.from_url(redis_proc.url, "n1", "t", LEASE_MS)
+    try:
+        now = 1_763_900_000_000
+        await p.heartbeat(now)
+        await p.r.set("t:pd:broken", "not a hash")  # HSET on it fails with WRONGTYPE
+        dev = Device("n1", "online", False, now)
+        results = await asyncio.gather(
+            p.put("ok1", "d", dev, now), p.put("broken", "d", dev, now), p.put("ok2", "d", dev, now),
+            return_exceptions=True,
+        )
+        assert not isinstance(results[0], BaseException) and results[0][1].status == "online"
+        assert isinstance(results[1], Exception) and "WRONGTYPE" in str(results[1])
+        assert not isinstance(results[2], BaseException) and results[2][1].status == "online"
+    finally:
+        await p.close()
