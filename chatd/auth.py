@@ -28,6 +28,7 @@ ALGORITHM = "HS256"  # what make_token signs with (development and tests)
 SUPPORTED = ("HS256", "RS256", "EdDSA")
 MAX_EXP = 253_402_300_799  # 9999-12-31T23:59:59Z: an exp past it is no date, it is an attack
 CLOCK_SKEW_S = 300  # an iat or nbf this far ahead of the server's clock is still taken
+TOKEN_SCOPES = ("admin",)  # what a token's ``scope`` claim may grant (a backend's admin token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class Identity:
     badges: tuple[str, ...]
     roles: tuple[str, ...]
     exp: int
+    scopes: tuple[str, ...] = ()  # granted by the token's ``scope`` claim (TOKEN_SCOPES)
 
     @property
     def is_staff(self) -> bool:
@@ -73,6 +75,7 @@ def make_token(
     ttl: int = 86400,
     secret: str = DEV_SECRET,
     now: float | None = None,
+    scopes: list[str] | tuple[str, ...] = (),
 ) -> str:
     """A signed token; ``now`` (unix seconds, default the system clock) is when it is issued."""
     if not USER_ID_RE.fullmatch(user):
@@ -87,6 +90,11 @@ def make_token(
         "roles": list(roles),
         "exp": int(time.time() if now is None else now) + ttl,
     }
+    unknown = set(scopes) - set(TOKEN_SCOPES)
+    if unknown:
+        raise ValueError(f"scope must be one of {', '.join(TOKEN_SCOPES)} (not {', '.join(sorted(unknown))})")
+    if scopes:
+        claims["scope"] = sorted(set(scopes))
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -278,4 +286,15 @@ def _identity(claims: dict[str, Any], now: float | None) -> Identity:
         badges=_str_list(claims.get("badges", []), "badges"),
         roles=_str_list(claims.get("roles", []), "roles"),
         exp=int(exp),
+        scopes=_scopes(claims.get("scope", [])),
     )
+
+
+def _scopes(value: Any) -> tuple[str, ...]:
+    """A token's ``scope`` claim: a list of known scopes. Anything else refuses
+    the token: a typo must not quietly hand out less (or more) than meant."""
+    if not isinstance(value, list) or len(value) > len(TOKEN_SCOPES):
+        raise AuthError(Close.AUTH_FAILED, "scope must be a list")
+    if not all(isinstance(v, str) and v in TOKEN_SCOPES for v in value) or len(set(value)) != len(value):
+        raise AuthError(Close.AUTH_FAILED, "scope may hold only " + ", ".join(TOKEN_SCOPES) + ", once")
+    return tuple(value)

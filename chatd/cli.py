@@ -194,6 +194,7 @@ def _token(args: argparse.Namespace) -> int:
                 roles=args.role,
                 ttl=args.ttl,
                 secret=secret or DEV_SECRET,
+                scopes=args.scope,
             )
         )
     except ValueError as exc:
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--badge", action="append", default=[])
     t.add_argument("--role", action="append", default=[])
     t.add_argument("--ttl", type=int, default=86400, help="seconds until expiry")
+    t.add_argument(
+        "--scope", action="append", default=[], choices=("admin",), help="admin: a backend's token (admin ops)"
+    )
     t.add_argument("--secret")
     t.set_defaults(fn=_token)
 

@@ -22,8 +22,10 @@ _SCOPES = {"staff": frozenset({Scope.USER, Scope.STAFF}), "bot": frozenset({Scop
 
 
 def scopes_of(identity: Identity) -> frozenset[Scope]:
-    """Every user token holds ``user``; staff and bot tokens add their own."""
-    return _SCOPES.get(identity.type, _USER)
+    """Every user token holds ``user``; staff and bot tokens add their own, and
+    a token whose ``scope`` claim says ``admin`` (a backend's) adds ``admin``."""
+    base = _SCOPES.get(identity.type, _USER)
+    return base | {Scope.ADMIN} if "admin" in identity.scopes else base
 
 
 @dataclass(frozen=True, slots=True)
