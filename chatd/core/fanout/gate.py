@@ -97,7 +97,6 @@ class OrderGate:
         self.held.clear()
 
     async def _start(self, conv: str, after: int, ready: Ready, held: list[Held]) -> None:
-        last = after
         try:
             await ready()
             missing = await self.between(conv, after, END)
@@ -110,12 +109,17 @@ class OrderGate:
             raise
         if self.held.get(conv) is not held:
             return  # the topic went away or the bus reset meanwhile
+        await self._fill(conv, self._push_stored(conv, missing, after), held)
+
+    def _push_stored(self, conv: str, missing: list[dict[str, Any]], last: int) -> int:
+        """Push the messages read from the store that are above ``last``, in
+        order; returns the last seq pushed."""
         topic = self.hub.topics.get(conv)
         for msg in missing:
             if topic is not None and msg["seq"] > last:
                 self.hub.deliver(topic, self.hub.body("msg", msg), {"push": "msg", "d": msg})
                 last = msg["seq"]
-        await self._fill(conv, last, held)
+        return last
 
     async def _fill(self, conv: str, last: int, held: list[Held]) -> None:
         """Push the messages between ``last`` and the held ones, from the store."""
@@ -130,11 +134,7 @@ class OrderGate:
                         missing = []
                     if self.held.get(conv) is not held:
                         return  # the topic went away or the bus reset meanwhile
-                    topic = self.hub.topics.get(conv)
-                    for msg in missing:
-                        if topic is not None and msg["seq"] > last:
-                            self.hub.deliver(topic, self.hub.body("msg", msg), {"push": "msg", "d": msg})
-                            last = msg["seq"]
+                    last = self._push_stored(conv, missing, last)
                     self.gaps_filled += 1
                     last = max(last, first - 1)  # what the store did not have, catch-up will
                 topic = self.hub.topics.get(conv)
