@@ -21,6 +21,7 @@ from .core.pipeline import Pipeline
 from .core.scheduler import Scheduler
 from .core.users import UserBook
 from .edge import wsframe
+from .edge.admin import AdminServer
 from .edge.http import Routes, health_routes
 from .edge.session import Env, Lifecycle
 from .edge.sink import Output
@@ -32,7 +33,7 @@ from .logs import Throttled
 from .metrics import Metrics
 from .notify import load_hooks as notify_hooks
 from .notify.worker import NotifyWorker
-from .ops import Circles, DirectOps, Messaging, NotifyOps, PointsOps, PresenceOps, SessionOps, table
+from .ops import AdminOps, Circles, DirectOps, Messaging, NotifyOps, PointsOps, PresenceOps, SessionOps, table
 from .ops.base import Commit
 from .ops.presence import TYPING_EVERY
 from .points.model import entry_point_hooks, load_ref
@@ -98,6 +99,7 @@ class App:
             PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
             PointsOps(commit, store.ledger, fanout, directory, clock, config.red_packet_ttl_s),
             NotifyOps(commit, store.notify, directory),
+            AdminOps(commit, store.users, fanout, clock),
             metrics,
             clock,
         )
@@ -127,6 +129,15 @@ class App:
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
                   metrics, output, life, users, auth_failures, verifier)
         self.server = SocketServer(env, Routes(health_routes(life, bus, metrics, pipeline), life))
+        self.admin = (
+            AdminServer(
+                self.ops, verifier, users, clock, config.admin_host, config.admin_port, config.admin_max_body,
+                config.reuse_port,
+            )
+            if config.admin_port is not None
+            else None
+        )
+        self.admin_port = 0
         self._metrics_sources(metrics)
         self.port = 0
 
@@ -169,11 +180,15 @@ class App:
             if self.notify is not None:
                 await self.notify.init()
             self.scheduler.start()
+            if self.admin is not None:  # before the socket server: a failed start stops it in _abort
+                self.admin_port = await self.admin.start()
             self.port = await self.server.start()
         except BaseException:
             await self._abort()
             raise
         log.info("chatd listening on ws://%s:%d/ (db %s)", self.config.host, self.port, self.config.db_path)
+        if self.admin is not None:
+            log.info("admin API on http://%s:%d/v1/", self.config.admin_host, self.admin_port)
         if self.config.signing_secret == DEV_SECRET:
             # loopback only, but a reverse proxy in front makes loopback public
             log.warning(
@@ -183,6 +198,7 @@ class App:
 
     async def _abort(self) -> None:
         for step in (
+            self._stop_admin,
             self.scheduler.stop,
             self.pipeline.stop,
             self.points.close,
@@ -202,7 +218,12 @@ class App:
         if self.notify is not None:
             await self.notify.close()
 
+    async def _stop_admin(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+
     async def stop(self) -> None:
+        await self._stop_admin()  # no new admin op; those under way finish first
         await self.server.drain()
         await self.scheduler.stop()  # before the pipeline: its jobs write through it
         await self.pipeline.stop()

@@ -40,6 +40,7 @@ class Identity:
     roles: tuple[str, ...]
     exp: int
     scopes: tuple[str, ...] = ()  # granted by the token's ``scope`` claim (TOKEN_SCOPES)
+    iat: int = 0  # unix seconds the token was issued (its ``iat``; 0 without one): admin.revoke judges by it
 
     @property
     def is_staff(self) -> bool:
@@ -76,20 +77,25 @@ def make_token(
     secret: str = DEV_SECRET,
     now: float | None = None,
     scopes: list[str] | tuple[str, ...] = (),
+    issued_at: bool = True,
 ) -> str:
-    """A signed token; ``now`` (unix seconds, default the system clock) is when it is issued."""
+    """A signed token; ``now`` (unix seconds, default the system clock) is when it is
+    issued: its ``iat`` (left out with ``issued_at=False``) and the start of its ``ttl``."""
     if not USER_ID_RE.fullmatch(user):
         raise ValueError("user id must match [A-Za-z0-9_.@-]{1,64}")
     if type not in USER_TYPES:
         raise ValueError("type must be one of " + ", ".join(USER_TYPES))
+    issued = int(time.time() if now is None else now)
     claims = {
         "sub": user,
         "name": name or user,
         "typ": type,
         "badges": list(badges),
         "roles": list(roles),
-        "exp": int(time.time() if now is None else now) + ttl,
+        "exp": issued + ttl,
     }
+    if issued_at:
+        claims["iat"] = issued
     unknown = set(scopes) - set(TOKEN_SCOPES)
     if unknown:
         raise ValueError(f"scope must be one of {', '.join(TOKEN_SCOPES)} (not {', '.join(sorted(unknown))})")
@@ -287,6 +293,7 @@ def _identity(claims: dict[str, Any], now: float | None) -> Identity:
         roles=_str_list(claims.get("roles", []), "roles"),
         exp=int(exp),
         scopes=_scopes(claims.get("scope", [])),
+        iat=int(claims.get("iat") or 0),
     )
 
 

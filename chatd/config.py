@@ -54,6 +54,9 @@ class Config:
     notify_hooks: tuple[str, ...] = ()  # offline notification hooks, "module:attr" (none: no notifications)
     notify_stream: str | None = None  # also forward every notification to this Redis stream (needs redis_url)
     notify_coalesce_s: int = 60  # at most one notification per user and conversation this often (0: every message)
+    admin_port: int | None = None  # the admin API's HTTP listener (None: off; 0: any free port)
+    admin_host: str = "127.0.0.1"  # loopback by default: backends reach it through their own network
+    admin_max_body: int = 1 << 20  # bytes of an admin request body (larger: 413)
     trusted_proxies: tuple[str, ...] = ()  # addresses/networks whose X-Forwarded-For names the client (logs)
     clock: Clock = field(default_factory=SystemClock)  # every timer, bucket, lease and expiry takes it
 
@@ -71,6 +74,11 @@ class Config:
             raise ValueError(
                 f"refusing to bind {self.host!r} with the development secret: set --secret (or CHATD_SECRET), "
                 "--token-public-key or --token-jwks to serve on a non-loopback address"
+            )
+        if self.admin_port is not None and self.signing_secret == DEV_SECRET and not is_loopback(self.admin_host):
+            raise ValueError(
+                f"refusing to serve the admin API on {self.admin_host!r} with the development secret: anyone could "
+                "sign an admin token; set --secret, --token-public-key or --token-jwks"
             )
         if self.presence_lease_ms < 300:
             raise ValueError("presence lease must be at least 0.3 s")

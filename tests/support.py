@@ -43,6 +43,10 @@ class FakeSink:
         self.slot = slot
         self.writes: list[bytes] = []
         self.on_write = on_write
+        self.signed_out: list[int] = []
+
+    def sign_out(self, before: int) -> None:
+        self.signed_out.append(before)
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -66,6 +70,10 @@ def url(app: App | int) -> str:
 
 
 def token(user: str, type: str = "owner", **kw: Any) -> str:
+    """A development token. Without ``now`` it carries no ``iat``: a server on a
+    FakeClock (years behind the system clock) would refuse an iat in its future."""
+    if "now" not in kw:
+        kw.setdefault("issued_at", False)
     return make_token(user, type, **kw)
 
 
@@ -189,3 +197,36 @@ async def sync_all(c: Any, since: int, limit: int | None = None) -> tuple[list[d
         msgs += d["messages"]
         pos, more = d["pos"], d["more"]
     return msgs, pos
+
+
+async def admin_call(
+    app: App,
+    op: str,
+    body: Any = None,
+    *,
+    token_: str | None = None,
+    raw: bytes | None = None,
+    method: str = "POST",
+    path: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """One request to ``app``'s admin API: (HTTP status, decoded JSON body).
+    ``body`` is sent as JSON (``raw``: these bytes instead); the bearer token
+    is a backend's (``crm``, admin scope) unless ``token_`` or ``headers`` say
+    otherwise (``token_=""``: no Authorization header)."""
+    import aiohttp
+    import orjson
+
+    issued = app.clock.wall_ms() / 1000  # the server's clock (a test's FakeClock)
+    tok = make_token("crm", "bot", scopes=["admin"], now=issued) if token_ is None else token_
+    hdrs = {"Authorization": f"Bearer {tok}"} if tok else {}
+    hdrs.update(headers or {})
+    data = raw if raw is not None else (b"" if body is None else orjson.dumps(body))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method, f"http://127.0.0.1:{app.admin_port}{path or '/v1/' + op}", data=data, headers=hdrs
+        ) as resp,
+    ):
+        payload = await resp.read()
+        return resp.status, orjson.loads(payload) if payload else None

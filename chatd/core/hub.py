@@ -36,6 +36,11 @@ class Sink(Protocol):
         cap) drops it and closes itself; it never raises."""
         ...
 
+    def sign_out(self, before: int) -> None:
+        """Close the socket with 4104 if its token was issued before ``before``
+        (unix seconds): a backend signed its user out."""
+        ...
+
 
 Topic = tuple[set[Sink], set[Sink]]  # followers by codec slot
 
@@ -106,6 +111,10 @@ class Hub:
             if not peers:
                 del self.users[user]
                 self.on_user(user, False)
+
+    def sign_out(self, user: str, before: int) -> None:
+        for sink in tuple(self.users.get(user, ())):
+            sink.sign_out(before)
 
     def follows(self, sink: Sink) -> set[str]:
         return self._follows.get(sink, set())

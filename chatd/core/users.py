@@ -35,3 +35,7 @@ class UserBook:
         if len(self._recorded) >= MAX_CACHED:
             self._recorded.clear()
         self._recorded.add(key)
+
+    async def revoked_before(self, user: str) -> int:
+        """Tokens of ``user`` issued before this (unix s) are refused (``admin.revoke``)."""
+        return await self.users.revoked_before(user)

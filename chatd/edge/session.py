@@ -121,6 +121,7 @@ class Session(SessionState):
         "fast",
         "inbox",
         "inflight",
+        "issued",
         "proto",
         "sink",
         "strikes",
@@ -149,6 +150,7 @@ class Session(SessionState):
         self.inflight = 0  # sends in the pipeline whose reply is still to come
         self.waiter: asyncio.Future[None] | None = None  # a close waiting for inflight == 0
         self.auth_timer: Timer | None = None
+        self.issued = 0  # the iat (unix s) of the token authenticated or being authenticated
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -299,6 +301,7 @@ class Session(SessionState):
             # Register before reading the memberships: a join, leave or dm.open
             # that commits while we read then reaches this socket too.
             user = identity.id
+            self.issued = identity.iat
             shared = env.bus.shared
             # Another node's commits do not move our pipeline's head: read the
             # store's before registering (a lower pos only means a longer sync).
@@ -309,8 +312,12 @@ class Session(SessionState):
             self.user = user
             env.hub.register(user, self.sink)
             try:
-                if shared:  # a join or leave on another node from now on reaches us
+                if shared:  # a join or leave (or a sign-out) on another node from now on reaches us
                     await env.fanout.ready(user)
+                # registered: a revocation committed after this read closes us (sign_out)
+                if identity.iat < await env.users.revoked_before(user):
+                    self.close_soon(Close.SIGNED_OUT, "token revoked")
+                    return
                 convs = await env.members.convs_of(user)
                 if not self._authenticating() or env.life.draining:
                     return
@@ -379,6 +386,9 @@ class Session(SessionState):
             self.error(req.id, RequestError(Err.FORBIDDEN, "the token is another user's"))
             return
         try:
+            if identity.iat < await env.users.revoked_before(identity.id):
+                self.error(req.id, RequestError(Err.FORBIDDEN, "token refused: revoked"))
+                return
             await env.users.seen(identity)
         except StoreUnavailable:
             self.error(req.id, RequestError(Err.UNAVAILABLE, "the store is unavailable; retry"))
@@ -387,6 +397,7 @@ class Session(SessionState):
             return
         caller = Caller.of(identity, self.sink, self.codec)
         self.caller, self.fast = caller, env.ops.fast_for(caller)
+        self.issued = identity.iat
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         self.auth_timer = env.clock.call_later(
@@ -466,6 +477,12 @@ class Session(SessionState):
         """Every send in flight was answered: a close waiting for that goes on."""
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    def sign_out(self, before: int) -> None:
+        """A backend signed this user out (``admin.kick``, or ``admin.revoke`` of
+        tokens issued before ``before``): close with 4104 if it applies to ours."""
+        if self.issued < before and self.state in (State.AUTHENTICATING, State.OPEN):
+            self.close_soon(Close.SIGNED_OUT, "signed out by the server")
 
     def slow(self) -> None:
         """Outbound buffer over its cap: stop pushing to this socket and close it

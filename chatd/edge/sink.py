@@ -40,9 +40,13 @@ class Output:
             sink.flush()
 
 
-class SlowHandler(Protocol):
+class SinkOwner(Protocol):
     def slow(self) -> None:
         """The sink's buffer passed its cap: close the socket (4001)."""
+        ...
+
+    def sign_out(self, before: int) -> None:
+        """A backend signed the user out (close 4104 if the token predates ``before``)."""
         ...
 
 
@@ -54,6 +58,9 @@ class _Gone:
     def slow(self) -> None:
         pass
 
+    def sign_out(self, before: int) -> None:
+        pass
+
 
 GONE = _Gone()
 
@@ -62,7 +69,7 @@ class SocketSink:
     __slots__ = ("cap", "open", "out", "owner", "pending", "pending_size", "proto", "slot", "transport")
 
     def __init__(
-        self, transport: Transport, proto: WsProtocol, slot: int, out: Output, cap: int, owner: SlowHandler
+        self, transport: Transport, proto: WsProtocol, slot: int, out: Output, cap: int, owner: SinkOwner
     ) -> None:
         self.transport = transport
         self.proto = proto
@@ -80,6 +87,9 @@ class SocketSink:
         reference counting instead of waiting for a full collection."""
         self.open = False
         self.owner = GONE
+
+    def sign_out(self, before: int) -> None:
+        self.owner.sign_out(before)
 
     def write(self, data: bytes) -> None:
         """Queue one complete frame for this socket (see _send for the cap)."""

@@ -18,6 +18,7 @@ from ..clock import Clock, SystemClock
 from ..core.caller import Caller
 from ..metrics import Metrics
 from ..store import StoreUnavailable
+from .admin import AdminOps
 from .base import Args, DeferredHandler, FastHandler, Handler, Reply, Responder
 from .circles import Circles
 from .direct import DirectOps
@@ -84,9 +85,11 @@ class Ops:
         return await self._guard(caller, op, self.deferred[op](caller, rid, d, respond))
 
     def _check(self, caller: Caller, op: str, d: Args) -> None:
-        if op in RULES and not self.allowed(caller, op):
-            raise RequestError(Err.FORBIDDEN, f"{op} needs the {RULES[op].scope.value} scope")
+        # the arguments first, as a socket checks them when the frame arrives
+        # (a bad request is bad_request whoever sends it, pipelined or not)
         check_args(op, d)
+        if not self.allowed(caller, op):
+            raise RequestError(Err.FORBIDDEN, f"{op} needs the {RULES[op].scope.value} scope")
 
     @staticmethod
     async def _guard(caller: Caller, op: str, run: Awaitable[T]) -> T:
@@ -109,6 +112,7 @@ def table(
     presence: PresenceOps,
     points: PointsOps,
     notify: NotifyOps,
+    admin: AdminOps,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Ops:
@@ -146,6 +150,8 @@ def table(
             "redpacket.claim": points.claim_red_packet,
             "notify.get": notify.get,
             "notify.set": notify.set_,
+            "admin.kick": admin.kick,
+            "admin.revoke": admin.revoke,
         },
         {"send": messaging.send_now},
         {"send": messaging.send_later},
@@ -155,6 +161,7 @@ def table(
 
 
 __all__ = [
+    "AdminOps",
     "Circles",
     "DirectOps",
     "FastHandler",

@@ -280,6 +280,15 @@ class Users(Protocol):
 
     async def known(self, user: str) -> bool: ...
 
+    def revoke(self, user: str, before: int) -> Write[int]:
+        """Refuse ``user``'s tokens issued before ``before`` (unix seconds); the
+        stored time only moves forward. Returns the time now in force."""
+        ...
+
+    async def revoked_before(self, user: str) -> int:
+        """Tokens of ``user`` issued before this (unix seconds) are refused; 0: none."""
+        ...
+
 
 class Blocks(Protocol):
     def set(self, blocker: str, blocked: str, on: bool) -> Write[None]: ...

@@ -35,6 +35,7 @@ class Close(IntEnum):
     AUTH_FAILED = 4101  # token invalid, forged or of an unknown user type
     TOKEN_EXPIRED = 4102  # token was valid but expired; fetch a new one
     NOT_AUTHENTICATED = 4103  # a request other than auth came first
+    SIGNED_OUT = 4104  # a backend signed the user out (admin.kick) or revoked the token (admin.revoke)
     # 42xx: protocol violation
     BAD_FRAME = 4200  # undecodable, not a map, or no valid request id
     WRONG_FRAME_TYPE = 4201  # text frame on msgpack or binary frame on json
@@ -71,6 +72,7 @@ class Err(StrEnum):
     INSUFFICIENT = "insufficient_points"  # a tip or red packet over the sender's balance
     UNAVAILABLE = "unavailable"  # temporary; the store could not take it, retry
     INTERNAL = "internal"  # temporary; a bug on the server, never details
+    UNAUTHORIZED = "unauthorized"  # the admin API only: no bearer token, or a refused one
 
 
 TEMPORARY = frozenset({Err.RATE_LIMITED, Err.UNAVAILABLE, Err.INTERNAL})

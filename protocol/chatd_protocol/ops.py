@@ -68,6 +68,7 @@ def _bad(name: str, what: str) -> RequestError:
 
 
 MAX_SEQ = 2**53 - 1
+MAX_TIME_S = 253_402_300_799  # 9999-12-31T23:59:59Z, the last date a token's times may name
 S = Field  # short alias for the table
 
 OPS: dict[str, dict[str, Field]] = {
@@ -154,6 +155,9 @@ OPS: dict[str, dict[str, Field]] = {
         "utc_offset": S("int", False, -720, 840),
         "quiet_off": S("bool"),
     },
+    # -- the admin API (a backend's token: the admin scope; docs/admin-api.md)
+    "admin.kick": {"user": S("user", True)},
+    "admin.revoke": {"user": S("user", True), "before": S("int", False, 0, MAX_TIME_S)},
 }
 
 
@@ -220,6 +224,8 @@ RULES: dict[str, Rule] = {
     "redpacket.claim": RETRY,  # one claim per user: a retry returns the same share
     "notify.get": RETRY,
     "notify.set": RETRY,  # sets absolute values
+    "admin.kick": R(True, Scope.ADMIN),  # closes what is open now; a retry closes what opened since
+    "admin.revoke": R(True, Scope.ADMIN),  # the stored time only moves forward
 }
 
 assert RULES.keys() == OPS.keys(), "every op has a rule and every rule an op"

@@ -173,6 +173,22 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         "insufficient points reply",
         {"id": 7, "error": {"code": "insufficient_points", "message": "not enough points (need 50)", "temporary": False}},
     ),
+    (
+        "notify.set request: quiet hours 22:00-07:00 at UTC+8",
+        {"id": 21, "op": "notify.set", "d": {"quiet_from": 1320, "quiet_to": 420, "utc_offset": 480}},
+    ),
+    ("notify.set reply", {"id": 21, "d": {"muted_until": 0, "quiet": {"from": 1320, "to": 420, "utc_offset": 480}}}),
+    (
+        "notify.set request: mute one conversation",
+        {"id": 22, "op": "notify.set", "d": {"conv": "c:12", "muted_until": 1763986400000}},
+    ),
+    (
+        "notify.get reply with conv",
+        {"id": 23, "d": {"muted_until": 0, "conv": "c:12", "conv_muted_until": 1763986400000}},
+    ),
+    ("admin.kick request", {"id": 12, "op": "admin.kick", "d": {"user": "alice"}}),
+    ("admin.revoke request", {"id": 13, "op": "admin.revoke", "d": {"user": "alice", "before": 1763900000}}),
+    ("admin.revoke reply", {"id": 13, "d": {"user": "alice", "before": 1763900000}}),
 ]
 
 # Client frames the server refuses by closing the socket.
@@ -234,6 +250,18 @@ ERRORS: list[dict[str, Any]] = [
     },
     {"name": "auth.refresh with a forged token", "frame": {"id": 1, "op": "auth.refresh", "d": {"token": "x.y.z"}},
      "error": "forbidden"},
+    {"name": "notify.set with quiet hours incomplete",
+     "frame": {"id": 1, "op": "notify.set", "d": {"quiet_from": 1320, "quiet_to": 420}}, "error": "bad_request"},
+    {"name": "notify.set with nothing to set", "frame": {"id": 1, "op": "notify.set", "d": {}}, "error": "bad_request"},
+    {"name": "notify.set quiet_from equal to quiet_to",
+     "frame": {"id": 1, "op": "notify.set", "d": {"quiet_from": 60, "quiet_to": 60, "utc_offset": 0}},
+     "error": "bad_request"},
+    {"name": "notify.get of a DM of others", "frame": {"id": 1, "op": "notify.get", "d": {"conv": "dm:x:y"}},
+     "error": "not_member"},
+    {"name": "admin op without the admin scope", "frame": {"id": 1, "op": "admin.kick", "d": {"user": "bob"}},
+     "error": "forbidden"},
+    {"name": "admin.revoke before as a string", "frame": {"id": 1, "op": "admin.revoke", "d": {"user": "bob", "before": "now"}},
+     "error": "bad_request"},
     {"name": "integer as 1.0", "frame": {"id": 1, "op": "read", "d": {"conv": "c:1", "seq": 1.0}}, "error": "bad_request"},
     {
         "name": "integer as a whole float",

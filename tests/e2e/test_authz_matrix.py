@@ -77,7 +77,7 @@ ROLES: dict[str, str] = {
     "staff": "staff, not a member (with the moderator role claim)",
     "bot": "a bot, not a member",
     "claims": "a fan, not a member, whose token claims roles admin, moderator and owner",
-    "admin_scope": "a caller with the admin scope only (a backend's; no token gives it yet: run in process)",
+    "admin_scope": "a caller with the admin scope only (a backend's, as the HTTP admin API makes one: run in process)",
 }
 
 # Targets: "none" (no conversation), "circle" / "dm" (the role's own circle or DM; a
@@ -179,6 +179,9 @@ TABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("notify.set", "dm"):               (CL, NM, OK, NA, OK, OK, NA, NA, OK, OK, OK, OK, NM, NM, NM, FB),
     ("notify.set", "absent-circle"):    (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
     ("notify.set", "absent-dm"):        (CL, NM, NM, NM, NM, NM, NM, NM, NM, NM, NM, NM, NM, NM, NM, FB),
+    # the admin API's ops: a backend's (the admin scope) and nobody else's
+    ("admin.kick", "none"):             (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
+    ("admin.revoke", "none"):           (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
 }
 # fmt: on
 
@@ -526,6 +529,8 @@ class World:
             return {"conv": conv} if conv else {}
         if op == "notify.set":  # a date far ahead: a write that should not have been shows
             return {"conv": conv, "muted_until": FAR} if conv else {"muted_until": 0}
+        if op in ("admin.kick", "admin.revoke"):  # a user with no socket: a success closes none of the world's
+            return {"user": NOBODY}
         if op in ("ping", "convs", "circle.list", "points.balance", "points.ledger", "points.top"):
             return {}  # no argument is needed, and none changes who may
         raise AssertionError(f"no request for {op}: say how to build one in World.args")
@@ -716,8 +721,11 @@ def test_the_table_covers_the_op_table() -> None:
         by_role = dict(zip(ROLES, row, strict=True))
         if scope is not Scope.ANYONE:
             assert by_role["anon"] == CL, (op, target)
+        if scope is Scope.USER:
             assert by_role["admin_scope"] == FB, (op, target, "admin scope only, and the op needs", scope)
-        assert scope in (Scope.ANYONE, Scope.USER), f"{op} needs {scope}: give the roles that hold it a column"
+        if scope is Scope.ADMIN:  # no user token holds it (tests/test_token_scopes.py gives one over a socket)
+            assert {by_role[r] for r in SOCKET_ROLES} == {FB}, (op, target, "only the admin scope may")
+        assert scope in (Scope.ANYONE, Scope.USER, Scope.ADMIN), f"{op} needs {scope}: give the roles that hold it a column"
     assert set(KNOWN_DEFECTS) <= set(MATRIX)
 
 

@@ -13,7 +13,8 @@ from support import ROOT
 def test_every_op_has_exactly_one_rule() -> None:
     assert RULES.keys() == OPS.keys()
     assert RULES["auth"].scope is Scope.ANYONE
-    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op != "auth")
+    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op != "auth" and not op.startswith("admin."))
+    assert all(rule.scope is Scope.ADMIN for op, rule in RULES.items() if op.startswith("admin."))
 
 
 def test_the_client_resends_what_the_table_says_is_safe() -> None:

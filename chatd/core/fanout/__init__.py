@@ -103,6 +103,13 @@ class Fanout:
         if self.bus.shared:
             self.bus.publish(env.USER + user, env.user_push(body))
 
+    def sign_out(self, user: str, before: int = env.SIGN_OUT_ALL) -> None:
+        """Close, on every process, ``user``'s sockets whose token was issued
+        before ``before`` (unix seconds; by default all of them), with 4104."""
+        self.hub.sign_out(user, before)
+        if self.bus.shared:
+            self.bus.publish(env.USER + user, env.sign_out(before))
+
     def following(self, sink: Sink | None, conv: str) -> bool:
         """Whether ``sink`` (a caller's socket) already follows ``conv``."""
         return sink is not None and conv in self.hub.follows(sink)
@@ -140,6 +147,8 @@ class Fanout:
                 sinks = self.hub.user_sinks(user)
                 if sinks is not None:
                     self.hub.deliver(sinks, payload[1:], None)
+            elif op == env.OP_SIGN_OUT:
+                self.hub.sign_out(user, int.from_bytes(payload[1:9], "big"))
             elif op in (env.OP_FOLLOW, env.OP_UNFOLLOW):
                 conv = payload[1:].decode()
                 self.resync.touched(user)

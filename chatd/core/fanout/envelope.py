@@ -6,8 +6,10 @@ Keys: ``c:<conv>`` (a conversation), ``u:<user>`` (a user's sockets), ``p:<user>
 
 - ``c:``: a push (``OP_PUSH`` + seq, 8 bytes big-endian, 0 = unordered + the
   msgpack push) or "cached state changed" (``OP_CHANGED``);
-- ``u:``: a push to the user's sockets (``OP_PUSH`` + msgpack push), or
-  follow/unfollow a conversation (``OP_FOLLOW`` / ``OP_UNFOLLOW`` + conv id);
+- ``u:``: a push to the user's sockets (``OP_PUSH`` + msgpack push),
+  follow/unfollow a conversation (``OP_FOLLOW`` / ``OP_UNFOLLOW`` + conv id), or
+  sign out the sockets whose token was issued before a time (``OP_SIGN_OUT`` +
+  unix seconds, 8 bytes big-endian; ``SIGN_OUT_ALL`` for every socket);
 - ``p:``: a presence state (owned by ``chatd.presence``).
 """
 
@@ -21,6 +23,9 @@ OP_PUSH = 0
 OP_CHANGED = 1
 OP_FOLLOW = 2
 OP_UNFOLLOW = 3
+OP_SIGN_OUT = 4
+
+SIGN_OUT_ALL = 2**62  # "issued before" a time past every token: every socket (admin.kick)
 
 _CHANGED = bytes((OP_CHANGED,))
 
@@ -39,6 +44,10 @@ def user_push(body: bytes) -> bytes:
 
 def follow(conv: str, on: bool) -> bytes:
     return bytes((OP_FOLLOW if on else OP_UNFOLLOW,)) + conv.encode()
+
+
+def sign_out(before: int) -> bytes:
+    return bytes((OP_SIGN_OUT,)) + before.to_bytes(8, "big")
 
 
 def push_seq(payload: bytes) -> int:

@@ -184,9 +184,25 @@ def user_seen(tx: Tx, user: str, type: str, name: str, ts: int) -> None:
     )
 
 
+def revoke(tx: Tx, user: str, before: int) -> int:
+    row = tx.execute(
+        "INSERT INTO revocations VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET before = MAX(before, excluded.before)"
+        " RETURNING before",
+        (user, before),
+    ).fetchone()
+    return int(row[0])
+
+
 class SqliteUsers:
     def __init__(self, engine: Engine) -> None:
         self.db = engine
+
+    def revoke(self, user: str, before: int) -> Write[int]:
+        return Write(revoke, (user, before))
+
+    async def revoked_before(self, user: str) -> int:
+        row = await self.db.fetchone("SELECT before FROM revocations WHERE user = ?", (user,))
+        return int(row[0]) if row else 0
 
     def seen(self, user: str, type: str, name: str, ts: int) -> Write[None]:
         return Write(user_seen, (user, type, name, ts))

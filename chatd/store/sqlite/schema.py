@@ -221,6 +221,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX notifications_ts ON notifications(ts);
     """,
+    # 5: token revocation (admin.revoke): a user's tokens issued before ``before``
+    # (unix seconds, as the token's iat) are refused
+    """
+    CREATE TABLE revocations(
+        user TEXT PRIMARY KEY,
+        before INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
