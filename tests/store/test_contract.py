@@ -390,6 +390,15 @@ async def test_users_seen_and_dms_to_known_users_only(store: Store) -> None:
     assert (await one(store, store.conversations.open_dm(conv, DM.name, "alice", "bob", TS, True))).conv == conv
 
 
+async def test_a_revocation_only_moves_forward(store: Store) -> None:
+    assert await store.users.revoked_before("alice") == 0
+    assert await one(store, store.users.revoke("alice", 1_000)) == 1_000
+    assert await one(store, store.users.revoke("alice", 500)) == 1_000  # an earlier time undoes nothing
+    assert await one(store, store.users.revoke("alice", 2_000)) == 2_000
+    assert await store.users.revoked_before("alice") == 2_000
+    assert await store.users.revoked_before("bob") == 0
+
+
 async def test_a_quota_counts_per_window(store: Store) -> None:
     from chatd.store.records import Quota
 
