@@ -33,7 +33,18 @@ from .logs import Throttled
 from .metrics import Metrics
 from .notify import load_hooks as notify_hooks
 from .notify.worker import NotifyWorker
-from .ops import AdminOps, Circles, DirectOps, Messaging, NotifyOps, PointsOps, PresenceOps, SessionOps, table
+from .ops import (
+    AdminOps,
+    Circles,
+    DirectOps,
+    Messaging,
+    NotifyOps,
+    PointsOps,
+    PresenceOps,
+    ServiceOps,
+    SessionOps,
+    table,
+)
 from .ops.base import Commit
 from .ops.presence import TYPING_EVERY
 from .points.model import entry_point_hooks, load_ref
@@ -100,6 +111,7 @@ class App:
             PointsOps(commit, store.ledger, fanout, directory, clock, config.red_packet_ttl_s),
             NotifyOps(commit, store.notify, directory),
             AdminOps(commit, store.users, fanout, clock),
+            ServiceOps(commit, store.service, fanout, kinds.service, clock),
             metrics,
             clock,
         )

@@ -307,6 +307,14 @@ def valid_value(src: Source, world: World, name: str, f: Field) -> tuple[Any, bo
         return _conv_id(src, world), False
     if kind == "users":
         return [_user_id(src, world) for _ in range(size(src, f.min, f.max))], False
+    if kind == "team":  # distinct members, some with badges
+        users = list(dict.fromkeys(_user_id(src, world) for _ in range(size(src, 0, min(f.max, 5)))))
+        return [{"user": u, **({"badges": ["Engineer"]} if chance(src, 2) else {})} for u in users], False
+    if kind == "tags":
+        return pick(src, ({}, {"city": "Shanghai"}, {"city": "上海", "model": "ES8"})), False
+    if kind == "card":
+        return pick(src, ({"type": "delivery", "title": "交付完成"}, {"type": "service_order", "title": "t",
+                          "fields": [{"label": "Order", "value": "SO-1"}], "actions": [{"id": "a", "label": "A"}]})), False
     raise AssertionError(f"the fuzzer does not know field kind {kind!r}: teach valid_value and wrong_value")
 
 
@@ -339,6 +347,16 @@ def wrong_value(src: Source, world: World, codec: str, f: Field) -> Any:
         ok = [_user_id(src, world) for _ in range(size(src, max(f.min, 1), min(f.max, 5)))]
         bad = [ok * (f.max // len(ok) + 1), [*ok, ""], [*ok, 1], [None], [*ok, "a b"]] + ([[]] if f.min else [])
         return pick(src, bad)[: f.max + 1]
+    if kind == "team":
+        return pick(src, (["eng1"], [{"user": 1}], [{"user": "a", "x": 1}], [{"user": "a"}, {"user": "a"}],
+                          [{"user": "a", "badges": "b"}], [{"user": "a", "role": "owner"}], [{}],
+                          [{"user": f"u{i}"} for i in range(f.max + 1)]))
+    if kind == "tags":
+        return pick(src, ({"City": "x"}, {"city": ""}, {"city": 1}, {f"t{i}": "v" for i in range(17)}, {"": "x"}))
+    if kind == "card":
+        return pick(src, ({"type": "delivery"}, {"title": "t"}, {"type": "Bad!", "title": "t"},
+                          {"type": "d", "title": "t", "html": "<b>"}, {"type": "d", "title": ""},
+                          {"type": "d", "title": "t", "actions": [{"id": "a", "label": "A", "url": "javascript:x"}]}))
     raise AssertionError(f"the fuzzer does not know field kind {kind!r}")
 
 
@@ -349,7 +367,9 @@ def _same_type(kind: str, v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
     if kind == "bool":
         return isinstance(v, bool)
-    return isinstance(v, list)  # users
+    if kind in ("tags", "card"):
+        return isinstance(v, dict)
+    return isinstance(v, list)  # users, team
 
 
 # -- encodings ---------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Conversation kinds: the interface (``base.py``) and its implementations,
-``dm`` and ``circle`` (``service`` and ``live`` next), gathered in a registry."""
+``dm``, ``circle`` and ``service`` (``live`` next), gathered in a registry."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from .base import ConversationKind, ConvState, Delivery, Membership
 from .circle import Circle
 from .dm import Direct
+from .service import Service
 
 
 class Kinds:
@@ -21,6 +22,7 @@ class Kinds:
         self._by_name = {k.name: k for k in kinds}
         self.dm = next(k for k in kinds if isinstance(k, Direct))
         self.circle = next(k for k in kinds if isinstance(k, Circle))
+        self.service = next(k for k in kinds if isinstance(k, Service))
 
     def __getitem__(self, name: str) -> ConversationKind:
         return self._by_name[name]
@@ -51,7 +53,7 @@ class Kinds:
 
 
 def default_kinds() -> Kinds:
-    return Kinds(Direct(), Circle())
+    return Kinds(Direct(), Circle(), Service())
 
 
-__all__ = ["Circle", "ConvState", "ConversationKind", "Delivery", "Direct", "Kinds", "Membership", "default_kinds"]
+__all__ = ["Circle", "ConvState", "ConversationKind", "Delivery", "Direct", "Kinds", "Membership", "Service", "default_kinds"]

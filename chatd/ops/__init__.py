@@ -26,6 +26,7 @@ from .messaging import Messaging
 from .notify import NotifyOps
 from .points import PointsOps
 from .presence import PresenceOps
+from .service import ServiceOps
 from .session import SessionOps
 
 log = logging.getLogger("chatd.ops")
@@ -113,6 +114,7 @@ def table(
     points: PointsOps,
     notify: NotifyOps,
     admin: AdminOps,
+    service: ServiceOps,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Ops:
@@ -150,6 +152,10 @@ def table(
             "redpacket.claim": points.claim_red_packet,
             "notify.get": notify.get,
             "notify.set": notify.set_,
+            "service.provision": service.provision,
+            "service.members": service.members,
+            "service.handover": service.handover,
+            "service.post": service.post,
             "admin.kick": admin.kick,
             "admin.revoke": admin.revoke,
         },
@@ -172,6 +178,7 @@ __all__ = [
     "PointsOps",
     "PresenceOps",
     "Responder",
+    "ServiceOps",
     "SessionOps",
     "table",
 ]

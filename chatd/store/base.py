@@ -433,6 +433,62 @@ class Leases(Protocol):
         ...
 
 
+ServiceMember = tuple[str, str, tuple[str, ...] | None]  # user, role (staff/bot), badges (None: none given)
+
+
+class ServiceGroups(Protocol):
+    """Service groups (docs/service-groups.md): one per owner, made and changed by
+    a backend. Every write re-checks its preconditions in its transaction."""
+
+    def provision(
+        self,
+        conv: str,
+        kind: str,
+        owner: str,
+        fellow: str,
+        team: Sequence[ServiceMember] | None,
+        team_roles: tuple[str, ...],
+        name: str | None,
+        tags: dict[str, str] | None,
+        actor: str,
+        author: dict[str, Any],
+        ts: int,
+    ) -> Write[tuple[ConvRecord, SystemMessage | None, bool, list[dict[str, str]], list[str]]]:
+        """Create the owner's group (``created`` True, one ``created`` event naming
+        every member), or reconcile it: the members whose role is in ``team_roles``
+        become exactly ``team`` (one ``members`` event, if anything changed); a
+        ``name`` or ``tags`` given replace the stored ones. CONFLICT when the group's
+        Fellow is not ``fellow``. Returns (group, event, created, added, removed)."""
+        ...
+
+    def change_members(
+        self,
+        conv: str,
+        adds: Sequence[ServiceMember],
+        removes: Sequence[str],
+        actor: str,
+        author: dict[str, Any],
+        ts: int,
+        check: KindCheck,
+    ) -> Write[tuple[ConvRecord, SystemMessage | None, list[dict[str, str]], list[str]]]:
+        """Members join, change role or badges, leave; FORBIDDEN for the owner or
+        the Fellow. Returns (group, event or None, added, removed)."""
+        ...
+
+    def handover(
+        self, conv: str, fellow: str, actor: str, author: dict[str, Any], ts: int, check: KindCheck
+    ) -> Write[tuple[ConvRecord, SystemMessage | None, str, bool]]:
+        """A new Fellow (the previous one stays, as staff). Returns (group, event or
+        None when ``fellow`` is the Fellow already, previous Fellow, joined now)."""
+        ...
+
+    def post(
+        self, conv: str, actor: str, author: dict[str, Any], cid: str, event: dict[str, Any], ts: int, check: KindCheck
+    ) -> Write[tuple[Appended, SystemMessage | None]]:
+        """A system message carrying ``event``, idempotent on (actor, cid)."""
+        ...
+
+
 class Store(Protocol):
     """An engine: its repositories, and the batch transaction they all write through."""
 
@@ -462,6 +518,9 @@ class Store(Protocol):
 
     @property
     def notify(self) -> Notifications: ...
+
+    @property
+    def service(self) -> ServiceGroups: ...
 
     async def open(self) -> None:
         """Open, migrating to the current schema (the embedded default migrates on start)."""

@@ -22,6 +22,11 @@ CONV_ID_RE = re.compile(r"^[A-Za-z0-9_.@:-]{1,140}$")
 CATEGORIES = ("city", "interest", "profession", "family")
 PRESENCE_STATUSES = ("online", "away")
 USER_TYPES = ("fan", "deposit", "owner", "staff", "bot")
+TAG_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+CARD_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
+URL_RE = re.compile(r"^(https?|chatd|app)://[^\s\x00-\x1f]{1,2040}$")
+SERVICE_MEMBER_ROLES = ("staff", "bot")  # what a backend adds (the owner and the Fellow come with the group)
+MAX_BADGES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +64,107 @@ class Field:
             for item in value:
                 if not isinstance(item, str) or not USER_ID_RE.fullmatch(item):
                     raise _bad(name, "must contain user ids only")
+        elif kind == "team":
+            _check_team(name, value, self.max)
+        elif kind == "tags":
+            _check_tags(name, value)
+        elif kind == "card":
+            _check_card(name, value)
         else:  # pragma: no cover - table error
             raise AssertionError(kind)
 
 
 def _bad(name: str, what: str) -> RequestError:
     return RequestError(Err.BAD_REQUEST, f"{name} {what}")
+
+
+def _check_keys(name: str, value: Any, allowed: frozenset[str], required: frozenset[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(name, "must be a map")
+    for key in value:
+        if key not in allowed:
+            raise _bad(name, f"has an unknown field {str(key)[:64]!r}")
+    for key in required:
+        if key not in value:
+            raise _bad(name, f"needs {key}")
+    return value
+
+
+def _short(name: str, value: Any, lo: int, hi: int) -> None:
+    if not isinstance(value, str) or not lo <= len(value) <= hi:
+        raise _bad(name, f"must be a string of {lo}-{hi} characters")
+
+
+_TEAM_KEYS, _TEAM_REQUIRED = frozenset({"user", "badges", "role"}), frozenset({"user"})
+
+
+def _check_team(name: str, value: Any, most: int) -> None:
+    """Members a backend adds to a service group: ``[{user, badges?, role?}]``."""
+    if not isinstance(value, list) or len(value) > most:
+        raise _bad(name, f"must be a list of at most {most} members")
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        where = f"{name}[{i}]"
+        _check_keys(where, item, _TEAM_KEYS, _TEAM_REQUIRED)
+        user = item["user"]
+        if not isinstance(user, str) or not USER_ID_RE.fullmatch(user):
+            raise _bad(where + ".user", "must be a user id")
+        if user in seen:
+            raise _bad(name, f"names {user} twice")
+        seen.add(user)
+        badges = item.get("badges", [])
+        if not isinstance(badges, list) or len(badges) > MAX_BADGES:
+            raise _bad(where + ".badges", f"must be a list of at most {MAX_BADGES} badges")
+        for badge in badges:
+            _short(where + ".badges", badge, 1, 32)
+        if "role" in item and item["role"] not in SERVICE_MEMBER_ROLES:
+            raise _bad(where + ".role", "must be one of " + ", ".join(SERVICE_MEMBER_ROLES))
+
+
+def _check_tags(name: str, value: Any) -> None:
+    """A service group's tags (``{"city": "Shanghai", "model": "ES8"}``)."""
+    if not isinstance(value, dict) or len(value) > 16:
+        raise _bad(name, "must be a map of at most 16 tags")
+    for key, tag in value.items():
+        if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key):
+            raise _bad(name, "keys must match [a-z][a-z0-9_]{0,31}")
+        _short(f"{name}.{key}", tag, 1, 64)
+
+
+_CARD_KEYS = frozenset({"type", "title", "body", "fields", "actions"})
+_FIELD_KEYS, _ACTION_KEYS = frozenset({"label", "value"}), frozenset({"id", "label", "url"})
+
+
+def _check_card(name: str, value: Any) -> None:
+    """A structured card (protocol/README.md, "Cards")."""
+    card = _check_keys(name, value, _CARD_KEYS, frozenset({"type", "title"}))
+    if not isinstance(card["type"], str) or not CARD_TYPE_RE.fullmatch(card["type"]):
+        raise _bad(name + ".type", "must match [a-z][a-z0-9_.]{0,31}")
+    _short(name + ".title", card["title"], 1, 120)
+    if "body" in card:
+        _short(name + ".body", card["body"], 0, 1000)
+    fields = card.get("fields", [])
+    if not isinstance(fields, list) or len(fields) > 20:
+        raise _bad(name + ".fields", "must be a list of at most 20 fields")
+    for i, f in enumerate(fields):
+        where = f"{name}.fields[{i}]"
+        _check_keys(where, f, _FIELD_KEYS, _FIELD_KEYS)
+        _short(where + ".label", f["label"], 1, 40)
+        _short(where + ".value", f["value"], 0, 200)
+    actions = card.get("actions", [])
+    if not isinstance(actions, list) or len(actions) > 5:
+        raise _bad(name + ".actions", "must be a list of at most 5 actions")
+    ids: set[str] = set()
+    for i, a in enumerate(actions):
+        where = f"{name}.actions[{i}]"
+        _check_keys(where, a, _ACTION_KEYS, frozenset({"id", "label"}))
+        _short(where + ".id", a["id"], 1, 32)
+        _short(where + ".label", a["label"], 1, 40)
+        if a["id"] in ids:
+            raise _bad(where + ".id", "repeats another action's id")
+        ids.add(a["id"])
+        if "url" in a and (not isinstance(a["url"], str) or not URL_RE.fullmatch(a["url"])):
+            raise _bad(where + ".url", "must be an http(s):// or app:// URL of at most 2048 characters")
 
 
 MAX_SEQ = 2**53 - 1
@@ -156,6 +256,22 @@ OPS: dict[str, dict[str, Field]] = {
         "quiet_off": S("bool"),
     },
     # -- the admin API (a backend's token: the admin scope; docs/admin-api.md)
+    "service.provision": {
+        "owner": S("user", True),
+        "fellow": S("user", True),
+        "staff": S("team", max=50),
+        "bots": S("users", max=10),
+        "name": S("str", False, 1, 64),
+        "tags": S("tags"),
+    },
+    "service.members": {"conv": S("conv", True), "add": S("team", max=50), "remove": S("users", max=50)},
+    "service.handover": {"conv": S("conv", True), "fellow": S("user", True)},
+    "service.post": {
+        "conv": S("conv", True),
+        "cid": S("str", True, 1, 64),
+        "text": S("str", False, 1, 4000),
+        "card": S("card"),
+    },
     "admin.kick": {"user": S("user", True)},
     "admin.revoke": {"user": S("user", True), "before": S("int", False, 0, MAX_TIME_S)},
 }
@@ -224,6 +340,10 @@ RULES: dict[str, Rule] = {
     "redpacket.claim": RETRY,  # one claim per user: a retry returns the same share
     "notify.get": RETRY,
     "notify.set": RETRY,  # sets absolute values
+    "service.provision": R(True, Scope.ADMIN),  # idempotent on the owner: a retry reconciles to the same
+    "service.members": R(True, Scope.ADMIN),  # adding a member twice or removing one gone changes nothing
+    "service.handover": R(True, Scope.ADMIN),  # to the same Fellow again: nothing changes
+    "service.post": R(True, Scope.ADMIN),  # deduplicated on (caller, cid), as send
     "admin.kick": R(True, Scope.ADMIN),  # closes what is open now; a retry closes what opened since
     "admin.revoke": R(True, Scope.ADMIN),  # the stored time only moves forward
 }

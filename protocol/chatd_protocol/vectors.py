@@ -186,6 +186,24 @@ VALID: list[tuple[str, dict[str, Any]]] = [
         "notify.get reply with conv",
         {"id": 23, "d": {"muted_until": 0, "conv": "c:12", "conv_muted_until": 1763986400000}},
     ),
+    (
+        "service.provision request",
+        {"id": 14, "op": "service.provision", "d": {
+            "owner": "olivia", "fellow": "fiona", "staff": [{"user": "eng1", "badges": ["Engineer"]}],
+            "bots": ["bot.charging"], "tags": {"city": "Shanghai", "model": "ES8"}}},
+    ),
+    (
+        "service.post card request",
+        {"id": 15, "op": "service.post", "d": {"conv": "s:olivia", "cid": "so-1201", "card": {
+            "type": "service_order", "title": "保养完成", "fields": [{"label": "Order", "value": "SO-1201"}],
+            "actions": [{"id": "rate", "label": "Rate"}]}}},
+    ),
+    (
+        "card message push",
+        {"push": "msg", "d": {"conv": "s:olivia", "seq": 9, "pos": 2048, "ts": 1763900000123, "from": "crm",
+                              "author": {"name": "CRM", "type": "bot", "badges": [], "roles": []}, "kind": "system",
+                              "event": {"type": "card", "card": {"type": "delivery", "title": "交付完成"}}}},
+    ),
     ("admin.kick request", {"id": 12, "op": "admin.kick", "d": {"user": "alice"}}),
     ("admin.revoke request", {"id": 13, "op": "admin.revoke", "d": {"user": "alice", "before": 1763900000}}),
     ("admin.revoke reply", {"id": 13, "d": {"user": "alice", "before": 1763900000}}),
@@ -258,6 +276,9 @@ ERRORS: list[dict[str, Any]] = [
      "error": "bad_request"},
     {"name": "notify.get of a DM of others", "frame": {"id": 1, "op": "notify.get", "d": {"conv": "dm:x:y"}},
      "error": "not_member"},
+    {"name": "service.post card with a bad type",
+     "frame": {"id": 1, "op": "service.post", "d": {"conv": "s:o", "cid": "c", "card": {"type": "Bad!", "title": "t"}}},
+     "error": "bad_request"},
     {"name": "admin op without the admin scope", "frame": {"id": 1, "op": "admin.kick", "d": {"user": "bob"}},
      "error": "forbidden"},
     {"name": "admin.revoke before as a string", "frame": {"id": 1, "op": "admin.revoke", "d": {"user": "bob", "before": "now"}},

@@ -12,6 +12,7 @@ Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixi
 * ``outbox``        interaction events and their consumers' cursors
 * ``leases``        one holder at a time
 * ``notify``        offline notifications, users' notification settings
+* ``service``       service groups: provisioning, staff, the Fellow, backend posts
 
 This folder is the only code in chatd that speaks SQL.
 """
@@ -32,6 +33,7 @@ from .messages import SqliteMessages
 from .notify import SqliteNotifications
 from .outbox import SqliteOutbox
 from .schema import migrate
+from .service import SqliteService
 
 
 class SqliteStore:
@@ -47,6 +49,7 @@ class SqliteStore:
         self.outbox = SqliteOutbox(self.engine)
         self.leases = SqliteLeases()
         self.notify = SqliteNotifications(self.engine)
+        self.service = SqliteService(self.engine)
 
     async def open(self) -> None:
         await self.engine.open()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from chatd_protocol import Err, RequestError
 
 from ..base import AdminCheck, Write
@@ -19,17 +20,23 @@ from .engine import Engine, Tx
 from .messages import kind_of, role_of, system
 from .quotas import charge
 
-CONV_COLUMNS = "id, kind, name, category, certified, description, announcement, owner, member_count, last_seq"
+CONV_COLUMNS = (
+    "id, kind, name, category, certified, description, announcement, owner, member_count, last_seq, fellow, tags"
+)
+CONV_WIDTH = CONV_COLUMNS.count(",") + 1
 
 
 def record(row: Any) -> ConvRecord:
-    cid, kind, name, category, certified, description, announcement, owner, count, last = row
+    cid, kind, name, category, certified, description, announcement, owner, count, last, fellow, tags = row
     attrs = {
         "category": category,
         "certified": bool(certified),
         "description": description,
         "announcement": announcement,
     }
+    if fellow is not None:  # a service group's
+        attrs["fellow"] = fellow
+        attrs["tags"] = orjson.loads(tags) if tags else {}
     return ConvRecord(cid, kind, name, count, last, owner, attrs)
 
 

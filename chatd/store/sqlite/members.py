@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from chatd_protocol import Err, RequestError
 
 from ..base import AdminCheck, KindCheck, RoleCheck, Write
 from ..records import ConvRecord, MemberView, SystemMessage
-from .conversations import CONV_COLUMNS, get, record
+from .conversations import CONV_COLUMNS, CONV_WIDTH, get, record
 from .engine import Engine, Tx
 from .messages import kind_of, role_of, system
 
@@ -78,6 +79,13 @@ def mark_read(tx: Tx, conv: str, user: str, seq: int) -> tuple[int, int, bool]:
     return row[0], row[1] - row[0], row[0] != before[0]
 
 
+def _member(user: str, role: str, muted_until: int, badges: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"user": user, "role": role, "muted_until": muted_until}
+    if badges is not None:  # given by a backend (service groups' staff)
+        out["badges"] = orjson.loads(badges)
+    return out
+
+
 class SqliteMembers:
     def __init__(self, engine: Engine) -> None:
         self.db = engine
@@ -113,10 +121,10 @@ class SqliteMembers:
 
     async def page(self, conv: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
         rows = await self.db.fetchall(
-            "SELECT user, role, muted_until FROM members WHERE conv = ? AND user > ? ORDER BY user LIMIT ?",
+            "SELECT user, role, muted_until, badges FROM members WHERE conv = ? AND user > ? ORDER BY user LIMIT ?",
             (conv, after or "", limit + 1),
         )
-        out = [{"user": u, "role": r, "muted_until": m} for u, r, m in rows[:limit]]
+        out = [_member(*row) for row in rows[:limit]]
         return out, (out[-1]["user"] if len(rows) > limit else None)
 
     async def view(self, user: str, after: str | None, limit: int) -> tuple[list[MemberView], str | None]:
@@ -126,5 +134,6 @@ class SqliteMembers:
             " WHERE m.user = ? AND m.conv > ? ORDER BY m.conv LIMIT ?",
             (user, after or "", limit + 1),
         )
-        out = [MemberView(record(r[:10]), r[10], r[11], r[12]) for r in rows[:limit]]
+        w = CONV_WIDTH
+        out = [MemberView(record(r[:w]), r[w], r[w + 1], r[w + 2]) for r in rows[:limit]]
         return out, (out[-1].record.conv if len(rows) > limit else None)

@@ -229,6 +229,20 @@ MIGRATIONS: list[str] = [
         before INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: service groups (docs/service-groups.md): a conversation of kind 'service'
+    # per owner, id s:<owner>; its Fellow and tags; each staff member's badges.
+    # service_tags indexes the tags for campaigns (tag -> groups).
+    """
+    ALTER TABLE conversations ADD COLUMN fellow TEXT;
+    ALTER TABLE conversations ADD COLUMN tags TEXT;         -- JSON object
+    ALTER TABLE members ADD COLUMN badges TEXT;             -- JSON list (service groups' staff)
+    CREATE TABLE service_tags(
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        PRIMARY KEY(key, value, conv)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
