@@ -79,6 +79,7 @@ class App:
         directory = self.directory = Directory(store.conversations, store.blocks, kinds)
         fanout = self.fanout = Fanout(hub, directory, bus, store.messages, store.members, kinds, metrics)
         directory.ready = fanout.conv_ready
+        fanout.resync.sign_outs = store.users.sign_outs  # sign-outs whose envelope a bus loss dropped
         presence = self.presence = Presence(
             backend, bus, clock, hub.encode, config.presence_max_subs, config.presence_lease_ms
         )

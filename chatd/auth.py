@@ -99,6 +99,8 @@ def make_token(
     unknown = set(scopes) - set(TOKEN_SCOPES)
     if unknown:
         raise ValueError(f"scope must be one of {', '.join(TOKEN_SCOPES)} (not {', '.join(sorted(unknown))})")
+    if scopes and type != "bot":
+        raise ValueError("the admin scope is for backends: use --type bot")
     if scopes:
         claims["scope"] = sorted(set(scopes))
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -272,8 +274,8 @@ def _identity(claims: dict[str, Any], now: float | None) -> Identity:
         value = claims.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value <= MAX_EXP or value != value:
-            raise AuthError(Close.AUTH_FAILED, f"invalid {name}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not -MAX_EXP <= value <= MAX_EXP:
+            raise AuthError(Close.AUTH_FAILED, f"invalid {name}")  # NaN and infinities fail the comparison too
         if now is not None and value > now + CLOCK_SKEW_S:  # not valid yet, or issued in the future
             raise AuthError(Close.AUTH_FAILED, f"token {name} is in the future")
     sub = claims.get("sub")
@@ -292,16 +294,18 @@ def _identity(claims: dict[str, Any], now: float | None) -> Identity:
         badges=_str_list(claims.get("badges", []), "badges"),
         roles=_str_list(claims.get("roles", []), "roles"),
         exp=int(exp),
-        scopes=_scopes(claims.get("scope", [])),
+        scopes=_scopes(claims.get("scope", []), str(typ)),
         iat=int(claims.get("iat") or 0),
     )
 
 
-def _scopes(value: Any) -> tuple[str, ...]:
+def _scopes(value: Any, typ: str) -> tuple[str, ...]:
     """A token's ``scope`` claim: a list of known scopes. Anything else refuses
     the token: a typo must not quietly hand out less (or more) than meant."""
     if not isinstance(value, list) or len(value) > len(TOKEN_SCOPES):
         raise AuthError(Close.AUTH_FAILED, "scope must be a list")
     if not all(isinstance(v, str) and v in TOKEN_SCOPES for v in value) or len(set(value)) != len(value):
         raise AuthError(Close.AUTH_FAILED, "scope may hold only " + ", ".join(TOKEN_SCOPES) + ", once")
+    if value and typ != "bot":  # a backend is a bot; a person's token never acts as one
+        raise AuthError(Close.AUTH_FAILED, "the admin scope is for backends: their tokens have typ bot")
     return tuple(value)

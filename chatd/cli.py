@@ -44,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
             raise ValueError("workers > 1 needs redis_url: the processes fan out to each other through Redis")
         if workers > 1 and not config.port:
             raise ValueError("workers > 1 needs a fixed port (the processes share it with SO_REUSEPORT)")
+        if workers > 1 and config.admin_port == 0:
+            raise ValueError("workers > 1 needs a fixed admin_port (the processes share it with SO_REUSEPORT)")
         logs.setup(str(values["log_level"]), str(values["log_format"]))
         fmt = str(values["log_format"])
         app = None if workers > 1 else App(config)  # builds and checks everything that needs no I/O

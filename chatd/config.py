@@ -80,6 +80,8 @@ class Config:
                 f"refusing to serve the admin API on {self.admin_host!r} with the development secret: anyone could "
                 "sign an admin token; set --secret, --token-public-key or --token-jwks"
             )
+        if self.admin_port and self.admin_port == self.port:
+            raise ValueError("--admin-port must differ from --port (the admin API has a listener of its own)")
         if self.presence_lease_ms < 300:
             raise ValueError("presence lease must be at least 0.3 s")
         if self.points_stream and not self.redis_url:

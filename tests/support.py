@@ -43,10 +43,10 @@ class FakeSink:
         self.slot = slot
         self.writes: list[bytes] = []
         self.on_write = on_write
-        self.signed_out: list[int] = []
+        self.signed_out: list[tuple[int, int]] = []
 
-    def sign_out(self, before: int) -> None:
-        self.signed_out.append(before)
+    def sign_out(self, before: int, kicked: int) -> None:
+        self.signed_out.append((before, kicked))
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)

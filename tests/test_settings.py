@@ -143,6 +143,12 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(db: str) -> None:
         (["--host", "10.1.2.3"], "development secret"),
         (["--port", "70000"], "port"),
         (["--points-stream", "s"], "points-stream needs"),
+        (["--admin-port", "9100", "--port", "9100"], "--admin-port must differ"),
+        (["--admin-port", "0", "--admin-host", "10.1.2.3"], "admin API"),
+        (["--admin-port", "0", "--workers", "2", "--port", "9100", "--redis-url", "redis://127.0.0.1:1/0"],
+         "fixed admin_port"),
+        (["--admin-port", "port"], "admin_port"),
+        (["--admin-max-body", "10"], "admin_max_body"),
     ],
 )
 def test_configuration_that_must_not_start_exits_2(args: list[str], why: str) -> None:

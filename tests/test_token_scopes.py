@@ -48,6 +48,23 @@ def test_anything_else_in_the_claim_refuses_the_token(scope: Any) -> None:
     assert info.value.code == Close.AUTH_FAILED and "scope" in info.value.reason
 
 
+@pytest.mark.parametrize("typ", ["fan", "deposit", "owner", "staff"])
+def test_the_admin_scope_on_a_persons_token_refuses_it(typ: str) -> None:
+    """A backend's token is a bot's: a person's token with the scope is an issuer's mistake."""
+    with pytest.raises(AuthError) as info:
+        V.verify(signed(scope=["admin"], typ=typ), time.time())
+    assert info.value.code == Close.AUTH_FAILED and "backends" in info.value.reason
+    with pytest.raises(ValueError, match="backends"):
+        make_token("alice", typ, scopes=["admin"])
+
+
+@pytest.mark.parametrize("iat", [float("-inf"), float("inf"), float("nan"), -(10**400)])
+def test_an_iat_that_is_no_time_refuses_the_token(iat: Any) -> None:
+    with pytest.raises(AuthError) as info:
+        V.verify(signed(iat=iat), time.time())
+    assert info.value.code == Close.AUTH_FAILED
+
+
 def test_make_token_refuses_an_unknown_scope() -> None:
     with pytest.raises(ValueError, match="scope must be one of admin"):
         make_token("crm", "bot", scopes=["root"])

@@ -36,9 +36,10 @@ class Sink(Protocol):
         cap) drops it and closes itself; it never raises."""
         ...
 
-    def sign_out(self, before: int) -> None:
+    def sign_out(self, before: int, kicked: int) -> None:
         """Close the socket with 4104 if its token was issued before ``before``
-        (unix seconds): a backend signed its user out."""
+        (unix s) or its auth began before ``kicked`` (ms): a backend signed its
+        user out."""
         ...
 
 
@@ -112,9 +113,9 @@ class Hub:
                 del self.users[user]
                 self.on_user(user, False)
 
-    def sign_out(self, user: str, before: int) -> None:
+    def sign_out(self, user: str, before: int, kicked: int) -> None:
         for sink in tuple(self.users.get(user, ())):
-            sink.sign_out(before)
+            sink.sign_out(before, kicked)
 
     def follows(self, sink: Sink) -> set[str]:
         return self._follows.get(sink, set())

@@ -36,6 +36,6 @@ class UserBook:
             self._recorded.clear()
         self._recorded.add(key)
 
-    async def revoked_before(self, user: str) -> int:
-        """Tokens of ``user`` issued before this (unix s) are refused (``admin.revoke``)."""
-        return await self.users.revoked_before(user)
+    async def sign_outs(self, user: str) -> tuple[int, int]:
+        """(revoked before, unix s; kicked at, ms): ``admin.revoke``, ``admin.kick``."""
+        return await self.users.sign_outs(user)

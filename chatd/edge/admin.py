@@ -17,7 +17,9 @@ import logging
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientError, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from chatd_protocol import RULES, Err, RequestError, Scope
 
 from ..auth import AuthError, Verifier
@@ -82,6 +84,10 @@ def _refusal(exc: RequestError) -> web.Response:
     return _json(status, error_body(exc), headers)
 
 
+async def _no_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.popall("Server", None)  # which library and version we run is nobody's business
+
+
 class AdminServer:
     def __init__(
         self,
@@ -108,6 +114,7 @@ class AdminServer:
         """Listen; returns the port (the kernel's pick when configured 0)."""
         app = web.Application(client_max_size=self.max_body, handler_args={"max_field_size": 16384})
         app.router.add_route("*", "/{path:.*}", self._handle)
+        app.on_response_prepare.append(_no_server_header)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
         try:
@@ -134,8 +141,11 @@ class AdminServer:
             d = await self._body(request)
             reply = await self.ops.run(caller, op, d)
         except RequestError as exc:
-            log.debug("admin %s %s: %s", request.method, request.path, exc.code.value)
+            log.debug("admin %s %s: %s", request.method, request.path[:80], exc.code.value)
             return _refusal(exc)
+        except Exception:  # a bug: answered like any other error, details in the log only
+            log.exception("admin %s %s failed", request.method, request.path[:80])
+            return _refusal(RequestError(Err.INTERNAL, "internal error"))
         log.debug("admin %s by %s: ok", op, caller.user)
         return _json(200, {"ok": reply})
 
@@ -157,7 +167,7 @@ class AdminServer:
             identity = self.verifier.verify(token.strip(), self.clock.wall_ms() / 1000)
         except AuthError as exc:
             raise RequestError(Err.UNAUTHORIZED, f"token refused: {exc.reason}") from None
-        if identity.iat < await self._revoked_before(identity.id):
+        if identity.iat < await self._revoked_before(identity.id):  # a kick closes sockets, not requests
             raise RequestError(Err.UNAUTHORIZED, "token refused: revoked")
         caller = Caller.of(identity)
         if Scope.ADMIN not in caller.scopes:
@@ -166,7 +176,7 @@ class AdminServer:
 
     async def _revoked_before(self, user: str) -> int:
         try:
-            return await self.users.revoked_before(user)
+            return (await self.users.sign_outs(user))[0]
         except StoreUnavailable:
             raise RequestError(Err.UNAVAILABLE, "the store is unavailable; retry") from None
 
@@ -175,6 +185,8 @@ class AdminServer:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise TooLarge(self.max_body) from None
+        except (RequestPayloadError, ClientError, HttpProcessingError, ValueError):  # a broken encoding, cut short
+            raise RequestError(Err.BAD_REQUEST, "the body could not be read") from None
         if not raw.strip():
             return {}
         try:

@@ -114,6 +114,7 @@ class Session(SessionState):
 
     __slots__ = (
         "auth_timer",
+        "began",
         "bucket",
         "caller",
         "codec",
@@ -151,6 +152,7 @@ class Session(SessionState):
         self.waiter: asyncio.Future[None] | None = None  # a close waiting for inflight == 0
         self.auth_timer: Timer | None = None
         self.issued = 0  # the iat (unix s) of the token authenticated or being authenticated
+        self.began = 0  # when its auth began (ms): a kick after it closes the socket
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -287,7 +289,8 @@ class Session(SessionState):
         try:
             try:
                 check_args("auth", req.d)
-                identity = env.verifier.verify(req.d["token"], env.clock.wall_ms() / 1000)
+                self.began = env.clock.wall_ms()
+                identity = env.verifier.verify(req.d["token"], self.began / 1000)
             except RequestError:
                 self.close_soon(Close.AUTH_FAILED, "auth needs a token")
                 return
@@ -314,9 +317,10 @@ class Session(SessionState):
             try:
                 if shared:  # a join or leave (or a sign-out) on another node from now on reaches us
                     await env.fanout.ready(user)
-                # registered: a revocation committed after this read closes us (sign_out)
-                if identity.iat < await env.users.revoked_before(user):
-                    self.close_soon(Close.SIGNED_OUT, "token revoked")
+                # registered: a sign-out committed after this read closes us (sign_out)
+                before, kicked = await env.users.sign_outs(user)
+                if identity.iat < before or self.began < kicked:
+                    self.close_soon(Close.SIGNED_OUT, "token revoked" if identity.iat < before else "signed out")
                     return
                 convs = await env.members.convs_of(user)
                 if not self._authenticating() or env.life.draining:
@@ -385,12 +389,16 @@ class Session(SessionState):
         if identity.id != self.user:
             self.error(req.id, RequestError(Err.FORBIDDEN, "the token is another user's"))
             return
+        # until the refresh is decided, a revocation of either token closes the socket
+        held, self.issued = self.issued, min(self.issued, identity.iat)
         try:
-            if identity.iat < await env.users.revoked_before(identity.id):
+            if identity.iat < (await env.users.sign_outs(identity.id))[0]:
+                self.issued = held
                 self.error(req.id, RequestError(Err.FORBIDDEN, "token refused: revoked"))
                 return
             await env.users.seen(identity)
         except StoreUnavailable:
+            self.issued = held
             self.error(req.id, RequestError(Err.UNAVAILABLE, "the store is unavailable; retry"))
             return
         if not self.sink.open:
@@ -478,10 +486,15 @@ class Session(SessionState):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
-    def sign_out(self, before: int) -> None:
-        """A backend signed this user out (``admin.kick``, or ``admin.revoke`` of
-        tokens issued before ``before``): close with 4104 if it applies to ours."""
-        if self.issued < before and self.state in (State.AUTHENTICATING, State.OPEN):
+    def sign_out(self, before: int, kicked: int) -> None:
+        """A backend signed this user out: ``admin.revoke`` of tokens issued before
+        ``before`` (unix s), or ``admin.kick`` of sockets whose auth began before
+        ``kicked`` (ms). If it applies to this socket, close it with 4104; the
+        requests it queued are dropped unanswered (sends in the pipeline are
+        still answered)."""
+        if (self.issued < before or self.began < kicked) and self.state in (State.AUTHENTICATING, State.OPEN):
+            if self.inbox is not None:
+                self.inbox.clear()
             self.close_soon(Close.SIGNED_OUT, "signed out by the server")
 
     def slow(self) -> None:

@@ -45,8 +45,8 @@ class SinkOwner(Protocol):
         """The sink's buffer passed its cap: close the socket (4001)."""
         ...
 
-    def sign_out(self, before: int) -> None:
-        """A backend signed the user out (close 4104 if the token predates ``before``)."""
+    def sign_out(self, before: int, kicked: int) -> None:
+        """A backend signed the user out (close 4104 if it applies to this socket)."""
         ...
 
 
@@ -58,7 +58,7 @@ class _Gone:
     def slow(self) -> None:
         pass
 
-    def sign_out(self, before: int) -> None:
+    def sign_out(self, before: int, kicked: int) -> None:
         pass
 
 
@@ -88,8 +88,8 @@ class SocketSink:
         self.open = False
         self.owner = GONE
 
-    def sign_out(self, before: int) -> None:
-        self.owner.sign_out(before)
+    def sign_out(self, before: int, kicked: int) -> None:
+        self.owner.sign_out(before, kicked)
 
     def write(self, data: bytes) -> None:
         """Queue one complete frame for this socket (see _send for the cap)."""

@@ -13,11 +13,12 @@ What closes a session, and with which code:
 
 - CONNECTING: no auth request in time -> 4100; another op first -> 4103;
   a malformed request -> 4200.
-- AUTHENTICATING: a bad or expired token -> 4101 / 4102; the store
-  unavailable -> 1011.
+- AUTHENTICATING: a bad or expired token -> 4101 / 4102; a revoked token, or
+  a kick after the auth began -> 4104; the store unavailable -> 1011.
 - OPEN: a request flood -> 4202; the outbound buffer over its cap -> 4001
   (slow consumer: output stops at once, the session is gone); the token
-  expired -> 4102; the server draining -> 4000.
+  expired -> 4102; a backend's kick or revocation -> 4104 (requests queued
+  are dropped unanswered); the server draining -> 4000.
 - any state: an undecodable frame -> 4200; a wrong frame type -> 4201.
 
 In CLOSING no input is taken; requests accepted before (queued ones, and sends

@@ -25,9 +25,10 @@ class AdminOps:
         self.clock = clock
 
     async def kick(self, caller: Caller, d: Args) -> Reply:
-        """Close every socket of the user now, on every process (4104). Their
-        tokens stay valid: to keep them out, revoke."""
-        self.fanout.sign_out(d["user"])
+        """Close every socket of the user now, on every process (4104), and any
+        whose auth is under way. Their tokens stay valid: to keep them out, revoke."""
+        at = await self.commit(self.users.kick(d["user"], self.clock.wall_ms() + 1))
+        self.fanout.sign_out(d["user"], kicked=at)
         return {"user": d["user"]}
 
     async def revoke(self, caller: Caller, d: Args) -> Reply:
@@ -39,5 +40,5 @@ class AdminOps:
         if before > now_s + CLOCK_SKEW_S:
             raise RequestError(Err.BAD_REQUEST, "before is in the future (a revocation is not a ban)")
         in_force = await self.commit(self.users.revoke(d["user"], before))
-        self.fanout.sign_out(d["user"], in_force)
+        self.fanout.sign_out(d["user"], before=in_force)
         return {"user": d["user"], "before": in_force}

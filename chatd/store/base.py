@@ -285,8 +285,14 @@ class Users(Protocol):
         stored time only moves forward. Returns the time now in force."""
         ...
 
-    async def revoked_before(self, user: str) -> int:
-        """Tokens of ``user`` issued before this (unix seconds) are refused; 0: none."""
+    def kick(self, user: str, at_ms: int) -> Write[int]:
+        """Sign ``user`` out of every socket whose auth began before ``at_ms`` (the
+        stored time only moves forward). Returns the time now in force."""
+        ...
+
+    async def sign_outs(self, user: str) -> tuple[int, int]:
+        """(tokens issued before this are refused, unix s; sockets whose auth began
+        before this are closed, ms); (0, 0) for a user never signed out."""
         ...
 
 

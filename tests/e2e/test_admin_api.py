@@ -35,7 +35,8 @@ async def test_kick_closes_every_socket_of_the_user_with_4104(app: Any, clients:
     assert (status, body) == (200, {"ok": {"user": "alice"}})
     assert await phone.closed() == 4104 and await desk.closed() == 4104
     assert "server_time" in await bob.call("ping")  # somebody else's socket stays
-    again = await clients(app, None)  # a kick revokes nothing: the same token is taken again
+    fake_clock.advance(0.01)
+    again = await clients(app, None)  # a kick revokes nothing: the same token is taken again, after it
     await again.auth(t)
 
 
@@ -120,11 +121,58 @@ async def test_kick_and_revoke_reach_sockets_on_another_process(
     assert await again.closed() == 4104  # the other process reads the same revocation
 
 
+async def test_requests_a_kicked_socket_queued_are_not_run(app: Any, clients: Any, fake_clock: FakeClock) -> None:
+    backend = await clients(app, "crm", "bot", scopes=["admin"], now=now_s(fake_clock))
+    conv = (await backend.call("dm.open", user="bob"))["conv"]
+    kick = backend.start("admin.kick", {"user": "crm"})
+    sends = [backend.start("send", {"conv": conv, "cid": f"s{i}", "text": "after the kick"}) for i in range(20)]
+    assert await backend.closed() == 4104
+    await asyncio.gather(kick, *sends, return_exceptions=True)
+    fake_clock.advance(1)
+    bob = await clients(app, "bob", now=now_s(fake_clock))
+    assert [m for m in (await bob.call("history", conv=conv))["messages"] if m["kind"] == "text"] == []
+
+
+@pytest.mark.parametrize("op", ["admin.kick", "admin.revoke"])
+async def test_a_sign_out_during_an_auth_closes_that_socket(
+    app: Any, clients: Any, fake_clock: FakeClock, op: str
+) -> None:
+    """The auth registers the socket for sign-outs, then reads the stored ones: one
+    that commits before the read is read, one after it reaches the socket."""
+    users = app.server.env.users
+    seen = users.seen
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_seen(identity: Any) -> None:
+        entered.set()
+        await release.wait()
+        await seen(identity)
+
+    users.seen = slow_seen
+    c = await clients(app, None)
+    c.start("auth", {"token": token("alice", now=now_s(fake_clock) - 10)})
+    await asyncio.wait_for(entered.wait(), 5)
+    assert (await admin_call(app, op, {"user": "alice"}))[0] == 200
+    release.set()
+    assert await c.closed() == 4104
+
+
+async def test_a_sign_out_lost_on_the_bus_is_applied_when_the_process_resyncs(
+    make_server: Any, redis_proc: RedisProc, clients: Any
+) -> None:
+    a = await make_server(redis_url=redis_proc.url, bus_shards=64, admin_port=0)
+    b = await make_server(redis_url=redis_proc.url, bus_shards=64)
+    alice = await clients(b, "alice")
+    bob = await clients(b, None)
+    await bob.auth(make_token("bob", "owner", now=__import__("time").time() - 30))
+    redis_proc.kill()  # the envelopes of both sign-outs are lost
+    assert (await admin_call(a, "admin.kick", {"user": "alice"}))[0] == 200
+    assert (await admin_call(a, "admin.revoke", {"user": "bob"}))[0] == 200
+    await asyncio.get_running_loop().run_in_executor(None, redis_proc.start)
+    assert await alice.closed(wait=15) == 4104 and await bob.closed(wait=15) == 4104
+
+
 # -- garbage, oversize, wrong types, forbidden -------------------------------------
-
-
-def expired() -> str:
-    return make_token("crm", "bot", scopes=["admin"], ttl=-10)
 
 
 UNAUTHORIZED: list[tuple[str, dict[str, str]]] = [
@@ -134,15 +182,28 @@ UNAUTHORIZED: list[tuple[str, dict[str, str]]] = [
     ("garbage", {"Authorization": "Bearer not.a.token"}),
     ("forged", {"Authorization": "Bearer " + make_token("crm", "bot", scopes=["admin"], secret="x" * 40)}),
     ("huge", {"Authorization": "Bearer " + "x" * 12000}),
+    ("two words", {"Authorization": "Bearer a b"}),
+    ("not ascii", {"Authorization": "Bearer \u00e9t\u00e9"}),
+    ("expired", {"Authorization": "Bearer " + make_token("crm", "bot", scopes=["admin"], ttl=-10, now=1_763_900_000)}),
 ]
 
 
 @pytest.mark.parametrize(("what", "headers"), UNAUTHORIZED, ids=[w for w, _ in UNAUTHORIZED])
 async def test_a_request_without_a_good_token_is_401(app: Any, what: str, headers: dict[str, str]) -> None:
     status, body = await admin_call(app, "admin.kick", {"user": "alice"}, token_="", headers=headers)
-    assert status in (401, 400), what  # 400: aiohttp refuses a header over its field limit
-    if status == 401:
-        assert body["error"]["code"] == "unauthorized" and body["error"]["message"]
+    assert status == 401, what
+    assert body["error"]["code"] == "unauthorized" and body["error"]["message"]
+
+
+async def test_a_header_over_the_parsers_limit_is_400_and_names_no_library(app: Any) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{app.admin_port}/v1/admin.kick"
+        async with http.post(url, data=b"{}", headers={"Authorization": "Bearer " + "x" * 20000}) as resp:
+            assert resp.status == 400  # the HTTP parser's own answer, before chatd sees the request
+        async with http.post(url, data=b"{}") as resp:
+            assert resp.status == 401 and "Server" not in resp.headers
 
 
 async def test_expired_user_and_revoked_tokens_are_refused(app: Any, fake_clock: FakeClock) -> None:
@@ -153,6 +214,8 @@ async def test_expired_user_and_revoked_tokens_are_refused(app: Any, fake_clock:
     assert (status, body["error"]["code"]) == (403, "forbidden")  # a user's token: no admin scope
     staff = token("s1", "staff", roles=["fellow"], now=now_s(fake_clock))
     status, body = await admin_call(app, "admin.kick", {"user": "a"}, token_=staff)
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    status, body = await admin_call(app, "admin.revoke", {"user": "a"}, token_=token("bob", now=now_s(fake_clock)))
     assert (status, body["error"]["code"]) == (403, "forbidden")
     ops = make_token("ops", "bot", scopes=["admin"], now=now_s(fake_clock) - 5)
     assert (await admin_call(app, "admin.revoke", {"user": "ops"}, token_=ops))[0] == 200
@@ -188,6 +251,28 @@ async def test_a_bad_body_is_400_bad_request(app: Any, what: str, op: str, raw: 
     status, body = await admin_call(app, op, raw=raw, headers={"Content-Type": "application/json"})
     assert status == 400, (what, body)
     assert body["error"]["code"] == "bad_request" and body["error"]["temporary"] is False
+
+
+async def test_a_body_that_cannot_be_read_is_400(app: Any) -> None:
+    status, body = await admin_call(app, "admin.kick", raw=b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    assert (status, body["error"]["code"]) == (400, "bad_request")
+
+
+async def test_a_failing_op_is_a_json_500_and_a_store_failure_503(app: Any, monkeypatch: Any) -> None:
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.ops.handlers["admin.kick"].__self__, "commit", broken)
+    status, body = await admin_call(app, "admin.kick", {"user": "a"})
+    assert (status, body["error"]) == (500, {"code": "internal", "message": "internal error", "temporary": True})
+    from chatd.store import StoreUnavailable
+
+    async def gone(user: str) -> Any:
+        raise StoreUnavailable("disk gone")
+
+    monkeypatch.setattr(app.admin.users, "sign_outs", gone)
+    status, body = await admin_call(app, "admin.kick", {"user": "a"})
+    assert (status, body["error"]["code"], body["error"]["temporary"]) == (503, "unavailable", True)
 
 
 async def test_an_oversize_body_is_413_and_the_listener_goes_on(make_server: Any) -> None:

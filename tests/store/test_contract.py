@@ -391,12 +391,16 @@ async def test_users_seen_and_dms_to_known_users_only(store: Store) -> None:
 
 
 async def test_a_revocation_only_moves_forward(store: Store) -> None:
-    assert await store.users.revoked_before("alice") == 0
+    assert await store.users.sign_outs("alice") == (0, 0)
     assert await one(store, store.users.revoke("alice", 1_000)) == 1_000
     assert await one(store, store.users.revoke("alice", 500)) == 1_000  # an earlier time undoes nothing
     assert await one(store, store.users.revoke("alice", 2_000)) == 2_000
-    assert await store.users.revoked_before("alice") == 2_000
-    assert await store.users.revoked_before("bob") == 0
+    assert await one(store, store.users.kick("alice", 9_000)) == 9_000
+    assert await one(store, store.users.kick("alice", 8_000)) == 9_000
+    assert await store.users.sign_outs("alice") == (2_000, 9_000)
+    assert await store.users.sign_outs("bob") == (0, 0)
+    assert await one(store, store.users.kick("bob", 5)) == 5
+    assert await store.users.sign_outs("bob") == (0, 5)
 
 
 async def test_a_quota_counts_per_window(store: Store) -> None:

@@ -103,12 +103,14 @@ class Fanout:
         if self.bus.shared:
             self.bus.publish(env.USER + user, env.user_push(body))
 
-    def sign_out(self, user: str, before: int = env.SIGN_OUT_ALL) -> None:
-        """Close, on every process, ``user``'s sockets whose token was issued
-        before ``before`` (unix seconds; by default all of them), with 4104."""
-        self.hub.sign_out(user, before)
+    def sign_out(self, user: str, before: int = 0, kicked: int = 0) -> None:
+        """Close, on every process, with 4104, ``user``'s sockets whose token was
+        issued before ``before`` (unix s) or whose auth began before ``kicked``
+        (ms). Stored first (``admin.*``): a process that misses this envelope
+        applies the stored times when it resyncs after the loss."""
+        self.hub.sign_out(user, before, kicked)
         if self.bus.shared:
-            self.bus.publish(env.USER + user, env.sign_out(before))
+            self.bus.publish(env.USER + user, env.sign_out(before, kicked))
 
     def following(self, sink: Sink | None, conv: str) -> bool:
         """Whether ``sink`` (a caller's socket) already follows ``conv``."""
@@ -148,7 +150,7 @@ class Fanout:
                 if sinks is not None:
                     self.hub.deliver(sinks, payload[1:], None)
             elif op == env.OP_SIGN_OUT:
-                self.hub.sign_out(user, int.from_bytes(payload[1:9], "big"))
+                self.hub.sign_out(user, *env.sign_out_times(payload))
             elif op in (env.OP_FOLLOW, env.OP_UNFOLLOW):
                 conv = payload[1:].decode()
                 self.resync.touched(user)

@@ -8,8 +8,9 @@ Keys: ``c:<conv>`` (a conversation), ``u:<user>`` (a user's sockets), ``p:<user>
   msgpack push) or "cached state changed" (``OP_CHANGED``);
 - ``u:``: a push to the user's sockets (``OP_PUSH`` + msgpack push),
   follow/unfollow a conversation (``OP_FOLLOW`` / ``OP_UNFOLLOW`` + conv id), or
-  sign out the sockets whose token was issued before a time (``OP_SIGN_OUT`` +
-  unix seconds, 8 bytes big-endian; ``SIGN_OUT_ALL`` for every socket);
+  sign out the sockets whose token was issued before a time or whose auth
+  began before another (``OP_SIGN_OUT`` + unix seconds + ms, 8 bytes each,
+  big-endian);
 - ``p:``: a presence state (owned by ``chatd.presence``).
 """
 
@@ -24,8 +25,6 @@ OP_CHANGED = 1
 OP_FOLLOW = 2
 OP_UNFOLLOW = 3
 OP_SIGN_OUT = 4
-
-SIGN_OUT_ALL = 2**62  # "issued before" a time past every token: every socket (admin.kick)
 
 _CHANGED = bytes((OP_CHANGED,))
 
@@ -46,8 +45,12 @@ def follow(conv: str, on: bool) -> bytes:
     return bytes((OP_FOLLOW if on else OP_UNFOLLOW,)) + conv.encode()
 
 
-def sign_out(before: int) -> bytes:
-    return bytes((OP_SIGN_OUT,)) + before.to_bytes(8, "big")
+def sign_out(before: int, kicked: int) -> bytes:
+    return bytes((OP_SIGN_OUT,)) + before.to_bytes(8, "big") + kicked.to_bytes(8, "big")
+
+
+def sign_out_times(payload: bytes) -> tuple[int, int]:
+    return int.from_bytes(payload[1:9], "big"), int.from_bytes(payload[9:17], "big")
 
 
 def push_seq(payload: bytes) -> int:

@@ -1,9 +1,10 @@
 """After a loss on the bus: re-read every local user's memberships (follow what
-changed) and tell every socket to catch up with a ``resync`` push."""
+changed) and sign-outs (a kick or revocation whose envelope was lost), and tell
+every socket to catch up with a ``resync`` push."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ...kinds import Kinds
@@ -34,6 +35,8 @@ class Resync:
         self.running = False
         self._again = False
         self._touched: set[str] = set()  # users whose memberships changed while a resync read them
+        # a user's stored sign-out times (revoked before, s; kicked at, ms), if the server has them
+        self.sign_outs: Callable[[str], Awaitable[tuple[int, int]]] | None = None
 
     def touched(self, user: str) -> None:
         if self.running:
@@ -73,6 +76,11 @@ class Resync:
                     break
                 if user not in self._touched:
                     break
+            if self.sign_outs is not None:
+                try:
+                    hub.sign_out(user, *await self.sign_outs(user))
+                except StoreUnavailable:
+                    pass  # the next resync reads them again
             if convs is None:
                 continue  # could not read them: keep what the sockets follow (sync still repairs)
             for sink in tuple(hub.users.get(user, ())):

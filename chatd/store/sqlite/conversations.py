@@ -193,9 +193,18 @@ def user_seen(tx: Tx, user: str, type: str, name: str, ts: int) -> None:
 
 def revoke(tx: Tx, user: str, before: int) -> int:
     row = tx.execute(
-        "INSERT INTO revocations VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET before = MAX(before, excluded.before)"
-        " RETURNING before",
+        "INSERT INTO revocations(user, before) VALUES (?, ?)"
+        " ON CONFLICT(user) DO UPDATE SET before = MAX(before, excluded.before) RETURNING before",
         (user, before),
+    ).fetchone()
+    return int(row[0])
+
+
+def kick(tx: Tx, user: str, at_ms: int) -> int:
+    row = tx.execute(
+        "INSERT INTO revocations(user, kicked) VALUES (?, ?)"
+        " ON CONFLICT(user) DO UPDATE SET kicked = MAX(kicked, excluded.kicked) RETURNING kicked",
+        (user, at_ms),
     ).fetchone()
     return int(row[0])
 
@@ -207,9 +216,12 @@ class SqliteUsers:
     def revoke(self, user: str, before: int) -> Write[int]:
         return Write(revoke, (user, before))
 
-    async def revoked_before(self, user: str) -> int:
-        row = await self.db.fetchone("SELECT before FROM revocations WHERE user = ?", (user,))
-        return int(row[0]) if row else 0
+    def kick(self, user: str, at_ms: int) -> Write[int]:
+        return Write(kick, (user, at_ms))
+
+    async def sign_outs(self, user: str) -> tuple[int, int]:
+        row = await self.db.fetchone("SELECT before, kicked FROM revocations WHERE user = ?", (user,))
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def seen(self, user: str, type: str, name: str, ts: int) -> Write[None]:
         return Write(user_seen, (user, type, name, ts))

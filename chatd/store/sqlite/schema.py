@@ -221,12 +221,14 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX notifications_ts ON notifications(ts);
     """,
-    # 5: token revocation (admin.revoke): a user's tokens issued before ``before``
-    # (unix seconds, as the token's iat) are refused
+    # 5: signing users out (the admin API): a user's tokens issued before
+    # ``before`` (unix seconds, as the token's iat) are refused (admin.revoke);
+    # sockets whose auth began before ``kicked`` (ms) are closed (admin.kick)
     """
     CREATE TABLE revocations(
         user TEXT PRIMARY KEY,
-        before INTEGER NOT NULL
+        before INTEGER NOT NULL DEFAULT 0,
+        kicked INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     """,
     # 6: service groups (docs/service-groups.md): a conversation of kind 'service'
