@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import msgpack
-from chatd_protocol import CODECS, JSON, MSGPACK, OPS
+from chatd_protocol import CODECS, JSON, MSGPACK, OPS, RULES, Scope
 from chatd_protocol.frames import MAX_ID, MAX_ID_STR
 from chatd_protocol.ops import Field
 from hypothesis import HealthCheck, settings
@@ -779,9 +779,12 @@ def expect(p: Planned, first: bool = False) -> Expect:
         unknown = isinstance(p.op, str) and p.op not in OPS
         return Expect(True, codes=BAD_REQUEST | ({"unknown_op"} if unknown else set()))
     if p.kind == "either":
-        return Expect(True, codes=BAD_REQUEST, close=frozenset({4200}))
+        admin = isinstance(p.op, str) and p.op in RULES and RULES[p.op].scope is Scope.ADMIN
+        return Expect(True, codes=BAD_REQUEST | ({"forbidden"} if admin else set()), close=frozenset({4200}))
     if p.op not in OPS:
         return Expect(True, codes=frozenset({"unknown_op"}))
+    if RULES[p.op].scope is Scope.ADMIN:  # §3: no fuzzed token holds the admin scope; it is checked first
+        return Expect(True, codes=frozenset({"forbidden"}))
     if not p.args_ok:  # §2, §7: a field missing, unknown, of the wrong type or out of range
         return Expect(True, codes=BAD_REQUEST)
     if p.op == "auth":

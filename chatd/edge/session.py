@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any
 
 from chatd_protocol import (
+    RULES,
     Close,
     Codec,
     Err,
@@ -244,6 +245,10 @@ class Session(SessionState):
             return
         if self.state is State.AUTHENTICATING:  # wait behind the auth
             self._enqueue(req, size)
+            return
+        caller = self.caller
+        if caller is not None and req.op in RULES and not env.ops.allowed(caller, req.op):  # as Ops.run: scope first
+            self.error(req.id, RequestError(Err.FORBIDDEN, f"{req.op} needs the {RULES[req.op].scope.value} scope"))
             return
         try:  # refuse bad arguments now: only checked requests wait in the queue
             check_args(req.op, req.d)

@@ -86,11 +86,11 @@ class Ops:
         return await self._guard(caller, op, self.deferred[op](caller, rid, d, respond))
 
     def _check(self, caller: Caller, op: str, d: Args) -> None:
-        # the arguments first, as a socket checks them when the frame arrives
-        # (a bad request is bad_request whoever sends it, pipelined or not)
-        check_args(op, d)
-        if not self.allowed(caller, op):
+        # the scope first: a caller without it has nothing of its request looked at
+        # (a socket checks in the same order when the frame arrives)
+        if op in RULES and not self.allowed(caller, op):
             raise RequestError(Err.FORBIDDEN, f"{op} needs the {RULES[op].scope.value} scope")
+        check_args(op, d)
 
     @staticmethod
     async def _guard(caller: Caller, op: str, run: Awaitable[T]) -> T:

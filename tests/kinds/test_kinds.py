@@ -34,11 +34,12 @@ def refused(code: Err, fn: Callable[..., Any], *args: Any) -> str:
 
 def test_kinds_by_name_and_by_id_prefix() -> None:
     assert isinstance(DM, Direct) and isinstance(CIRCLE, Circle)
-    assert KINDS["dm"] is DM and KINDS["circle"] is CIRCLE
-    assert list(KINDS) == [DM, CIRCLE]
+    assert KINDS["dm"] is DM and KINDS["circle"] is CIRCLE and KINDS["service"] is KINDS.service
+    assert list(KINDS) == [DM, CIRCLE, KINDS.service]
     assert KINDS.of("dm:alice:bob") is DM
     assert KINDS.of("c:17") is CIRCLE
-    assert KINDS.of("s:1") is None
+    assert KINDS.of("s:olivia") is KINDS.service
+    assert KINDS.of("l:1") is None
     assert KINDS.of("circle") is None
     with pytest.raises(KeyError):
         KINDS["live"]
