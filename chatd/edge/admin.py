@@ -57,14 +57,6 @@ STATUS: dict[Err, int] = {
 ADMIN_OPS = frozenset(op for op, rule in RULES.items() if rule.scope is Scope.ADMIN)
 
 
-def error_body(exc: RequestError) -> dict[str, Any]:
-    """The error object, as in a socket's error reply (protocol/README.md §2)."""
-    err: dict[str, Any] = {"code": exc.code.value, "message": exc.message, "temporary": exc.temporary}
-    if exc.retry_after_ms is not None:
-        err["retry_after_ms"] = exc.retry_after_ms
-    return {"error": err}
-
-
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
@@ -81,7 +73,7 @@ def _refusal(exc: RequestError) -> web.Response:
     if exc.retry_after_ms is not None:
         headers = {"Retry-After": str(max(1, -(-exc.retry_after_ms // 1000)))}
     status = 413 if isinstance(exc, TooLarge) else STATUS.get(exc.code, 400)
-    return _json(status, error_body(exc), headers)
+    return _json(status, {"error": exc.wire()}, headers)
 
 
 async def _no_server_header(request: web.Request, response: web.StreamResponse) -> None:

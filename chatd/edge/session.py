@@ -246,8 +246,10 @@ class Session(SessionState):
         if self.state is State.AUTHENTICATING:  # wait behind the auth
             self._enqueue(req, size)
             return
+        fast = self.fast.get(req.op)  # only ops the caller's scopes allow are in it (Ops.fast_for)
         caller = self.caller
-        if caller is not None and req.op in RULES and not env.ops.allowed(caller, req.op):  # as Ops.run: scope first
+        if fast is None and caller is not None and req.op in RULES and not env.ops.allowed(caller, req.op):
+            # as Ops.run: the scope first, before the arguments are looked at
             self.error(req.id, RequestError(Err.FORBIDDEN, f"{req.op} needs the {RULES[req.op].scope.value} scope"))
             return
         try:  # refuse bad arguments now: only checked requests wait in the queue
@@ -256,10 +258,9 @@ class Session(SessionState):
             self.error(req.id, exc)
             return
         if self.inbox is None and not env.life.draining:
-            fast = self.fast.get(req.op)
-            if fast is not None and self.caller is not None:
+            if fast is not None and caller is not None:
                 try:
-                    if fast(self.caller, req.id, req.d, self):
+                    if fast(caller, req.id, req.d, self):
                         self.inflight += 1
                         return
                 except RequestError:
@@ -323,9 +324,8 @@ class Session(SessionState):
                 if shared:  # a join or leave (or a sign-out) on another node from now on reaches us
                     await env.fanout.ready(user)
                 # registered: a sign-out committed after this read closes us (sign_out)
-                before, kicked = await env.users.sign_outs(user)
-                if identity.iat < before or self.began < kicked:
-                    self.close_soon(Close.SIGNED_OUT, "token revoked" if identity.iat < before else "signed out")
+                self.sign_out(*await env.users.sign_outs(user))
+                if not self._authenticating():
                     return
                 convs = await env.members.convs_of(user)
                 if not self._authenticating() or env.life.draining:
@@ -467,10 +467,7 @@ class Session(SessionState):
         else:
             self.strikes = 0
         self.env.metrics.errors.labels(exc.code.value).inc()
-        err: dict[str, Any] = {"code": exc.code.value, "message": exc.message, "temporary": exc.temporary}
-        if exc.retry_after_ms is not None:
-            err["retry_after_ms"] = exc.retry_after_ms
-        self.sink.write(wsframe.frame(self.codec.dumps({"id": rid, "error": err}), self.codec.text))
+        self.sink.write(wsframe.frame(self.codec.dumps({"id": rid, "error": exc.wire()}), self.codec.text))
 
     # Responder: a fast-path send's answer, from its commit callback
     def answer(self, rid: RequestId, d: dict[str, Any]) -> None:

@@ -111,3 +111,10 @@ class RequestError(ProtocolError):
     @property
     def temporary(self) -> bool:
         return self.code in TEMPORARY
+
+    def wire(self) -> dict[str, object]:
+        """The error object of an error reply (protocol/README.md §2)."""
+        err: dict[str, object] = {"code": self.code.value, "message": self.message, "temporary": self.temporary}
+        if self.retry_after_ms is not None:
+            err["retry_after_ms"] = self.retry_after_ms
+        return err

@@ -48,12 +48,20 @@ def _current(tx: Tx, conv: str) -> dict[str, tuple[str, str | None]]:
 
 
 def _apply(
-    tx: Tx, conv: str, adds: Sequence[Member], removes: Sequence[str], actor: str, author: dict[str, Any], ts: int
+    tx: Tx,
+    conv: str,
+    adds: Sequence[Member],
+    removes: Sequence[str],
+    actor: str,
+    author: dict[str, Any],
+    ts: int,
+    current: dict[str, tuple[str, str | None]] | None = None,
 ) -> tuple[SystemMessage | None, list[dict[str, str]], list[str]]:
     """Bring members in line: ``adds`` join (or change role, or only their badges),
     ``removes`` leave. One ``members`` event names who joined (with their role)
     and who left; badges alone change no event. Owner and Fellow are never touched."""
-    current = _current(tx, conv)
+    if current is None:
+        current = _current(tx, conv)
     added: list[dict[str, str]] = []
     joining: list[Member] = []
     for user, role, badges in adds:
@@ -88,7 +96,7 @@ def _apply(
     tx.execute("UPDATE conversations SET member_count = member_count + ? WHERE id = ?",
                (len(joining) - len(removed), conv))
     event = system(tx, conv, actor, author, ts, {"type": "members", "added": added, "removed": removed})
-    _joined_at(tx, conv, [a["user"] for a in added if a["user"] in {u for u, _, _ in joining}], event)
+    _joined_at(tx, conv, [u for u, _, _ in joining], event)  # a role change keeps its join
     return event, added, removed
 
 
@@ -143,11 +151,12 @@ def provision(
         tx.execute("UPDATE conversations SET name = ? WHERE id = ?", (name, conv))
     if tags is not None:
         _set_tags(tx, conv, tags)
+    current = _current(tx, conv)
     removes: list[str] = []
     if team is not None:
         wanted = {u for u, _, _ in team}
-        removes = [u for u, (r, _) in _current(tx, conv).items() if r in team_roles and u not in wanted]
-    event, added, removed = _apply(tx, conv, team or (), removes, actor, author, ts)
+        removes = [u for u, (r, _) in current.items() if r in team_roles and u not in wanted]
+    event, added, removed = _apply(tx, conv, team or (), removes, actor, author, ts, current)
     tx.flush()
     return get(tx, conv), event, False, added, removed
 
