@@ -13,6 +13,7 @@ from typing import Any
 from .auth import Verifier
 from .bus import make_bus
 from .config import DEV_SECRET, Config
+from .core.desk import InboxPushes, ServiceClocks
 from .core.directory import Directory
 from .core.fanout import Fanout
 from .core.hub import Hub
@@ -36,6 +37,7 @@ from .notify.worker import NotifyWorker
 from .ops import (
     AdminOps,
     Circles,
+    DeskOps,
     DirectOps,
     Messaging,
     NotifyOps,
@@ -51,6 +53,7 @@ from .points.model import entry_point_hooks, load_ref
 from .points.rules import RulesHook
 from .points.stream import StreamHook
 from .points.worker import PointsWorker, RedPacketExpiry
+from .policy import ServicePolicy
 from .presence import Presence, make_backend
 from .store import open_store
 
@@ -72,7 +75,8 @@ class App:
         backend = make_backend(config.redis_url, bus.node, config.bus_prefix, config.presence_lease_ms)
         backend.on_node_dead = lambda dead: bus.reset_all(f"node {dead} died; it may not have published all it committed")
         # -- core
-        kinds = self.kinds = default_kinds()
+        policy = ServicePolicy.from_file(config.service_policy) if config.service_policy else ServicePolicy()
+        kinds = self.kinds = default_kinds(policy)
         output = Output()
         pipeline = self.pipeline = Pipeline(store, metrics, output, config.max_batch)
         hub = self.hub = Hub(metrics, wsframe.frame)
@@ -87,6 +91,7 @@ class App:
         outbox = Outbox(store.outbox, metrics, kinds, config.points_day_offset_h)
         # -- ops
         commit = Commit(pipeline, fanout, metrics)
+        pushes = self.inbox_pushes = InboxPushes(store.desk, fanout, clock)
         # a user's send budget: shared by every process when they share a Redis
         self.limiter: Limiter = (
             SharedSendLimiter(config.redis_url, config.send_rate, config.send_burst, clock, config.bus_prefix)
@@ -105,7 +110,7 @@ class App:
             ),
             Messaging(
                 pipeline, commit, store.messages, store.members, directory, fanout, outbox,
-                self.limiter, metrics, clock,
+                self.limiter, metrics, clock, pushes.touch,
                 config.max_text, config.recall_window_s, config.read_receipt_max_members,
             ),
             PresenceOps(presence, directory, fanout, Throttle(TYPING_EVERY, clock)),
@@ -113,6 +118,7 @@ class App:
             NotifyOps(commit, store.notify, directory),
             AdminOps(commit, store.users, fanout, clock),
             ServiceOps(commit, store.service, fanout, kinds.service, clock),
+            DeskOps(commit, store.desk, directory, pushes, kinds.service, clock),
             metrics,
             clock,
         )
@@ -125,6 +131,8 @@ class App:
         )
         self.scheduler = Scheduler(pipeline, store.leases, clock, bus.node)
         self.scheduler.add(RedPacketExpiry(store.ledger, pipeline, fanout, clock))
+        self.clocks = ServiceClocks(store.desk, pipeline, fanout, pushes, policy, clock)
+        self.scheduler.add(self.clocks)
         if config.points:
             self.scheduler.add(self.points)
         # offline notifications, only where a hook will deliver them
@@ -213,6 +221,7 @@ class App:
         for step in (
             self._stop_admin,
             self.scheduler.stop,
+            self.inbox_pushes.stop,
             self.pipeline.stop,
             self.points.close,
             self._close_notify,
@@ -239,6 +248,7 @@ class App:
         await self._stop_admin()  # no new admin op; those under way finish first
         await self.server.drain()
         await self.scheduler.stop()  # before the pipeline: its jobs write through it
+        await self.inbox_pushes.stop()
         await self.pipeline.stop()
         await self.points.close()
         await self._close_notify()

@@ -43,6 +43,7 @@ class Config:
     points: bool = True  # run the points hooks (the worker); False: events are still recorded
     points_hooks: tuple[str, ...] = ()  # extra hooks, "module:attr"
     points_rules: str | None = None  # TOML rules file replacing the built-in defaults
+    service_policy: str | None = None  # TOML file of the service groups' clock policy (docs/service-groups.md)
     points_stream: str | None = None  # forward every event to this Redis stream (needs redis_url)
     points_day_offset_h: int = 8  # the community's calendar day: UTC+8
     hook_timeout_s: float = 5.0

@@ -163,6 +163,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("points", _bool, D.points, "run the points hooks (events are recorded either way)", flag="--no-points"),
     S("points_hook", _list, (), "extra points hooks, module:attr (repeatable)", field="points_hooks"),
     S("points_rules", _str(4096, empty_is_none=True), None, "TOML file of points rules replacing the defaults"),
+    S("service_policy", _str(4096, empty_is_none=True), None,
+      "TOML file of the service groups' response clocks, escalation and ratings (docs/service-groups.md)"),
     S("points_stream", _str(256, empty_is_none=True), None, "also forward every event to this Redis stream"),
     S("points_yield_ms", _int(0, 60_000), D.points_yield_ms, "ms the points worker pauses while chat writes wait"),
     S("red_packet_ttl", _int(1, 30 * 86400), D.red_packet_ttl_s, "seconds until an unclaimed red packet is refunded",

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import ClientError, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
-from chatd_protocol import RULES, Err, RequestError, Scope
+from chatd_protocol import ADMIN_API_OPS, Err, RequestError, Scope
 
 from ..auth import AuthError, Verifier
 from ..clock import Clock
@@ -54,7 +54,7 @@ STATUS: dict[Err, int] = {
     Err.UNAVAILABLE: 503,
 }
 
-ADMIN_OPS = frozenset(op for op, rule in RULES.items() if rule.scope is Scope.ADMIN)
+ADMIN_OPS = ADMIN_API_OPS  # the admin scope's ops, and the user ops a backend may run (Rule.backend)
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:

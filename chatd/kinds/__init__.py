@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from ..policy import ServicePolicy
 from .base import ConversationKind, ConvState, Delivery, Membership
 from .circle import Circle
 from .dm import Direct
@@ -52,8 +53,8 @@ class Kinds:
         return kind is None or kind.membership is Membership.STORED
 
 
-def default_kinds() -> Kinds:
-    return Kinds(Direct(), Circle(), Service())
+def default_kinds(policy: ServicePolicy | None = None) -> Kinds:
+    return Kinds(Direct(), Circle(), Service(policy))
 
 
 __all__ = ["Circle", "ConvState", "ConversationKind", "Delivery", "Direct", "Kinds", "Membership", "Service", "default_kinds"]

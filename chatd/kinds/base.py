@@ -71,7 +71,8 @@ class ConversationKind:
     admins_label: ClassVar[str] = "admins"  # who administers it, for refusals
     join_event: ClassVar[str | None] = None  # the interaction event a join is (points), if any
     typing_max: ClassVar[int | None] = None  # typing pushed while members <= this (None: always)
-    append_effects: ClassVar[tuple[Effect, ...]] = (SENDER_READS,)  # what one wrote counts as read
+    append_effects: tuple[Effect, ...] = (SENDER_READS,)  # what one wrote counts as read
+    inbox_rows: ClassVar[bool] = False  # a staff inbox row follows each message (service groups)
     # offline notifications (chatd/notify): every text message notifies every
     # other member who has no socket (DMs), or only those it mentions (@user,
     # and @all by an admin) when False

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 
 from chatd_protocol import Err, RequestError
 
-from ..store.records import ConvRecord
+from ..policy import ServicePolicy
+from ..store.records import SENDER_READS, ConvRecord, ServiceClock
 from .base import ConversationKind
 
 OWNER, FELLOW, STAFF, BOT = "owner", "fellow", "staff", "bot"
@@ -26,6 +27,12 @@ class Service(ConversationKind):
     admin_roles: ClassVar[frozenset[str]] = STAFF_ROLES  # @all; no circle admin ops apply
     fixed_roles: ClassVar[frozenset[str]] = frozenset({OWNER, FELLOW})
     admins_label: ClassVar[str] = "Fellow and staff"
+    inbox_rows: ClassVar[bool] = True
+
+    def __init__(self, policy: ServicePolicy | None = None) -> None:
+        self.policy = policy or ServicePolicy()
+        # every text message moves the group's clocks, in its own transaction
+        self.append_effects = (SENDER_READS, ServiceClock("service_clock", self.policy))
 
     def conv_id(self, owner: str) -> str:
         """The owner's one group, for good: ``s:<owner>``."""

@@ -21,6 +21,7 @@ from ..store import StoreUnavailable
 from .admin import AdminOps
 from .base import Args, DeferredHandler, FastHandler, Handler, Reply, Responder
 from .circles import Circles
+from .desk import DeskOps
 from .direct import DirectOps
 from .messaging import Messaging
 from .notify import NotifyOps
@@ -115,6 +116,7 @@ def table(
     notify: NotifyOps,
     admin: AdminOps,
     service: ServiceOps,
+    desk: DeskOps,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Ops:
@@ -156,6 +158,12 @@ def table(
             "service.members": service.members,
             "service.handover": service.handover,
             "service.post": service.post,
+            "service.request": desk.request,
+            "service.status": desk.status,
+            "service.requests": desk.requests,
+            "service.close": desk.close,
+            "service.rate": desk.rate,
+            "inbox": desk.inbox,
             "admin.kick": admin.kick,
             "admin.revoke": admin.revoke,
         },
@@ -169,6 +177,7 @@ def table(
 __all__ = [
     "AdminOps",
     "Circles",
+    "DeskOps",
     "DirectOps",
     "FastHandler",
     "Handler",

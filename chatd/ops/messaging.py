@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from chatd_protocol import Err, RequestError, RequestId
@@ -64,6 +65,7 @@ class Messaging:
         limiter: Limiter,
         metrics: Metrics,
         clock: Clock,
+        touched: Callable[[str], None],
         max_text: int,
         recall_window_s: int,
         receipt_max_members: int,
@@ -78,6 +80,7 @@ class Messaging:
         self.limiter = limiter
         self.metrics = metrics
         self.clock = clock
+        self.touched = touched  # a conversation with a staff inbox row changed (InboxPushes.touch)
         self.max_text = max_text
         self.recall_window_ms = recall_window_s * 1000
         self.receipt_max_members = receipt_max_members
@@ -132,6 +135,8 @@ class Messaging:
             self.metrics.text_messages += 1
             self.fanout.publish(conv, "msg", message_wire(conv, a.seq, a.pos, user, cid, now, TEXT, data))
             self.outbox.happened("message.sent")
+            if kind.inbox_rows:
+                self.touched(conv)
 
         def on_error(exc: RequestError) -> None:
             respond.refuse(rid, exc)

@@ -495,6 +495,64 @@ class ServiceGroups(Protocol):
         ...
 
 
+DeskActor = tuple[str, dict[str, Any], bool]  # user, author, whether a backend (the admin scope) acts
+
+
+class ServiceDesk(Protocol):
+    """Service requests, episodes, ratings, the staff inbox and the overdue scan
+    (docs/service-groups.md). Writes check the actor's role in their transaction."""
+
+    def open_request(
+        self, conv: str, actor: DeskActor, rtype: str, note: str, rid: str, ts: int, policy: Any, check: KindCheck
+    ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
+        """The owner's typed request (idempotent on ``rid``); it opens an episode
+        and starts the clock where none runs."""
+        ...
+
+    def set_status(
+        self, conv: str, number: int, status: str, actor: DeskActor, ts: int, check: KindCheck
+    ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
+        """Move a request on (CONFLICT for a transition the statuses do not allow)."""
+        ...
+
+    def close_episode(
+        self, conv: str, actor: DeskActor, ts: int, policy: Any, check: KindCheck
+    ) -> Write[tuple[int | None, SystemMessage | None]]:
+        """Close the open episode; (None, None) when none is open."""
+        ...
+
+    def rate(
+        self, conv: str, episode: int, stars: int, comment: str, actor: DeskActor, ts: int, policy: Any,
+        check: KindCheck,
+    ) -> Write[tuple[dict[str, int], SystemMessage | None, bool]]:
+        """The owner's rating of a closed episode, once, within the window; returns
+        the credit shares (millionths) stored with it, the event, and whether it
+        was the same rating again (then nothing changed)."""
+        ...
+
+    def alert(self, now: int, escalate_ms: int, badge: str, limit: int) -> Write[list[dict[str, Any]]]:
+        """Mark overdue groups alerted (level 1, then 2) and say whom to alert."""
+        ...
+
+    def close_idle(
+        self, before: int, actor: DeskActor, ts: int, policy: Any, limit: int
+    ) -> Write[list[SystemMessage]]:
+        """Close episodes idle since ``before``."""
+        ...
+
+    async def requests(self, conv: str, open_only: bool) -> list[dict[str, Any]]: ...
+
+    async def rows(self, convs: Sequence[str]) -> list[dict[str, Any]]:
+        """The group-level part of inbox rows."""
+        ...
+
+    async def inbox(
+        self, user: str, filter_: str, after: tuple[int, str] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A staff member's inbox page and the next page's cursor."""
+        ...
+
+
 class Store(Protocol):
     """An engine: its repositories, and the batch transaction they all write through."""
 
@@ -528,6 +586,9 @@ class Store(Protocol):
     @property
     def service(self) -> ServiceGroups: ...
 
+    @property
+    def desk(self) -> ServiceDesk: ...
+
     async def open(self) -> None:
         """Open, migrating to the current schema (the embedded default migrates on start)."""
         ...
@@ -555,6 +616,8 @@ __all__ = [
     "RecallCheck",
     "RequestError",
     "RoleCheck",
+    "ServiceDesk",
+    "ServiceGroups",
     "Store",
     "StoreUnavailable",
     "Users",

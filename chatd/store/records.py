@@ -89,6 +89,15 @@ SENDER_READS = Effect("sender_reads")
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceClock(Effect):
+    """A service group's clocks and episodes follow each text message: the
+    customer starts waiting, a staff reply answers (``chatd/store/sqlite/clocks.py``).
+    ``policy`` is the deployment's :class:`~chatd.policy.ServicePolicy`."""
+
+    policy: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class Quota:
     """At most ``limit`` of ``action`` per ``user`` in each fixed window of
     ``window_ms``, charged in the transaction of the write it limits (a refused

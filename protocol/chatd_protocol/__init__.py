@@ -13,9 +13,10 @@ from .codec import (
 )
 from .errors import Close, Err, FrameError, ProtocolError, RequestError, close_action
 from .frames import ErrorReply, Frame, Push, Reply, Request, RequestId, ServerFrame
-from .ops import OPS, RETRY_SAFE, RULES, Rule, Scope, check_args
+from .ops import ADMIN_API_OPS, OPS, RETRY_SAFE, RULES, Rule, Scope, check_args
 
 __all__ = [
+    "ADMIN_API_OPS",
     "CODECS",
     "JSON",
     "MSGPACK",

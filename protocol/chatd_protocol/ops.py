@@ -25,6 +25,9 @@ USER_TYPES = ("fan", "deposit", "owner", "staff", "bot")
 TAG_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 CARD_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.]{0,31}$")
 URL_RE = re.compile(r"^(https?|chatd|app)://[^\s\x00-\x1f]{1,2040}$")
+REQUEST_TYPES = ("maintenance", "road_service", "charging", "test_drive", "rescue")  # rescue is urgent
+REQUEST_STATUSES = ("open", "accepted", "in_progress", "done", "cancelled")
+INBOX_FILTERS = ("all", "waiting", "needs_human", "mine")
 SERVICE_MEMBER_ROLES = ("staff", "bot")  # what a backend adds (the owner and the Fellow come with the group)
 MAX_BADGES = 8
 
@@ -274,6 +277,31 @@ OPS: dict[str, dict[str, Field]] = {
     },
     "admin.kick": {"user": S("user", True)},
     "admin.revoke": {"user": S("user", True), "before": S("int", False, 0, MAX_TIME_S)},
+    # -- the service desk (owners, staff, and backends on the admin API)
+    "service.request": {
+        "conv": S("conv", True),
+        "type": S("enum", True, choices=REQUEST_TYPES),
+        "note": S("str", False, 0, 500),
+        "rid": S("str", True, 1, 64),
+    },
+    "service.status": {
+        "conv": S("conv", True),
+        "id": S("int", True, 1, MAX_SEQ),
+        "status": S("enum", True, choices=REQUEST_STATUSES[1:]),
+    },
+    "service.requests": {"conv": S("conv", True), "open": S("bool")},
+    "service.close": {"conv": S("conv", True)},
+    "service.rate": {
+        "conv": S("conv", True),
+        "episode": S("int", True, 1, MAX_SEQ),
+        "stars": S("int", True, 1, 5),
+        "comment": S("str", False, 0, 500),
+    },
+    "inbox": {
+        "filter": S("enum", choices=INBOX_FILTERS),
+        "after": S("str", False, 1, 200),
+        "limit": S("int", False, 1, 100),
+    },
 }
 
 
@@ -297,10 +325,14 @@ class Rule:
     (protocol/README.md §5, "Retrying after a dropped connection"): the op is a
     read, never moves state back, or is deduplicated on a client-chosen id.
     ``scope``: the scope a caller must hold (the server refuses others with
-    ``forbidden``)."""
+    ``forbidden``).
+    ``backend``: also served on the admin API to a backend's admin token
+    (ops of the ``admin`` scope always are); the op decides what a backend may
+    do there, as it does for a member's role."""
 
     retry: bool
     scope: Scope = Scope.USER
+    backend: bool = False
 
 
 R = Rule  # short alias for the table
@@ -346,9 +378,18 @@ RULES: dict[str, Rule] = {
     "service.post": R(True, Scope.ADMIN),  # deduplicated on (caller, cid), as send
     "admin.kick": R(True, Scope.ADMIN),  # closes what is open now; a retry closes what opened since
     "admin.revoke": R(True, Scope.ADMIN),  # the stored time only moves forward
+    "service.request": RETRY,  # deduplicated on (group, rid)
+    "service.status": R(True, backend=True),  # the same status again changes nothing
+    "service.requests": R(True, backend=True),
+    "service.close": R(True, backend=True),  # closing a closed episode changes nothing
+    "service.rate": RETRY,  # once per episode: the same rating again returns the stored one
+    "inbox": R(True, Scope.STAFF),
 }
 
 assert RULES.keys() == OPS.keys(), "every op has a rule and every rule an op"
+
+#: Ops the admin API serves (docs/admin-api.md).
+ADMIN_API_OPS = frozenset(op for op, rule in RULES.items() if rule.scope is Scope.ADMIN or rule.backend)
 
 #: Ops a client may send again after a dropped connection (from the table).
 RETRY_SAFE = frozenset(op for op, rule in RULES.items() if rule.retry)

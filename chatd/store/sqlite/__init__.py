@@ -13,6 +13,7 @@ Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixi
 * ``leases``        one holder at a time
 * ``notify``        offline notifications, users' notification settings
 * ``service``       service groups: provisioning, staff, the Fellow, backend posts
+* ``desk``          service requests, episodes, ratings, the staff inbox, overdue scan
 
 This folder is the only code in chatd that speaks SQL.
 """
@@ -25,6 +26,7 @@ from typing import Any
 
 from ..base import Write
 from .conversations import SqliteBlocks, SqliteConversations, SqliteUsers
+from .desk import SqliteDesk
 from .engine import Engine, set_wal
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
@@ -50,6 +52,7 @@ class SqliteStore:
         self.leases = SqliteLeases()
         self.notify = SqliteNotifications(self.engine)
         self.service = SqliteService(self.engine)
+        self.desk = SqliteDesk(self.engine)
 
     async def open(self) -> None:
         await self.engine.open()

@@ -20,11 +20,13 @@ from ..records import (
     Appended,
     ConvCursor,
     Effect,
+    ServiceClock,
     SystemMessage,
     message_wire,
     pack,
     unpack,
 )
+from .clocks import on_text
 from .engine import Engine, Tx
 
 COLUMNS = "conv, seq, pos, sender, cid, ts, kind, data, recalled"
@@ -70,6 +72,8 @@ def append(
     for effect in effects:
         if effect is SENDER_READS:
             tx.mark_read(conv, sender, seq)  # deferred: one UPDATE per member and batch
+        elif isinstance(effect, ServiceClock):
+            on_text(tx, conv, sender, seq, ts, effect.policy)
         else:
             raise ValueError(f"unknown effect {effect.name!r}")
     return Appended(conv, seq, pos, ts, False)

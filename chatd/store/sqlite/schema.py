@@ -245,6 +245,82 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY(key, value, conv)
     ) WITHOUT ROWID;
     """,
+    # 7: service clocks, episodes, requests, ratings and credit
+    # (docs/service-groups.md). service_state is one row per group, written in
+    # the transaction of every message in it (the kind's clock effect); the
+    # staff inbox reads it through the staff member's memberships.
+    """
+    CREATE TABLE service_state(
+        conv TEXT PRIMARY KEY,
+        episode INTEGER NOT NULL DEFAULT 0,         -- the current (or last) episode; 0: none yet
+        open INTEGER NOT NULL DEFAULT 0,            -- 1 while that episode is open
+        state TEXT NOT NULL DEFAULT 'closed',       -- bot | human | needs_human | closed
+        waiting_since INTEGER,                      -- ms: the oldest customer message no staff answered
+        waiting_seq INTEGER,
+        due INTEGER,                                -- ms: when the response is due, while waiting
+        alerted INTEGER NOT NULL DEFAULT 0,         -- 0, 1 (the Fellow alerted), 2 (escalated)
+        answered INTEGER NOT NULL DEFAULT 0,        -- a staff reply in this episode yet (next-response clock)
+        requests INTEGER NOT NULL DEFAULT 0,        -- open service requests
+        urgent INTEGER NOT NULL DEFAULT 0,          -- of which urgent
+        last_staff INTEGER NOT NULL DEFAULT 0,      -- ms of the last staff reply
+        last_activity INTEGER NOT NULL DEFAULT 0    -- ms of the episode's last message
+    ) WITHOUT ROWID;
+    CREATE INDEX service_due ON service_state(due) WHERE due IS NOT NULL;
+    CREATE INDEX service_idle ON service_state(last_activity) WHERE open = 1;
+    INSERT INTO service_state(conv) SELECT id FROM conversations WHERE kind = 'service';
+    CREATE TABLE service_episodes(
+        conv TEXT NOT NULL,
+        episode INTEGER NOT NULL,
+        opened_ts INTEGER NOT NULL,
+        opened_seq INTEGER NOT NULL,
+        fellow TEXT NOT NULL,                       -- accountable: the Fellow when it closed
+        closed_ts INTEGER,
+        closed_by TEXT,
+        stars INTEGER,
+        comment TEXT,
+        rated_ts INTEGER,
+        PRIMARY KEY(conv, episode)
+    ) WITHOUT ROWID;
+    CREATE INDEX service_episodes_closed ON service_episodes(closed_ts);
+    -- every staff or bot reply in an open episode: reply shares (credit) and
+    -- response times (reports) are computed from these rows, never cached
+    CREATE TABLE service_replies(
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        episode INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        role TEXT NOT NULL,                         -- fellow | staff | bot
+        ts INTEGER NOT NULL,
+        waited INTEGER,                             -- ms the customer had waited, when it stopped the clock
+        late INTEGER NOT NULL DEFAULT 0,            -- it stopped the clock after the due time
+        first INTEGER NOT NULL DEFAULT 0,           -- the episode's first response
+        PRIMARY KEY(conv, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX service_replies_episode ON service_replies(conv, episode);
+    CREATE INDEX service_replies_ts ON service_replies(ts);
+    CREATE TABLE service_requests(
+        conv TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        urgent INTEGER NOT NULL,
+        note TEXT NOT NULL,
+        rid TEXT NOT NULL,                          -- the owner's idempotency key
+        episode INTEGER NOT NULL,
+        created_ts INTEGER NOT NULL,
+        updated_ts INTEGER NOT NULL,
+        updated_by TEXT NOT NULL,
+        PRIMARY KEY(conv, id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX service_requests_rid ON service_requests(conv, rid);
+    CREATE TABLE service_credit(
+        conv TEXT NOT NULL,
+        episode INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        share INTEGER NOT NULL,                     -- millionths of the rating; an episode's sum to 1,000,000
+        PRIMARY KEY(conv, episode, user)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

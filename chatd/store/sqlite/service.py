@@ -132,6 +132,7 @@ def provision(
             (conv, kind, name or owner, owner, fellow, ts, len(members)),
         )
         _set_tags(tx, conv, tags or {})
+        tx.execute("INSERT INTO service_state(conv) VALUES (?)", (conv,))
         tx.conn.executemany(
             "INSERT INTO members(conv, user, role, badges) VALUES (?, ?, ?, ?)",
             [(conv, u, r, _badges(b)) for u, r, b in members],

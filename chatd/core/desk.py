@@ -1,0 +1,130 @@
+"""The service desk's moving parts: coalesced ``inbox`` pushes and the
+overdue scan (docs/service-groups.md, "Staff inbox" and "Response clocks").
+
+- :class:`InboxPushes`: whatever changes a service group's inbox row (a
+  message, a request, a close, an alert) *touches* it; one shared timer pushes
+  each touched group's row at most once per interval from this process, on the
+  group's topic, so a busy group cannot flood a staff desktop. A push that fails
+  to read the store is kept for the next round: the row is pushed later, not lost.
+- :class:`ServiceClocks`: a scheduler job (one process at a time, under its
+  lease) that alerts the Fellow of an overdue group, escalates past the second
+  threshold to the staff with the policy's badge, and closes idle episodes.
+  Each alert level is recorded in the group's row in the same transaction that
+  decides it, so a deployment alerts once per wait whichever process scans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..clock import Clock, Timer
+from ..policy import ServicePolicy
+from ..store.base import ServiceDesk
+from ..store.records import SystemMessage
+from .fanout import Fanout
+from .pipeline import Pipeline
+
+log = logging.getLogger("chatd.desk")
+
+PUSH_EVERY = 1.0  # s: at most one inbox push per group this often, from each process
+SCAN_EVERY = 1.0  # s
+SCAN_BATCH = 500
+# the author of what the scan writes (an idle episode's close)
+SYSTEM_ACTOR = ("chatd", {"name": "chatd", "type": "bot", "badges": [], "roles": []}, True)
+
+
+class InboxPushes:
+    def __init__(self, repo: ServiceDesk, fanout: Fanout, clock: Clock, every_s: float = PUSH_EVERY) -> None:
+        self.repo = repo
+        self.fanout = fanout
+        self.clock = clock
+        self.every_s = every_s
+        self._dirty: set[str] = set()
+        self._timer: Timer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.pushed = 0
+
+    def touch(self, conv: str) -> None:
+        self._dirty.add(conv)
+        if self._timer is None:
+            self._timer = self.clock.call_later(self.every_s, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        convs, self._dirty = self._dirty, set()
+        task = asyncio.get_running_loop().create_task(self._push(convs))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _push(self, convs: set[str]) -> None:
+        try:
+            rows = await self.repo.rows(sorted(convs))
+        except Exception as exc:  # the store failed: push them next round
+            log.warning("inbox rows not read (%r); pushing them later", exc)
+            for conv in convs:
+                self.touch(conv)
+            return
+        for row in rows:
+            self.fanout.publish(row["conv"], "inbox", row)
+        self.pushed += len(rows)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for task in tuple(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+class ServiceClocks:
+    name = "service.clocks"  # its lease's name: keep it stable
+
+    def __init__(
+        self,
+        repo: ServiceDesk,
+        pipeline: Pipeline,
+        fanout: Fanout,
+        pushes: InboxPushes,
+        policy: ServicePolicy,
+        clock: Clock,
+        every_s: float = SCAN_EVERY,
+        batch: int = SCAN_BATCH,
+    ) -> None:
+        self.repo = repo
+        self.pipeline = pipeline
+        self.fanout = fanout
+        self.pushes = pushes
+        self.policy = policy
+        self.clock = clock
+        self.every_s = every_s
+        self.batch = batch
+        self.alerts = 0
+
+    def leased(self) -> None:
+        pass
+
+    async def run(self) -> float:
+        now = self.clock.wall_ms()
+        policy = self.policy
+        alerts = await self.pipeline.write(
+            self.repo.alert(now, policy.escalate_after_s * 1000, policy.escalate_badge, self.batch)
+        )
+        for a in alerts:
+            push = {k: a[k] for k in ("conv", "level", "waiting_since", "due")}
+            for user in a["to"]:
+                self.fanout.user_push(user, "service.alert", push)
+            self.pushes.touch(a["conv"])
+        self.alerts += len(alerts)
+
+        def published(events: list[SystemMessage]) -> None:
+            for event in events:
+                self.fanout.publish(event.msg["conv"], "msg", event.msg)
+                self.pushes.touch(event.msg["conv"])
+
+        closed = await self.pipeline.write(
+            self.repo.close_idle(now - policy.episode_idle_s * 1000, SYSTEM_ACTOR, now, policy, self.batch), published
+        )
+        busy = len(alerts) >= self.batch or len(closed) >= self.batch
+        return 0.0 if busy else self.every_s

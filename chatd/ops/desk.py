@@ -1,0 +1,121 @@
+"""The service desk's ops: the owner's service requests, their statuses, closing
+an episode and rating it, and the staff inbox (docs/service-groups.md).
+
+Who may do what is decided in each write's transaction from the caller's role
+in the group (owner, Fellow, staff, bot); a backend's admin token may move
+requests on and close episodes in any group through the admin API.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from chatd_protocol import Err, RequestError, Scope
+
+from ..clock import Clock
+from ..core.caller import Caller
+from ..core.desk import InboxPushes
+from ..core.directory import Directory
+from ..kinds import Service
+from ..store.base import DeskActor, ServiceDesk
+from .base import Args, Commit, Reply, member_state
+
+_CURSOR_RE = re.compile(r"^(-?\d{1,16}):(.{1,150})$")
+
+
+def _cursor(after: str | None) -> tuple[int, str] | None:
+    if after is None:
+        return None
+    m = _CURSOR_RE.fullmatch(after)
+    if m is None:
+        raise RequestError(Err.BAD_REQUEST, "after must be the cursor a previous inbox page returned")
+    return int(m.group(1)), m.group(2)
+
+
+class DeskOps:
+    def __init__(
+        self,
+        commit: Commit,
+        repo: ServiceDesk,
+        directory: Directory,
+        pushes: InboxPushes,
+        kind: Service,
+        clock: Clock,
+    ) -> None:
+        self.commit = commit
+        self.repo = repo
+        self.directory = directory
+        self.pushes = pushes
+        self.kind = kind
+        self.policy = kind.policy
+        self.clock = clock
+
+    @staticmethod
+    def _actor(caller: Caller) -> DeskActor:
+        return caller.user, caller.author, Scope.ADMIN in caller.scopes
+
+    def _touched(self, conv: str) -> Any:
+        def after(result: Any) -> None:
+            self.pushes.touch(conv)
+
+        return after
+
+    def _check(self, conv: str) -> functools.partial[None]:
+        return functools.partial(self.kind.require, conv)
+
+    async def request(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        req, event = await self.commit(
+            self.repo.open_request(
+                conv, self._actor(caller), d["type"], d.get("note", ""), d["rid"], self.clock.wall_ms(), self.policy,
+                self._check(conv),
+            ),
+            self._touched(conv),
+        )
+        return {**req, "seq": event.msg["seq"] if event else None}
+
+    async def status(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        req, event = await self.commit(
+            self.repo.set_status(conv, d["id"], d["status"], self._actor(caller), self.clock.wall_ms(),
+                                 self._check(conv)),
+            self._touched(conv),
+        )
+        return {**req, "seq": event.msg["seq"] if event else None}
+
+    async def requests(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        if Scope.ADMIN not in caller.scopes:
+            state, _ = await member_state(self.directory, caller, conv)
+            self.kind.require(conv, state.kind.name)
+        else:
+            found = await self.directory.get(conv)
+            self.kind.require(conv, found.kind.name if found is not None else "")
+        return {"requests": await self.repo.requests(conv, d.get("open", False))}
+
+    async def close(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        episode, event = await self.commit(
+            self.repo.close_episode(conv, self._actor(caller), self.clock.wall_ms(), self.policy, self._check(conv)),
+            self._touched(conv),
+        )
+        out: Reply = {"conv": conv, "episode": episode, "seq": None, "rate_until": None}
+        if event is not None:
+            out.update(seq=event.msg["seq"], rate_until=event.msg["event"]["rate_until"])
+        return out
+
+    async def rate(self, caller: Caller, d: Args) -> Reply:
+        conv, episode = d["conv"], d["episode"]
+        shares, event, dup = await self.commit(
+            self.repo.rate(conv, episode, d["stars"], d.get("comment", ""), self._actor(caller),
+                           self.clock.wall_ms(), self.policy, self._check(conv)),
+        )
+        return {"conv": conv, "episode": episode, "stars": d["stars"], "credit": shares,
+                "seq": event.msg["seq"] if event else None, "dup": dup}
+
+    async def inbox(self, caller: Caller, d: Args) -> Reply:
+        rows, after = await self.repo.inbox(caller.user, d.get("filter", "all"), _cursor(d.get("after")),
+                                            d.get("limit", 50))
+        return {"rows": rows, "after": after, "now": self.clock.wall_ms()}

@@ -1,0 +1,374 @@
+"""The service desk: service requests and their statuses, episodes, ratings and
+their credit, the staff inbox, and the overdue scan (docs/service-groups.md).
+
+Writes run on the writer thread in one transaction each and check the actor's
+role in the group there; reads are coroutines on the reader. A group's clock
+state (``service_state``) is also written by every text message in it
+(``clocks.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from chatd_protocol import Err, RequestError
+
+from ...policy import credit
+from ..base import KindCheck, Write
+from ..records import SystemMessage, unpack
+from .clocks import BOT, FELLOW, OWNER, STAFF, STATE_COLUMNS, open_episode, start_waiting
+from .engine import Engine, Tx
+from .events import add_event
+from .messages import kind_of, role_of, system
+
+URGENT_TYPES = frozenset({"rescue"})
+NEXT_STATUS = {
+    "open": frozenset({"accepted", "cancelled"}),
+    "accepted": frozenset({"in_progress", "cancelled"}),
+    "in_progress": frozenset({"done", "cancelled"}),
+}
+FINAL = frozenset({"done", "cancelled"})
+REQUEST_COLUMNS = "id, type, status, urgent, note, episode, created_ts, updated_ts, updated_by"
+# the inbox's order: waiting rows by waiting time (oldest first), then the others,
+# most recently active first (a key past any waiting time)
+KEY_TOP = 2**53 - 1
+SORT_KEY = f"COALESCE(s.waiting_since, {KEY_TOP} - s.last_activity)"
+PREVIEW = 80
+
+Actor = tuple[str, dict[str, Any], bool]  # user, author, whether a backend (the admin scope) acts
+
+
+def request_wire(conv: str, row: Sequence[Any]) -> dict[str, Any]:
+    rid, rtype, status, urgent, note, episode, created, updated, by = row
+    return {"conv": conv, "id": rid, "type": rtype, "status": status, "urgent": bool(urgent), "note": note,
+            "episode": episode, "created_ts": created, "updated_ts": updated, "updated_by": by}
+
+
+def _role(tx: Tx, conv: str, user: str, check: KindCheck) -> str | None:
+    check(kind_of(tx, conv) or "")
+    return role_of(tx, conv, user)
+
+
+def _staff_or_backend(tx: Tx, conv: str, actor: Actor, check: KindCheck, what: str) -> None:
+    role = _role(tx, conv, actor[0], check)
+    if actor[2]:
+        return
+    if role is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+    if role not in (FELLOW, STAFF):
+        raise RequestError(Err.FORBIDDEN, f"only the Fellow and staff {what}")
+
+
+def _state(tx: Tx, conv: str) -> tuple[Any, ...]:
+    row = tx.execute(f"SELECT {STATE_COLUMNS} FROM service_state WHERE conv = ?", (conv,)).fetchone()
+    if row is None:  # pragma: no cover - a group's row is made with it
+        raise RequestError(Err.NOT_FOUND, f"no service group {conv}")
+    return tuple(row)
+
+
+def open_request(
+    tx: Tx, conv: str, actor: Actor, rtype: str, note: str, rid: str, ts: int, policy: Any, check: KindCheck
+) -> tuple[dict[str, Any], SystemMessage | None]:
+    """The owner opens a typed request; it opens an episode if none is open and
+    starts the clock if it is not running (urgent: the urgent target). Idempotent
+    on the owner's ``rid``: the same request comes back (``dup``)."""
+    user, author, _ = actor
+    role = _role(tx, conv, user, check)
+    if role is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+    if role != OWNER:
+        raise RequestError(Err.FORBIDDEN, "only the owner opens a service request")
+    known = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND rid = ?",
+                       (conv, rid)).fetchone()
+    if known is not None:
+        return {**request_wire(conv, known), "dup": True}, None
+    episode, is_open, _, waiting_since, _due, answered, _urgent = _state(tx, conv)
+    number = tx.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM service_requests WHERE conv = ?", (conv,)).fetchone()[0]
+    urgent = rtype in URGENT_TYPES
+    event = system(tx, conv, user, author, ts, {"type": "request", "id": number, "request": rtype, "status": "open",
+                                                  "urgent": urgent, "note": note})
+    seq = event.msg["seq"]
+    if not is_open:
+        episode = open_episode(tx, conv, seq, ts, episode)
+        answered = 0
+    tx.execute(
+        "INSERT INTO service_requests(conv, id, type, status, urgent, note, rid, episode, created_ts, updated_ts,"
+        " updated_by) VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
+        (conv, number, rtype, int(urgent), note, rid, episode, ts, ts, user),
+    )
+    tx.execute("UPDATE service_state SET requests = requests + 1, urgent = urgent + ?, last_activity = ? WHERE conv = ?",
+               (int(urgent), ts, conv))
+    if waiting_since is None:
+        start_waiting(tx, conv, seq, ts, policy, urgent, bool(answered))
+    elif urgent:  # already waiting: an urgent request brings the due time forward, never back
+        tx.execute("UPDATE service_state SET due = MIN(due, ?) WHERE conv = ?", (policy.due(ts, True, False), conv))
+    row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
+                     (conv, number)).fetchone()
+    return {**request_wire(conv, row), "dup": False}, event
+
+
+def set_status(
+    tx: Tx, conv: str, number: int, status: str, actor: Actor, ts: int, check: KindCheck
+) -> tuple[dict[str, Any], SystemMessage | None]:
+    """Staff (or the backend) move a request on: open -> accepted -> in_progress
+    -> done, or cancelled from any open status; the owner may only cancel. The
+    same status again changes nothing."""
+    user, author, backend = actor
+    role = _role(tx, conv, user, check)
+    if not backend:
+        if role is None:
+            raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+        if role == BOT or (role == OWNER and status != "cancelled"):
+            raise RequestError(Err.FORBIDDEN, "staff move requests on; the owner may cancel theirs")
+    row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
+                     (conv, number)).fetchone()
+    if row is None:
+        raise RequestError(Err.NOT_FOUND, f"no request {number} in {conv}")
+    previous, urgent = row[2], row[3]
+    if previous == status:
+        return request_wire(conv, row), None
+    if status not in NEXT_STATUS.get(previous, ()):
+        raise RequestError(Err.CONFLICT, f"a request that is {previous} cannot become {status}")
+    tx.execute("UPDATE service_requests SET status = ?, updated_ts = ?, updated_by = ? WHERE conv = ? AND id = ?",
+               (status, ts, user, conv, number))
+    if status in FINAL:
+        tx.execute("UPDATE service_state SET requests = requests - 1, urgent = urgent - ? WHERE conv = ?",
+                   (urgent, conv))
+    event = system(tx, conv, user, author, ts, {"type": "request", "id": number, "request": row[1], "status": status,
+                                                  "previous": previous})
+    row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
+                     (conv, number)).fetchone()
+    return request_wire(conv, row), event
+
+
+def close_episode(
+    tx: Tx, conv: str, actor: Actor, ts: int, policy: Any, check: KindCheck, reason: str = "closed"
+) -> tuple[int | None, SystemMessage | None]:
+    """Close the open episode (staff, the backend, or the idle scan): the clock
+    stops, and the owner is asked for a rating until ``rate_until``. Nothing to
+    close: (None, None)."""
+    _staff_or_backend(tx, conv, actor, check, "close an episode")
+    episode, is_open = _state(tx, conv)[:2]
+    if not is_open:
+        return None, None
+    user, author, _ = actor
+    fellow = tx.execute("SELECT fellow FROM conversations WHERE id = ?", (conv,)).fetchone()[0]
+    tx.execute("UPDATE service_episodes SET closed_ts = ?, closed_by = ?, fellow = ? WHERE conv = ? AND episode = ?",
+               (ts, user, fellow, conv, episode))
+    tx.execute(
+        "UPDATE service_state SET open = 0, state = 'closed', waiting_since = NULL, waiting_seq = NULL, due = NULL,"
+        " alerted = 0, answered = 0 WHERE conv = ?",
+        (conv,),
+    )
+    until = ts + policy.rating_window_s * 1000
+    event = system(tx, conv, user, author, ts,
+                   {"type": "episode", "episode": episode, "state": "closed", "reason": reason, "rate_until": until})
+    return episode, event
+
+
+def rate(
+    tx: Tx, conv: str, episode: int, stars: int, comment: str, actor: Actor, ts: int, policy: Any, check: KindCheck
+) -> tuple[dict[str, int], SystemMessage | None, bool]:
+    """The owner rates a closed episode, once, within the window. The credit is
+    shared by the rule (``chatd.policy.credit``) and stored with the rating."""
+    user, author, _ = actor
+    role = _role(tx, conv, user, check)
+    if role is None:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
+    if role != OWNER:
+        raise RequestError(Err.FORBIDDEN, "only the owner rates their service")
+    row = tx.execute("SELECT fellow, closed_ts, stars, comment FROM service_episodes WHERE conv = ? AND episode = ?",
+                     (conv, episode)).fetchone()
+    if row is None:
+        raise RequestError(Err.NOT_FOUND, f"no episode {episode} in {conv}")
+    fellow, closed, rated, said = row
+    if closed is None:
+        raise RequestError(Err.CONFLICT, f"episode {episode} is still open")
+    if rated is not None:
+        if (rated, said) != (stars, comment):
+            raise RequestError(Err.CONFLICT, f"episode {episode} is rated already")
+        stored = tx.execute("SELECT user, share FROM service_credit WHERE conv = ? AND episode = ?",
+                            (conv, episode)).fetchall()
+        return dict(stored), None, True  # the same rating again (a retry): what was stored
+    if ts > closed + policy.rating_window_s * 1000:
+        raise RequestError(Err.CONFLICT, "the rating window has passed")
+    replies = dict(tx.execute(
+        "SELECT user, COUNT(*) FROM service_replies WHERE conv = ? AND episode = ? AND role IN ('fellow', 'staff')"
+        " GROUP BY user", (conv, episode),
+    ).fetchall())
+    shares = credit(fellow, replies)
+    tx.conn.executemany("INSERT INTO service_credit VALUES (?, ?, ?, ?)",
+                        [(conv, episode, u, share) for u, share in shares.items()])
+    tx.execute("UPDATE service_episodes SET stars = ?, comment = ?, rated_ts = ? WHERE conv = ? AND episode = ?",
+               (stars, comment, ts, conv, episode))
+    add_event(tx, f"service.rated:{conv}:{episode}", "service.rated", user, conv, ts,
+              {"conv_kind": "service", "episode": episode, "stars": stars, "credit": shares})
+    event = system(tx, conv, user, author, ts, {"type": "rated", "episode": episode, "stars": stars})
+    return shares, event, False
+
+
+def alert(tx: Tx, now: int, escalate_ms: int, badge: str, limit: int) -> list[dict[str, Any]]:
+    """Overdue groups not alerted yet: level 1 goes to the Fellow; past the
+    escalation threshold, level 2 to the group's staff carrying ``badge``. Each
+    level once per wait (the row remembers it, so one scan in a deployment
+    alerts once)."""
+    out: list[dict[str, Any]] = []
+    for level, bound in ((1, now), (2, now - escalate_ms)):
+        rows = tx.execute(
+            "SELECT s.conv, s.waiting_since, s.due, c.fellow FROM service_state s JOIN conversations c ON c.id = s.conv"
+            " WHERE s.due <= ? AND s.alerted = ? LIMIT ?",
+            (bound, level - 1, limit),
+        ).fetchall()
+        for conv, since, due, fellow in rows:
+            if level == 1:
+                to = [fellow]
+            else:
+                to = [u for u, b in tx.execute(
+                    "SELECT user, badges FROM members WHERE conv = ? AND role IN ('fellow', 'staff')"
+                    " AND badges IS NOT NULL", (conv,),
+                ).fetchall() if badge in orjson.loads(b)]
+            tx.execute("UPDATE service_state SET alerted = ? WHERE conv = ?", (level, conv))
+            out.append({"conv": conv, "level": level, "waiting_since": since, "due": due, "to": to})
+    return out
+
+
+def close_idle(tx: Tx, before: int, actor: Actor, ts: int, policy: Any, limit: int) -> list[SystemMessage]:
+    """Episodes with no message since ``before`` close (reason ``idle``)."""
+    convs = [r[0] for r in tx.execute(
+        "SELECT conv FROM service_state WHERE open = 1 AND last_activity <= ? LIMIT ?", (before, limit)
+    ).fetchall()]
+    events: list[SystemMessage] = []
+    for conv in convs:
+        _, event = close_episode(tx, conv, actor, ts, policy, _any_kind, "idle")
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def _any_kind(kind: str) -> None:
+    """The scan closes groups it found by their state row: they are service groups."""
+
+
+INBOX_FILTERS = {
+    "all": "",
+    "waiting": " AND s.waiting_since IS NOT NULL",
+    "needs_human": " AND s.state = 'needs_human'",
+    "mine": " AND m.role = 'fellow'",
+}
+
+
+def _preview(row: Sequence[Any] | None) -> dict[str, Any] | None:
+    if row is None or row[0] is None:
+        return None
+    sender, ts, _kind, data, recalled, seq = row
+    body = unpack(data)
+    out: dict[str, Any] = {"seq": seq, "ts": ts, "sender": sender, "name": body.get("a", {}).get("name", sender)}
+    if recalled:
+        out["recalled"] = True
+    elif "t" in body:
+        out["text"] = body["t"][:PREVIEW]
+    elif "e" in body:
+        out["event"] = body["e"].get("type")
+    return out
+
+
+class SqliteDesk:
+    def __init__(self, engine: Engine) -> None:
+        self.db = engine
+
+    def open_request(
+        self, conv: str, actor: Actor, rtype: str, note: str, rid: str, ts: int, policy: Any, check: KindCheck
+    ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
+        return Write(open_request, (conv, actor, rtype, note, rid, ts, policy, check))
+
+    def set_status(
+        self, conv: str, number: int, status: str, actor: Actor, ts: int, check: KindCheck
+    ) -> Write[tuple[dict[str, Any], SystemMessage | None]]:
+        return Write(set_status, (conv, number, status, actor, ts, check))
+
+    def close_episode(
+        self, conv: str, actor: Actor, ts: int, policy: Any, check: KindCheck
+    ) -> Write[tuple[int | None, SystemMessage | None]]:
+        return Write(close_episode, (conv, actor, ts, policy, check))
+
+    def rate(
+        self, conv: str, episode: int, stars: int, comment: str, actor: Actor, ts: int, policy: Any, check: KindCheck
+    ) -> Write[tuple[dict[str, int], SystemMessage | None, bool]]:
+        return Write(rate, (conv, episode, stars, comment, actor, ts, policy, check))
+
+    def alert(self, now: int, escalate_ms: int, badge: str, limit: int) -> Write[list[dict[str, Any]]]:
+        return Write(alert, (now, escalate_ms, badge, limit))
+
+    def close_idle(self, before: int, actor: Actor, ts: int, policy: Any, limit: int) -> Write[list[SystemMessage]]:
+        return Write(close_idle, (before, actor, ts, policy, limit))
+
+    async def requests(self, conv: str, open_only: bool) -> list[dict[str, Any]]:
+        where = " AND status NOT IN ('done', 'cancelled')" if open_only else ""
+        rows = await self.db.fetchall(
+            f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ?{where} ORDER BY id", (conv,)
+        )
+        return [request_wire(conv, r) for r in rows]
+
+    async def rows(self, convs: Sequence[str]) -> list[dict[str, Any]]:
+        """The group-level part of inbox rows (what an ``inbox`` push carries)."""
+        if not convs:
+            return []
+        marks = ",".join("?" * len(convs))
+        rows = await self.db.fetchall(
+            "SELECT s.conv, c.last_seq, s.episode, s.state, s.waiting_since, s.due, s.alerted, s.requests, s.urgent,"
+            f" s.last_activity FROM service_state s JOIN conversations c ON c.id = s.conv WHERE s.conv IN ({marks})",
+            tuple(convs),
+        )
+        return [_group_row(r) for r in rows]
+
+    async def inbox(
+        self, user: str, filter_: str, after: tuple[int, str] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A staff member's groups as inbox rows, oldest waiting first; the cursor
+        of the next page (None: the last page)."""
+        key, last = after if after is not None else (-1, "")
+        rows = await self.db.fetchall(
+            "SELECT p.*, lm.sender, lm.ts, lm.kind, lm.data, lm.recalled, lm.seq, u.name FROM ("
+            f" SELECT {SORT_KEY} AS k, s.conv, c.last_seq, s.episode, s.state, s.waiting_since, s.due, s.alerted,"
+            " s.requests, s.urgent, s.last_activity, m.read_seq, m.role, c.owner"
+            " FROM members m CROSS JOIN service_state s CROSS JOIN conversations c"
+            " WHERE m.user = ? AND m.role IN ('fellow', 'staff') AND s.conv = m.conv AND c.id = m.conv"
+            f"{INBOX_FILTERS[filter_]} AND ({SORT_KEY}, s.conv) > (?, ?)"
+            f" ORDER BY {SORT_KEY}, s.conv LIMIT ?) p"
+            " LEFT JOIN messages lm ON lm.conv = p.conv AND lm.seq = p.last_seq"
+            " LEFT JOIN users u ON u.id = p.owner ORDER BY p.k, p.conv",
+            (user, key, last, limit + 1),
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        convs = [r[1] for r in rows]
+        open_requests: dict[str, list[dict[str, Any]]] = {c: [] for c in convs}
+        if convs:
+            marks = ",".join("?" * len(convs))
+            for r in await self.db.fetchall(
+                f"SELECT conv, {REQUEST_COLUMNS} FROM service_requests WHERE conv IN ({marks})"
+                " AND status NOT IN ('done', 'cancelled') ORDER BY conv, id", tuple(convs),
+            ):
+                open_requests[r[0]].append(request_wire(r[0], r[1:]))
+        out = []
+        for r in rows:
+            row = _group_row(r[1:11])
+            row.update(
+                owner={"id": r[13], "name": r[20] or r[13]},
+                unread=r[2] - r[11],
+                role=r[12],
+                last=_preview(r[14:20]),
+                open_requests=open_requests[r[1]],
+            )
+            out.append(row)
+        cursor = f"{rows[-1][0]}:{rows[-1][1]}" if more and rows else None
+        return out, cursor
+
+
+def _group_row(r: Sequence[Any]) -> dict[str, Any]:
+    conv, last_seq, episode, state, waiting, due, alerted, requests, urgent, activity = r
+    return {"conv": conv, "last_seq": last_seq, "episode": episode or None, "state": state,
+            "waiting_since": waiting, "due": due, "overdue": alerted, "requests": requests, "urgent": urgent > 0,
+            "last_activity": activity or None}

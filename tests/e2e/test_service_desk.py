@@ -1,0 +1,323 @@
+"""The service desk (issue 11, slice 3): the owner's service requests and their
+statuses, response clocks with working hours and escalation, the staff inbox and
+its coalesced pushes, episodes closed by staff or idleness, ratings and their
+credit. Real server, real SQLite file, real sockets and HTTP; the server's clock
+is a FakeClock that the tests move."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from support import FakeClock, admin_call, read_db
+
+# 2025-11-23 12:13:20 UTC = 20:13 in Shanghai, a Sunday: inside the default working hours
+START = 1_763_900_000_000
+TEAM = [
+    {"user": "eng1", "badges": ["Engineer"]},
+    {"user": "sup1", "badges": ["City supervisor", "supervisor"]},
+]
+BOTS = ["bot.charging"]
+
+
+async def ok(app: Any, op: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, reply = await admin_call(app, op, body)
+    assert status == 200, (op, body, reply)
+    return dict(reply["ok"])
+
+
+async def provision(app: Any, owner: str, fellow: str = "fiona", bots: list[str] | None = None) -> str:
+    g = await ok(app, "service.provision", {"owner": owner, "fellow": fellow, "staff": TEAM,
+                                            "bots": BOTS if bots is None else bots})
+    return str(g["conv"])
+
+
+@pytest.fixture
+async def app(make_server: Any, fake_clock: FakeClock) -> Any:
+    return await make_server(admin_port=0, clock=fake_clock)
+
+
+async def people(app: Any, clients: Any, owner: str = "olivia") -> tuple[Any, Any, Any, str]:
+    conv = await provision(app, owner)
+    o = await clients(app, owner, "owner")
+    fellow = await clients(app, "fiona", "staff")
+    eng = await clients(app, "eng1", "staff")
+    return o, fellow, eng, conv
+
+
+def row_of(page: dict[str, Any], conv: str) -> dict[str, Any]:
+    (row,) = [r for r in page["rows"] if r["conv"] == conv]
+    return row
+
+
+async def test_a_customer_message_starts_the_clock_and_a_staff_reply_stops_it(
+    app: Any, clients: Any, fake_clock: FakeClock, db_path: Any
+) -> None:
+    owner, fellow, eng, conv = await people(app, clients)
+    row = row_of(await eng.call("inbox"), conv)
+    assert (row["waiting_since"], row["due"], row["state"], row["episode"]) == (None, None, "closed", None)
+    sent = await owner.call("send", conv=conv, cid="o1", text="我的车充不进电")
+    row = row_of(await eng.call("inbox"), conv)
+    assert row["waiting_since"] == sent["ts"] and row["due"] == sent["ts"] + 300_000  # first response: 5 min
+    assert (row["state"], row["episode"], row["unread"], row["role"]) == ("bot", 1, 1, "staff")
+    assert row["owner"] == {"id": "olivia", "name": "olivia"} and row["last"]["text"] == "我的车充不进电"
+    fake_clock.advance(30)
+    await owner.call("send", conv=conv, cid="o2", text="还在吗")  # still waiting since the first message
+    assert row_of(await eng.call("inbox"), conv)["waiting_since"] == sent["ts"]
+    fake_clock.advance(60)
+    reply = await eng.call("send", conv=conv, cid="e1", text="您好，我来看看")  # noqa: RUF001
+    row = row_of(await eng.call("inbox"), conv)
+    assert (row["waiting_since"], row["due"], row["state"], row["unread"]) == (None, None, "human", 0)
+    # the reply is on record with how long the customer waited
+    assert read_db(db_path, "SELECT user, waited, late, first FROM service_replies WHERE conv = ? AND seq = ?",
+                   (conv, reply["seq"])) == [("eng1", 90_000, 0, 1)]
+    # the next customer message runs the next-response clock (10 min)
+    fake_clock.advance(5)
+    again = await owner.call("send", conv=conv, cid="o3", text="谢谢")
+    assert row_of(await eng.call("inbox"), conv)["due"] == again["ts"] + 600_000
+    await fellow.call("send", conv=conv, cid="f1", text="不客气")
+    assert row_of(await fellow.call("inbox"), conv)["role"] == "fellow"
+
+
+async def test_bot_replies_do_not_stop_the_clock_unless_the_policy_says_so(
+    make_server: Any, clients: Any, fake_clock: FakeClock, tmp_path: Any
+) -> None:
+    app = await make_server(admin_port=0, clock=fake_clock)
+    conv = await provision(app, "olivia")
+    owner = await clients(app, "olivia", "owner")
+    bot = await clients(app, "bot.charging", "bot")
+    eng = await clients(app, "eng1", "staff")
+    sent = await owner.call("send", conv=conv, cid="o1", text="charging?")
+    await bot.call("send", conv=conv, cid="b1", text="Try the other charger")
+    row = row_of(await eng.call("inbox"), conv)
+    assert row["waiting_since"] == sent["ts"] and row["state"] == "bot"
+    await app.stop()
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[service]\nbot_reply_stops_clock = true\n")
+    app2 = await make_server(admin_port=0, clock=fake_clock, service_policy=str(policy))
+    owner = await clients(app2, "olivia", "owner")
+    bot = await clients(app2, "bot.charging", "bot")
+    eng = await clients(app2, "eng1", "staff")
+    await bot.call("send", conv=conv, cid="b2", text="Try the other charger")
+    row = row_of(await eng.call("inbox"), conv)
+    assert row["waiting_since"] is None and row["state"] == "bot"  # answered, by a bot: no human yet
+
+
+async def test_outside_working_hours_the_off_hours_target_applies(
+    make_server: Any, clients: Any, fake_clock: FakeClock, tmp_path: Any
+) -> None:
+    policy = tmp_path / "policy.toml"
+    # working hours that exclude 20:13 local time
+    policy.write_text('[service]\nworking_hours = "09:00-18:00"\noff_hours_response_s = 3600\n')
+    app = await make_server(admin_port=0, clock=fake_clock, service_policy=str(policy))
+    conv = await provision(app, "olivia")
+    owner = await clients(app, "olivia", "owner")
+    eng = await clients(app, "eng1", "staff")
+    sent = await owner.call("send", conv=conv, cid="o1", text="hello")
+    assert row_of(await eng.call("inbox"), conv)["due"] == sent["ts"] + 3_600_000
+    # a rescue is urgent at any hour
+    req = await owner.call("service.request", conv=conv, type="rescue", rid="r1", note="stuck on G15")
+    assert req["urgent"] is True
+    assert row_of(await eng.call("inbox"), conv)["due"] == req["created_ts"] + 120_000
+
+
+async def test_the_inbox_is_sorted_by_waiting_time_filtered_and_paged(
+    app: Any, clients: Any, fake_clock: FakeClock
+) -> None:
+    convs = [await provision(app, f"owner{i}", fellow="fiona" if i % 2 == 0 else "felix") for i in range(5)]
+    owners = [await clients(app, f"owner{i}", "owner") for i in range(5)]
+    eng = await clients(app, "eng1", "staff")
+    fiona = await clients(app, "fiona", "staff")
+    for i in (3, 1, 4):  # these three write, in this order
+        await owners[i].call("send", conv=convs[i], cid="m", text=f"help {i}")
+        fake_clock.advance(10)
+    page = await eng.call("inbox", filter="waiting")
+    assert [r["conv"] for r in page["rows"]] == [convs[3], convs[1], convs[4]] and page["after"] is None
+    everything = await eng.call("inbox")
+    assert [r["conv"] for r in everything["rows"]][:3] == [convs[3], convs[1], convs[4]]
+    assert len(everything["rows"]) == 5  # those not waiting come after
+    # paging: two rows at a time, no row twice, none missed
+    seen: list[str] = []
+    after = None
+    while True:
+        d: dict[str, Any] = {"limit": 2}
+        if after is not None:
+            d["after"] = after
+        page = await eng.call("inbox", **d)
+        seen += [r["conv"] for r in page["rows"]]
+        after = page["after"]
+        if after is None:
+            break
+    assert seen == [r["conv"] for r in everything["rows"]]
+    # an answer moves the group out of the waiting ones
+    await eng.call("send", conv=convs[3], cid="a", text="on it")
+    assert [r["conv"] for r in (await eng.call("inbox", filter="waiting"))["rows"]] == [convs[1], convs[4]]
+    # mine: the groups where one is the Fellow
+    mine = await fiona.call("inbox", filter="mine")
+    assert {r["conv"] for r in mine["rows"]} == {convs[0], convs[2], convs[4]}
+    assert all(r["role"] == "fellow" for r in mine["rows"])
+    # a garbage cursor is a clear refusal
+    await eng.fail("inbox", "bad_request", after="not a cursor")
+
+
+async def test_inbox_pushes_are_coalesced_per_group(app: Any, clients: Any, fake_clock: FakeClock) -> None:
+    owner, _, eng, conv = await people(app, clients)
+    for i in range(10):
+        await owner.call("send", conv=conv, cid=f"m{i}", text=f"message {i}")
+    await eng.no_push(0.2, "inbox")  # nothing before the interval passes
+    fake_clock.advance(1.0)
+    push = await eng.next_push(kind="inbox")
+    assert push.d["conv"] == conv and push.d["waiting_since"] is not None and push.d["last_seq"] == 11
+    await eng.no_push(0.3, "inbox")  # ten messages, one push
+    await eng.call("send", conv=conv, cid="e1", text="here")
+    fake_clock.advance(1.0)
+    push = await eng.next_push(kind="inbox")
+    assert push.d["waiting_since"] is None and push.d["state"] == "human"
+
+
+async def test_service_requests_move_through_their_statuses(app: Any, clients: Any, fake_clock: FakeClock) -> None:
+    owner, fellow, eng, conv = await people(app, clients)
+    bot = await clients(app, "bot.charging", "bot")
+    req = await owner.call("service.request", conv=conv, type="maintenance", rid="r1", note="annual service")
+    assert (req["id"], req["status"], req["urgent"], req["dup"], req["episode"]) == (1, "open", False, False, 1)
+    event = (await eng.next_msg())["event"]
+    assert event == {"type": "request", "id": 1, "request": "maintenance", "status": "open", "urgent": False,
+                     "note": "annual service"}
+    again = await owner.call("service.request", conv=conv, type="maintenance", rid="r1")
+    assert (again["id"], again["dup"], again["seq"]) == (1, True, None)
+    row = row_of(await eng.call("inbox"), conv)
+    assert row["requests"] == 1 and [r["type"] for r in row["open_requests"]] == ["maintenance"]
+    assert row["waiting_since"] == req["created_ts"]  # a request is a customer waiting
+    # who may do what
+    await eng.fail("service.request", "forbidden", conv=conv, type="charging", rid="x")
+    await owner.fail("service.status", "forbidden", conv=conv, id=1, status="accepted")
+    await bot.fail("service.status", "forbidden", conv=conv, id=1, status="accepted")
+    stranger = await clients(app, "sam", "staff")
+    await stranger.fail("service.status", "not_member", conv=conv, id=1, status="accepted")
+    await stranger.fail("service.request", "not_member", conv=conv, type="charging", rid="x")
+    # the statuses, each change a system message the owner sees
+    owner.drain_pushes()
+    for status in ("accepted", "in_progress"):
+        moved = await eng.call("service.status", conv=conv, id=1, status=status)
+        assert moved["status"] == status
+        msg = await owner.next_msg()
+        assert msg["event"]["status"] == status and msg["author"]["name"] == "eng1"
+    same = await eng.call("service.status", conv=conv, id=1, status="in_progress")
+    assert same["seq"] is None  # nothing changed
+    await eng.fail("service.status", "conflict", conv=conv, id=1, status="accepted")  # no way back
+    await eng.fail("service.status", "not_found", conv=conv, id=9, status="accepted")
+    # the backend (service dispatch) finishes it over the admin API
+    done = await ok(app, "service.status", {"conv": conv, "id": 1, "status": "done"})
+    assert (done["status"], done["updated_by"]) == ("done", "crm")
+    await eng.fail("service.status", "conflict", conv=conv, id=1, status="cancelled")
+    # the owner may cancel their own
+    second = await owner.call("service.request", conv=conv, type="test_drive", rid="r2")
+    cancelled = await owner.call("service.status", conv=conv, id=second["id"], status="cancelled")
+    assert cancelled["status"] == "cancelled"
+    listed = await owner.call("service.requests", conv=conv)
+    assert [(r["id"], r["status"]) for r in listed["requests"]] == [(1, "done"), (2, "cancelled")]
+    assert (await owner.call("service.requests", conv=conv, open=True))["requests"] == []
+    assert row_of(await eng.call("inbox"), conv)["requests"] == 0
+    await stranger.fail("service.requests", "not_member", conv=conv)
+    assert len((await ok(app, "service.requests", {"conv": conv}))["requests"]) == 2
+
+
+async def test_overdue_alerts_the_fellow_then_escalates_once(app: Any, clients: Any, fake_clock: FakeClock) -> None:
+    owner, fellow, eng, conv = await people(app, clients)
+    sup = await clients(app, "sup1", "staff")
+    sent = await owner.call("send", conv=conv, cid="o1", text="anyone?")
+    await fake_clock.run_until(lambda: _has_push(fellow, "service.alert"), step=10, within=10)
+    alert = [p for p in fellow.drain_pushes() if p.type == "service.alert"]
+    assert [a.d for a in alert] == [{"conv": conv, "level": 1, "waiting_since": sent["ts"],
+                                     "due": sent["ts"] + 300_000}]
+    assert fake_clock.wall_ms() >= sent["ts"] + 300_000
+    assert row_of(await eng.call("inbox"), conv)["overdue"] == 1
+    await sup.no_push(0.1, "service.alert")
+    await fake_clock.run_until(lambda: _has_push(sup, "service.alert"), step=10, within=10)
+    (esc,) = [p.d for p in sup.drain_pushes() if p.type == "service.alert"]
+    assert esc["level"] == 2 and fake_clock.wall_ms() >= sent["ts"] + 900_000
+    fake_clock.advance(600)
+    await fellow.no_push(0.3, "service.alert")  # each level once per wait
+    assert [p for p in eng.drain_pushes() if p.type == "service.alert"] == []  # not a supervisor
+    # an answer clears it; the next wait alerts again
+    await eng.call("send", conv=conv, cid="e1", text="sorry!")
+    assert row_of(await eng.call("inbox"), conv)["overdue"] == 0
+
+
+async def _has_push(c: Any, kind: str) -> bool:
+    return any(p.type == kind for p in list(c.pushes._queue))
+
+
+async def test_close_then_rate_once_within_the_window_and_credit_sums_to_one(
+    app: Any, clients: Any, fake_clock: FakeClock, db_path: Any
+) -> None:
+    owner, fellow, eng, conv = await people(app, clients)
+    await owner.call("send", conv=conv, cid="o1", text="question")
+    await owner.fail("service.rate", "conflict", conv=conv, episode=1, stars=5)  # still open
+    for i in range(3):
+        await eng.call("send", conv=conv, cid=f"e{i}", text=f"answer {i}")
+    await fellow.call("send", conv=conv, cid="f1", text="anything else?")
+    await owner.fail("service.close", "forbidden", conv=conv)
+    owner.drain_pushes()
+    closed = await fellow.call("service.close", conv=conv)
+    assert closed["episode"] == 1 and closed["rate_until"] == fake_clock.wall_ms() + 7 * 86_400_000
+    event = (await owner.next_msg())["event"]
+    assert event == {"type": "episode", "episode": 1, "state": "closed", "reason": "closed",
+                     "rate_until": closed["rate_until"]}
+    assert (await fellow.call("service.close", conv=conv))["episode"] is None  # nothing open: nothing changes
+    await eng.fail("service.rate", "forbidden", conv=conv, episode=1, stars=1)
+    rated = await owner.call("service.rate", conv=conv, episode=1, stars=5, comment="很好")
+    # the Fellow: 0.4 + 0.6 x 1/4; the engineer 0.6 x 3/4
+    assert rated["credit"] == {"fiona": 550_000, "eng1": 450_000} and rated["dup"] is False
+    assert sum(rated["credit"].values()) == 1_000_000
+    again = await owner.call("service.rate", conv=conv, episode=1, stars=5, comment="很好")
+    assert again["dup"] is True and again["credit"] == rated["credit"]
+    await owner.fail("service.rate", "conflict", conv=conv, episode=1, stars=1)
+    await owner.fail("service.rate", "not_found", conv=conv, episode=7, stars=1)
+    assert read_db(db_path, "SELECT kind, user FROM events WHERE kind = 'service.rated'") == [
+        ("service.rated", "olivia")]
+    # a second episode, no staff reply, rated too late
+    await owner.call("send", conv=conv, cid="o2", text="one more")
+    assert row_of(await eng.call("inbox"), conv)["episode"] == 2
+    await eng.call("service.close", conv=conv)
+    fake_clock.advance(7 * 86_400 + 1)
+    await owner.fail("service.rate", "conflict", conv=conv, episode=2, stars=4)
+
+
+async def test_an_idle_episode_closes_by_itself(app: Any, clients: Any, fake_clock: FakeClock) -> None:
+    owner, _, eng, conv = await people(app, clients)
+    await owner.call("send", conv=conv, cid="o1", text="hi")
+    await eng.call("send", conv=conv, cid="e1", text="hello")
+    owner.drain_pushes()
+
+    async def closed() -> bool:
+        return any(p.type == "msg" and p.d.get("event", {}).get("type") == "episode" for p in list(owner.pushes._queue))
+
+    await fake_clock.run_until(closed, step=600, within=10)
+    assert fake_clock.wall_ms() >= START + 86_400_000
+    row = row_of(await eng.call("inbox"), conv)
+    assert (row["state"], row["episode"]) == ("closed", 1)
+
+
+async def test_desk_ops_refuse_other_kinds_and_garbage(app: Any, clients: Any) -> None:
+    owner, _, eng, conv = await people(app, clients)
+    circle = (await owner.call("circle.create", name="ES8", category="interest"))["conv"]
+    await owner.fail("service.request", "not_found", conv=circle, type="charging", rid="x")
+    await owner.fail("service.request", "bad_request", conv=conv, type="spaceflight", rid="x")
+    await owner.fail("service.request", "bad_request", conv=conv, type="charging", rid="")
+    await owner.fail("service.request", "bad_request", conv=conv, type="charging", rid="x", note="n" * 501)
+    await owner.fail("service.status", "bad_request", conv=conv, id=1, status="open")
+    await owner.fail("service.status", "bad_request", conv=conv, id="1", status="done")
+    await owner.fail("service.rate", "bad_request", conv=conv, episode=1, stars=6)
+    await owner.fail("service.rate", "bad_request", conv=conv, episode=1, stars=True)
+    await owner.fail("inbox", "forbidden")  # staff only
+    await eng.fail("inbox", "bad_request", filter="everything")
+    await eng.fail("inbox", "bad_request", limit=1000)
+    await eng.fail("service.close", "not_found", conv=circle)
+    # the admin API serves the backend's desk ops, and not the owner's
+    status, reply = await admin_call(app, "service.request", {"conv": conv, "type": "charging", "rid": "x"})
+    assert (status, reply["error"]["code"]) == (404, "unknown_op")
+    status, reply = await admin_call(app, "inbox", {})
+    assert (status, reply["error"]["code"]) == (404, "unknown_op")
+    assert (await ok(app, "service.close", {"conv": conv}))["episode"] is None
