@@ -91,6 +91,10 @@ class Config:
             raise ValueError("--notify-stream needs --redis-url")
         if self.notify_coalesce_s < 0:
             raise ValueError("--notify-coalesce takes 0 (no coalescing) or more seconds")
+        if self.service_policy is not None:
+            from .policy import ServicePolicy
+
+            ServicePolicy.from_file(self.service_policy)  # a bad file does not start; the error names the key
         from .edge.proxy import trusted_networks
 
         trusted_networks(self.trusted_proxies)

@@ -760,9 +760,21 @@ class Expect:
 BAD_REQUEST = frozenset({"bad_request"})
 
 
-def expect(p: Planned, first: bool = False) -> Expect:
+def _holds(scope: Scope, user_type: str) -> bool:
+    """Whether a fuzzed token of ``user_type`` holds ``scope`` (none holds admin)."""
+    if scope is Scope.ADMIN:
+        return False
+    if scope is Scope.STAFF:
+        return user_type == "staff"
+    if scope is Scope.BOT:
+        return user_type == "bot"
+    return True
+
+
+def expect(p: Planned, first: bool = False, user_type: str = "owner") -> Expect:
     """What protocol/README.md says the server does with ``p``: on an authenticated
-    socket (or pipelined behind the auth), or as a socket's ``first`` frame."""
+    socket of a user of ``user_type`` (or pipelined behind the auth), or as a
+    socket's ``first`` frame."""
     if p.kind == "closer":  # §1 (1009, 4201), §2 (4200), §4 (a lone surrogate)
         return Expect(False, close=p.close)
     if first:  # §3.1
@@ -779,11 +791,11 @@ def expect(p: Planned, first: bool = False) -> Expect:
         unknown = isinstance(p.op, str) and p.op not in OPS
         return Expect(True, codes=BAD_REQUEST | ({"unknown_op"} if unknown else set()))
     if p.kind == "either":
-        admin = isinstance(p.op, str) and p.op in RULES and RULES[p.op].scope is Scope.ADMIN
-        return Expect(True, codes=BAD_REQUEST | ({"forbidden"} if admin else set()), close=frozenset({4200}))
+        scoped = isinstance(p.op, str) and p.op in RULES and not _holds(RULES[p.op].scope, user_type)
+        return Expect(True, codes=BAD_REQUEST | ({"forbidden"} if scoped else set()), close=frozenset({4200}))
     if p.op not in OPS:
         return Expect(True, codes=frozenset({"unknown_op"}))
-    if RULES[p.op].scope is Scope.ADMIN:  # §3: no fuzzed token holds the admin scope; it is checked first
+    if not _holds(RULES[p.op].scope, user_type):  # §3, §5: the scope is checked first
         return Expect(True, codes=frozenset({"forbidden"}))
     if not p.args_ok:  # §2, §7: a field missing, unknown, of the wrong type or out of range
         return Expect(True, codes=BAD_REQUEST)
@@ -989,7 +1001,7 @@ async def play(conn: Conn, case: Case, world: World, wait: float, auth: Planned 
     loop = asyncio.get_running_loop()
     plan: list[tuple[Planned, Expect, asyncio.Future[dict[str, Any]] | None]] = []
     for p in ((auth,) if auth is not None else ()) + case.frames:
-        exp = expect(p, first=p is auth)
+        exp = expect(p, first=p is auth, user_type=case.user_type)
         fut = conn.expect_reply(p.rid) if exp.reply and p.rid is not None else None
         plan.append((p, exp, fut))
         if not await conn.send(p):

@@ -105,6 +105,17 @@ def test_check_config_and_serve_refuse_a_bad_file(tmp_path: Path) -> None:
     assert out.returncode == 2 and "secret" in out.stderr
 
 
+def test_a_bad_service_policy_file_does_not_start(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.toml"
+    bad.write_text("[service]\nfirst_response_s = -5\n")
+    conf = tmp_path / "chatd.toml"
+    conf.write_text(f'service_policy = "{bad}"\n')
+    for args in (("check-config", str(conf)), ("serve", "--service-policy", str(bad))):
+        out = run(*args)
+        assert out.returncode == 2 and "service.first_response_s must be an integer" in out.stderr, out
+        assert "Traceback" not in out.stderr
+
+
 def test_help_shows_every_flag_with_its_default_and_the_version() -> None:
     out = run("serve", "--help")
     assert out.returncode == 0
@@ -149,6 +160,7 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(db: str) -> None:
          "fixed admin_port"),
         (["--admin-port", "port"], "admin_port"),
         (["--admin-max-body", "10"], "admin_max_body"),
+        (["--service-policy", "/nonexistent/policy.toml"], "cannot read /nonexistent/policy.toml"),
     ],
 )
 def test_configuration_that_must_not_start_exits_2(args: list[str], why: str) -> None:

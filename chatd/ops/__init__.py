@@ -57,8 +57,11 @@ class Ops:
 
     @staticmethod
     def allowed(caller: Caller, op: str) -> bool:
-        scope = RULES[op].scope
-        return scope is Scope.ANYONE or scope in caller.scopes
+        """The caller holds the op's scope; or the op serves backends too
+        (``Rule.backend``) and the caller holds the admin scope."""
+        rule = RULES[op]
+        scope = rule.scope
+        return scope is Scope.ANYONE or scope in caller.scopes or (rule.backend and Scope.ADMIN in caller.scopes)
 
     def fast_for(self, caller: Caller) -> Mapping[str, FastHandler]:
         """The fast handlers this caller may run (one shared table per set of scopes)."""

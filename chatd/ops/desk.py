@@ -63,6 +63,11 @@ class DeskOps:
         return after
 
     def _check(self, conv: str) -> functools.partial[None]:
+        """What the store asks in the write's transaction: ``conv`` is a service
+        group. An id of another kind is refused before anything is read, the same
+        way whether or not it exists (a DM's existence is nobody's business)."""
+        if not self.kind.owns(conv):
+            raise RequestError(Err.NOT_FOUND, f"no service group {conv}")
         return functools.partial(self.kind.require, conv)
 
     async def request(self, caller: Caller, d: Args) -> Reply:
@@ -87,6 +92,7 @@ class DeskOps:
 
     async def requests(self, caller: Caller, d: Args) -> Reply:
         conv = d["conv"]
+        self._check(conv)
         if Scope.ADMIN not in caller.scopes:
             state, _ = await member_state(self.directory, caller, conv)
             self.kind.require(conv, state.kind.name)

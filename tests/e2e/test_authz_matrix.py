@@ -193,6 +193,30 @@ TABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("service.post", "dm"):             (CL, FB, FB, NA, FB, FB, NA, NA, FB, FB, FB, FB, FB, FB, FB, NF),
     ("service.post", "absent-circle"):  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF),
     ("service.post", "absent-dm"):      (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF),
+    # the service desk on what is no service group: not_found for everyone, the same
+    # whether it exists or not; a backend runs status, requests and close (Rule.backend).
+    # Who may in a service group: the service matrix in tests/e2e/test_service_desk.py
+    ("service.request", "circle"):      (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.request", "dm"):          (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.request", "absent-circle"):(CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.request", "absent-dm"):   (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.status", "circle"):       (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.status", "dm"):           (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.status", "absent-circle"):(CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.status", "absent-dm"):    (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.requests", "circle"):     (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.requests", "dm"):         (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.requests", "absent-circle"):(CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.requests", "absent-dm"):  (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.close", "circle"):        (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.close", "dm"):            (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.close", "absent-circle"): (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.close", "absent-dm"):     (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("service.rate", "circle"):         (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.rate", "dm"):             (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.rate", "absent-circle"):  (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.rate", "absent-dm"):      (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("inbox", "none"):                  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK, FB, OK, FB, FB, FB),
     # the admin API's ops: a backend's (the admin scope) and nobody else's
     ("admin.kick", "none"):             (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
     ("admin.revoke", "none"):           (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
@@ -551,9 +575,17 @@ class World:
             return {"conv": conv, "fellow": NOBODY}
         if op == "service.post":
             return {"conv": conv, "cid": f"post{n}", "text": f"SECRET notice {n}"}
+        if op == "service.request":
+            return {"conv": conv, "type": "charging", "rid": f"rq{n}"}
+        if op == "service.status":
+            return {"conv": conv, "id": 1, "status": "accepted"}
+        if op in ("service.requests", "service.close"):
+            return {"conv": conv}
+        if op == "service.rate":
+            return {"conv": conv, "episode": 1, "stars": 5}
         if op in ("admin.kick", "admin.revoke"):  # a user with no socket: a success closes none of the world's
             return {"user": NOBODY}
-        if op in ("ping", "convs", "circle.list", "points.balance", "points.ledger", "points.top"):
+        if op in ("ping", "convs", "circle.list", "points.balance", "points.ledger", "points.top", "inbox"):
             return {}  # no argument is needed, and none changes who may
         raise AssertionError(f"no request for {op}: say how to build one in World.args")
 
@@ -743,11 +775,16 @@ def test_the_table_covers_the_op_table() -> None:
         by_role = dict(zip(ROLES, row, strict=True))
         if scope is not Scope.ANYONE:
             assert by_role["anon"] == CL, (op, target)
-        if scope is Scope.USER:
+        if scope in (Scope.USER, Scope.STAFF) and not RULES[op].backend:
             assert by_role["admin_scope"] == FB, (op, target, "admin scope only, and the op needs", scope)
+        if RULES[op].backend:  # a backend passes the scope check: the op decides
+            assert by_role["admin_scope"] != FB, (op, target, "a backend op refused the admin scope")
         if scope is Scope.ADMIN:  # no user token holds it (tests/test_token_scopes.py gives one over a socket)
             assert {by_role[r] for r in SOCKET_ROLES} - {NA} == {FB}, (op, target, "only the admin scope may")
-        assert scope in (Scope.ANYONE, Scope.USER, Scope.ADMIN), f"{op} needs {scope}: give the roles that hold it a column"
+        if scope is Scope.STAFF:  # staff tokens only: the two staff columns
+            assert {r for r in SOCKET_ROLES if by_role[r] != FB} <= {"staff_in", "staff"}, (op, target)
+        assert scope in (Scope.ANYONE, Scope.USER, Scope.STAFF, Scope.ADMIN), (
+            f"{op} needs {scope}: give the roles that hold it a column")
     assert set(KNOWN_DEFECTS) <= set(MATRIX)
 
 

@@ -6,6 +6,7 @@ is a FakeClock that the tests move."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -177,7 +178,7 @@ async def test_inbox_pushes_are_coalesced_per_group(app: Any, clients: Any, fake
 
 
 async def test_service_requests_move_through_their_statuses(app: Any, clients: Any, fake_clock: FakeClock) -> None:
-    owner, fellow, eng, conv = await people(app, clients)
+    owner, _fellow, eng, conv = await people(app, clients)
     bot = await clients(app, "bot.charging", "bot")
     req = await owner.call("service.request", conv=conv, type="maintenance", rid="r1", note="annual service")
     assert (req["id"], req["status"], req["urgent"], req["dup"], req["episode"]) == (1, "open", False, False, 1)
@@ -321,3 +322,97 @@ async def test_desk_ops_refuse_other_kinds_and_garbage(app: Any, clients: Any) -
     status, reply = await admin_call(app, "inbox", {})
     assert (status, reply["error"]["code"]) == (404, "unknown_op")
     assert (await ok(app, "service.close", {"conv": conv}))["episode"] is None
+
+
+# -- who may do what in a service group ---------------------------------------------
+# The roles of the issue: the group's owner, another owner, the Fellow, a staff member,
+# another group's staff member, a bot of the group, and the backend on the admin API.
+# Each cell runs on a group of its own, prepared so that the op could succeed.
+# Nobody leaves a service group: circle.leave is for circles (not_found to members).
+ROLE_USERS = {"owner": None, "other_owner": "oscar", "fellow": "fiona", "staff": "eng1",
+              "other_staff": "eng2", "bot": "bot.charging", "admin": None}
+ROLE_TYPES = {"owner": "owner", "other_owner": "owner", "fellow": "staff", "staff": "staff",
+              "other_staff": "staff", "bot": "bot"}
+UO = "unknown_op"  # the admin API serves a backend's ops only
+# fmt: off
+SERVICE_MATRIX: dict[str, tuple[str, ...]] = {
+    # op (+variant)            owner         other_owner   fellow        staff         other_staff   bot           admin
+    "service.request":         ("ok",        "not_member", "forbidden",  "forbidden",  "not_member", "forbidden",  UO),
+    "service.status":          ("forbidden", "not_member", "ok",         "ok",         "not_member", "forbidden",  "ok"),
+    "service.status+cancel":   ("ok",        "not_member", "ok",         "ok",         "not_member", "forbidden",  "ok"),
+    "service.requests":        ("ok",        "not_member", "ok",         "ok",         "not_member", "ok",         "ok"),
+    "service.close":           ("forbidden", "not_member", "ok",         "ok",         "not_member", "forbidden",  "ok"),
+    "service.rate":            ("ok",        "not_member", "forbidden",  "forbidden",  "not_member", "forbidden",  UO),
+    "inbox":                   ("forbidden", "forbidden",  "ok",         "ok",         "ok",         "forbidden",  UO),
+    "send":                    ("ok",        "not_member", "ok",         "ok",         "not_member", "ok",         UO),
+    "circle.leave":            ("not_found", "not_member", "not_found",  "not_found",  "not_member", "not_found",  UO),
+    "service.post":            ("forbidden", "forbidden",  "forbidden",  "forbidden",  "forbidden",  "forbidden",  "ok"),
+}
+# fmt: on
+
+
+async def test_every_desk_op_by_every_role_in_a_service_group(app: Any, clients: Any) -> None:
+    await ok(app, "service.provision", {"owner": "oscar", "fellow": "felix", "staff": [{"user": "eng2"}]})
+    socks: dict[str, Any] = {}
+    for role, user in ROLE_USERS.items():
+        if user is not None:
+            socks[role] = await clients(app, user, ROLE_TYPES[role])
+    wrong: list[str] = []
+    for n, (cell, outcomes) in enumerate(SERVICE_MATRIX.items()):
+        op, _, variant = cell.partition("+")
+        for role, want in zip(ROLE_USERS, outcomes, strict=True):
+            owner_id = f"own{n}.{role}"
+            conv = await provision(app, owner_id)
+            owner = await clients(app, owner_id, "owner")
+            await owner.call("send", conv=conv, cid="first", text="hello")  # episode 1 opens
+            await owner.call("service.request", conv=conv, type="charging", rid="prep")  # request 1
+            if op == "service.rate":
+                await ok(app, "service.close", {"conv": conv})
+            d: dict[str, Any] = {
+                "service.request": {"conv": conv, "type": "maintenance", "rid": "cell"},
+                "service.status": {"conv": conv, "id": 1, "status": "cancelled" if variant else "accepted"},
+                "service.requests": {"conv": conv},
+                "service.close": {"conv": conv},
+                "service.rate": {"conv": conv, "episode": 1, "stars": 4},
+                "inbox": {},
+                "send": {"conv": conv, "cid": "cell", "text": "cell"},
+                "circle.leave": {"conv": conv},
+                "service.post": {"conv": conv, "cid": "cell", "text": "notice"},
+            }[op]
+            if role == "admin":
+                status, reply = await admin_call(app, op, d)
+                got = "ok" if status == 200 else reply["error"]["code"]
+            else:
+                c = owner if role == "owner" else socks[role]
+                r = await c.request(op, **d)
+                got = "ok" if not hasattr(r, "code") else r.code
+                if op == "inbox" and got == "ok":  # a row for each group one answers in, and no other
+                    assert (conv in {x["conv"] for x in r.d["rows"]}) == (role != "other_staff"), (role, r.d)
+            if got != want:
+                wrong.append(f"{cell} by {role}: {got}, the table says {want}")
+            await owner.close()
+    assert not wrong, "\n".join(wrong)
+
+
+async def test_two_processes_alert_once(
+    make_server: Any, clients: Any, fake_clock: FakeClock, redis_proc: Any
+) -> None:
+    """Both run the scan job; its lease and the alert level stored with the wait make
+    one alert, which reaches the Fellow's sockets on either process."""
+    a = await make_server(admin_port=0, clock=fake_clock, redis_url=redis_proc.url)
+    b = await make_server(clock=fake_clock, redis_url=redis_proc.url)
+    conv = await provision(a, "olivia")
+    owner = await clients(b, "olivia", "owner")
+    on_a = await clients(a, "fiona", "staff")
+    on_b = await clients(b, "fiona", "staff")
+    await owner.call("send", conv=conv, cid="o1", text="anyone?")
+
+    async def both() -> bool:
+        return await _has_push(on_a, "service.alert") and await _has_push(on_b, "service.alert")
+
+    await fake_clock.run_until(both, step=10, within=15)
+    fake_clock.advance(120)  # well before the escalation threshold
+    await asyncio.sleep(0.5)
+    for c in (on_a, on_b):
+        alerts = [p.d for p in c.drain_pushes() if p.type == "service.alert"]
+        assert [x["level"] for x in alerts] == [1], alerts

@@ -6,15 +6,20 @@ from __future__ import annotations
 import re
 
 from chatd_client import IDEMPOTENT_OPS
-from chatd_protocol import OPS, RETRY_SAFE, RULES, Scope
+from chatd_protocol import ADMIN_API_OPS, OPS, RETRY_SAFE, RULES, Scope
 from support import ROOT
 
 
 def test_every_op_has_exactly_one_rule() -> None:
     assert RULES.keys() == OPS.keys()
     assert RULES["auth"].scope is Scope.ANYONE
-    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op != "auth" and not _admin(op))
+    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op not in ("auth", "inbox") and not _admin(op))
     assert all(rule.scope is Scope.ADMIN for op, rule in RULES.items() if _admin(op))
+    assert RULES["inbox"].scope is Scope.STAFF  # a staff member's groups
+    # a backend also runs these on the admin API; the op decides what it may do
+    assert {op for op, rule in RULES.items() if rule.backend} == {
+        "service.status", "service.requests", "service.close"}
+    assert ADMIN_API_OPS == {op for op in RULES if _admin(op)} | {"service.status", "service.requests", "service.close"}
 
 
 def _admin(op: str) -> bool:
