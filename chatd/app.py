@@ -118,7 +118,7 @@ class App:
             NotifyOps(commit, store.notify, directory),
             AdminOps(commit, store.users, fanout, clock),
             ServiceOps(commit, store.service, fanout, kinds.service, clock),
-            DeskOps(commit, store.desk, directory, pushes, kinds.service, clock),
+            DeskOps(commit, store.desk, directory, pushes, fanout, kinds.service, clock),
             metrics,
             clock,
         )

@@ -89,7 +89,7 @@ def load_spec(path: Path = SPEC_PATH) -> Spec:
         m = re.match(r"^\| ([0-9][0-9, ]*) \|", row)
         if m:
             closes.update(int(c) for c in m.group(1).split(","))
-    pushes = {m.group(1) for row in _section(text, 6) if (m := re.match(r"^\| `([a-z.]+)` \|", row))}
+    pushes = {m.group(1) for row in _section(text, 6) if (m := re.match(r"^\| `([a-z._]+)` \|", row))}
     op_errors: dict[str, set[str]] = {}
     requests = _section(text, 5)
     for row in requests:
@@ -97,11 +97,11 @@ def load_spec(path: Path = SPEC_PATH) -> Spec:
             continue
         cells = _cells(row)
         codes = {c for c in re.findall(r"`([a-z_]+)`", cells[-1]) if c in errors}
-        for op in re.findall(r"`([a-z.]+)`", cells[0]):
+        for op in re.findall(r"`([a-z._]+)`", cells[0]):
             op_errors.setdefault(op, set()).update(codes)
     para = " ".join(ln for ln in requests if ln and not ln.startswith("|"))
     m = re.search(r"`not_member` answers these ops(.*?)\. For", para)
-    for op in re.findall(r"`([a-z.]+)`", m.group(1) if m else ""):
+    for op in re.findall(r"`([a-z._]+)`", m.group(1) if m else ""):
         op_errors.setdefault(op, set()).add("not_member")
     assert errors and closes and pushes and op_errors, f"{path}: could not read the code tables"
     return Spec(errors, frozenset(closes), frozenset(pushes), {k: frozenset(v) for k, v in op_errors.items()})

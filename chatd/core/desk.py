@@ -44,8 +44,11 @@ class InboxPushes:
         self._timer: Timer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.pushed = 0
+        self._stopped = False
 
     def touch(self, conv: str) -> None:
+        if self._stopped:
+            return
         self._dirty.add(conv)
         if self._timer is None:
             self._timer = self.clock.call_later(self.every_s, self._fire)
@@ -70,6 +73,7 @@ class InboxPushes:
         self.pushed += len(rows)
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -112,7 +116,7 @@ class ServiceClocks:
             self.repo.alert(now, policy.escalate_after_s * 1000, policy.escalate_badge, self.batch)
         )
         for a in alerts:
-            push = {k: a[k] for k in ("conv", "level", "waiting_since", "due")}
+            push = {k: a[k] for k in ("conv", "level", "reason", "waiting_since", "due")}
             for user in a["to"]:
                 self.fanout.user_push(user, "service.alert", push)
             self.pushes.touch(a["conv"])

@@ -167,6 +167,8 @@ def table(
             "service.close": desk.close,
             "service.rate": desk.rate,
             "inbox": desk.inbox,
+            "service.claim": desk.claim,
+            "service.to_human": desk.to_human,
             "admin.kick": admin.kick,
             "admin.revoke": admin.revoke,
         },

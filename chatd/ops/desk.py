@@ -18,6 +18,7 @@ from ..clock import Clock
 from ..core.caller import Caller
 from ..core.desk import InboxPushes
 from ..core.directory import Directory
+from ..core.fanout import Fanout
 from ..kinds import Service
 from ..store.base import DeskActor, ServiceDesk
 from .base import Args, Commit, Reply, member_state
@@ -41,9 +42,11 @@ class DeskOps:
         repo: ServiceDesk,
         directory: Directory,
         pushes: InboxPushes,
+        fanout: Fanout,
         kind: Service,
         clock: Clock,
     ) -> None:
+        self.fanout = fanout
         self.commit = commit
         self.repo = repo
         self.directory = directory
@@ -104,7 +107,8 @@ class DeskOps:
     async def close(self, caller: Caller, d: Args) -> Reply:
         conv = d["conv"]
         episode, event = await self.commit(
-            self.repo.close_episode(conv, self._actor(caller), self.clock.wall_ms(), self.policy, self._check(conv)),
+            self.repo.close_episode(conv, self._actor(caller), self.clock.wall_ms(), self.policy, self._check(conv),
+                                    d.get("episode")),
             self._touched(conv),
         )
         out: Reply = {"conv": conv, "episode": episode, "seq": None, "rate_until": None}
@@ -125,3 +129,25 @@ class DeskOps:
         rows, after = await self.repo.inbox(caller.user, d.get("filter", "all"), _cursor(d.get("after")),
                                             d.get("limit", 50))
         return {"rows": rows, "after": after, "now": self.clock.wall_ms()}
+
+    async def claim(self, caller: Caller, d: Args) -> Reply:
+        conv, seq = d["conv"], d["seq"]
+        dup = await self.commit(
+            self.repo.claim(conv, seq, caller.user, self.clock.wall_ms(), self.policy, self._check(conv))
+        )
+        return {"conv": conv, "seq": seq, "dup": dup}
+
+    async def to_human(self, caller: Caller, d: Args) -> Reply:
+        conv = d["conv"]
+        now = self.clock.wall_ms()
+
+        def after(result: tuple[str, Any]) -> None:
+            self.pushes.touch(conv)
+            if result[1] is not None:  # the Fellow is alerted on every socket, as for an overdue wait
+                self.fanout.user_push(result[0], "service.alert", {
+                    "conv": conv, "level": 1, "reason": "needs_human", "waiting_since": None, "due": None})
+
+        fellow, event = await self.commit(
+            self.repo.to_human(conv, self._actor(caller), d.get("text", ""), now, self._check(conv)), after
+        )
+        return {"conv": conv, "fellow": fellow, "seq": event.msg["seq"] if event else None}

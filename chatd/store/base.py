@@ -516,9 +516,10 @@ class ServiceDesk(Protocol):
         ...
 
     def close_episode(
-        self, conv: str, actor: DeskActor, ts: int, policy: Any, check: KindCheck
+        self, conv: str, actor: DeskActor, ts: int, policy: Any, check: KindCheck, episode: int | None
     ) -> Write[tuple[int | None, SystemMessage | None]]:
-        """Close the open episode; (None, None) when none is open."""
+        """Close the open episode (if given, only if ``episode`` is the open one);
+        (None, None) when nothing closed."""
         ...
 
     def rate(
@@ -528,6 +529,17 @@ class ServiceDesk(Protocol):
         """The owner's rating of a closed episode, once, within the window; returns
         the credit shares (millionths) stored with it, the event, and whether it
         was the same rating again (then nothing changed)."""
+        ...
+
+    def claim(self, conv: str, seq: int, bot: str, ts: int, policy: Any, check: KindCheck) -> Write[bool]:
+        """A bot's claim on a customer message (first wins; True: this bot's already)."""
+        ...
+
+    def to_human(
+        self, conv: str, actor: DeskActor, text: str, ts: int, check: KindCheck
+    ) -> Write[tuple[str, SystemMessage | None]]:
+        """A bot hands the episode over; returns the Fellow and the event (None:
+        handed over already)."""
         ...
 
     def alert(self, now: int, escalate_ms: int, badge: str, limit: int) -> Write[list[dict[str, Any]]]:

@@ -290,13 +290,15 @@ OPS: dict[str, dict[str, Field]] = {
         "status": S("enum", True, choices=REQUEST_STATUSES[1:]),
     },
     "service.requests": {"conv": S("conv", True), "open": S("bool")},
-    "service.close": {"conv": S("conv", True)},
+    "service.close": {"conv": S("conv", True), "episode": S("int", False, 1, MAX_SEQ)},
     "service.rate": {
         "conv": S("conv", True),
         "episode": S("int", True, 1, MAX_SEQ),
         "stars": S("int", True, 1, 5),
         "comment": S("str", False, 0, 500),
     },
+    "service.claim": {"conv": S("conv", True), "seq": S("int", True, 1, MAX_SEQ)},
+    "service.to_human": {"conv": S("conv", True), "text": S("str", False, 0, 500)},
     "inbox": {
         "filter": S("enum", choices=INBOX_FILTERS),
         "after": S("str", False, 1, 200),
@@ -381,9 +383,11 @@ RULES: dict[str, Rule] = {
     "service.request": RETRY,  # deduplicated on (group, rid)
     "service.status": R(True, backend=True),  # the same status again changes nothing
     "service.requests": R(True, backend=True),
-    "service.close": R(True, backend=True),  # closing a closed episode changes nothing
+    "service.close": R(True, backend=True),  # with its episode: a retry closes nothing newer
     "service.rate": RETRY,  # once per episode: the same rating again returns the stored one
     "inbox": R(True, Scope.STAFF),
+    "service.claim": R(True, Scope.BOT),  # the same bot again: answered as before (dup)
+    "service.to_human": R(True, Scope.BOT),  # handed over already: nothing changes
 }
 
 assert RULES.keys() == OPS.keys(), "every op has a rule and every rule an op"

@@ -224,7 +224,11 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                               "kind": "system", "event": {"type": "request", "id": 1, "request": "rescue",
                                                           "status": "accepted", "previous": "open"}}},
     ),
-    ("service.close request", {"id": 32, "op": "service.close", "d": {"conv": "s:olivia"}}),
+    ("service.close request", {"id": 32, "op": "service.close", "d": {"conv": "s:olivia", "episode": 3}}),
+    ("service.claim request", {"id": 35, "op": "service.claim", "d": {"conv": "s:olivia", "seq": 42}}),
+    ("service.claim reply", {"id": 35, "d": {"conv": "s:olivia", "seq": 42, "dup": False}}),
+    ("service.to_human request", {"id": 36, "op": "service.to_human",
+                                  "d": {"conv": "s:olivia", "text": "warranty question"}}),
     ("service.close reply", {"id": 32, "d": {"conv": "s:olivia", "episode": 3, "seq": 45,
                                               "rate_until": 1764504800123}}),
     ("service.rate request", {"id": 33, "op": "service.rate", "d": {"conv": "s:olivia", "episode": 3, "stars": 5,
@@ -235,7 +239,7 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     (
         "inbox reply",
         {"id": 34, "d": {"rows": [{
-            "conv": "s:olivia", "last_seq": 40, "episode": 3, "state": "bot", "waiting_since": 1763900000123,
+            "conv": "s:olivia", "rev": 6, "last_seq": 40, "episode": 3, "state": "bot", "waiting_since": 1763900000123,
             "due": 1763900120123, "overdue": 0, "requests": 1, "urgent": True, "last_activity": 1763900000123,
             "owner": {"id": "olivia", "name": "Olivia"}, "unread": 2, "role": "fellow",
             "last": {"seq": 40, "ts": 1763900000123, "sender": "olivia", "name": "Olivia", "event": "request"},
@@ -246,13 +250,14 @@ VALID: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "inbox push",
-        {"push": "inbox", "d": {"conv": "s:olivia", "last_seq": 41, "episode": 3, "state": "human",
+        {"push": "inbox", "d": {"conv": "s:olivia", "rev": 7, "last_seq": 41, "episode": 3, "state": "human",
                                 "waiting_since": None, "due": None, "overdue": 0, "requests": 1, "urgent": True,
                                 "last_activity": 1763900030000}},
     ),
     (
         "service.alert push",
-        {"push": "service.alert", "d": {"conv": "s:olivia", "level": 1, "waiting_since": 1763900000123,
+        {"push": "service.alert", "d": {"conv": "s:olivia", "level": 1, "reason": "overdue",
+                                        "waiting_since": 1763900000123,
                                         "due": 1763900120123}},
     ),
     ("admin.kick request", {"id": 12, "op": "admin.kick", "d": {"user": "alice"}}),

@@ -216,6 +216,14 @@ TABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("service.rate", "dm"):             (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, FB),
     ("service.rate", "absent-circle"):  (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
     ("service.rate", "absent-dm"):      (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("service.claim", "circle"):        (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.claim", "dm"):            (CL, FB, FB, NA, FB, FB, NA, NA, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.claim", "absent-circle"): (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.claim", "absent-dm"):     (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.to_human", "circle"):     (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.to_human", "dm"):         (CL, FB, FB, NA, FB, FB, NA, NA, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.to_human", "absent-circle"):(CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.to_human", "absent-dm"):  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
     ("inbox", "none"):                  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK, FB, OK, FB, FB, FB),
     # the admin API's ops: a backend's (the admin scope) and nobody else's
     ("admin.kick", "none"):             (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
@@ -583,6 +591,10 @@ class World:
             return {"conv": conv}
         if op == "service.rate":
             return {"conv": conv, "episode": 1, "stars": 5}
+        if op == "service.claim":
+            return {"conv": conv, "seq": 1}
+        if op == "service.to_human":
+            return {"conv": conv}
         if op in ("admin.kick", "admin.revoke"):  # a user with no socket: a success closes none of the world's
             return {"user": NOBODY}
         if op in ("ping", "convs", "circle.list", "points.balance", "points.ledger", "points.top", "inbox"):
@@ -782,8 +794,10 @@ def test_the_table_covers_the_op_table() -> None:
         if scope is Scope.ADMIN:  # no user token holds it (tests/test_token_scopes.py gives one over a socket)
             assert {by_role[r] for r in SOCKET_ROLES} - {NA} == {FB}, (op, target, "only the admin scope may")
         if scope is Scope.STAFF:  # staff tokens only: the two staff columns
-            assert {r for r in SOCKET_ROLES if by_role[r] != FB} <= {"staff_in", "staff"}, (op, target)
-        assert scope in (Scope.ANYONE, Scope.USER, Scope.STAFF, Scope.ADMIN), (
+            assert {r for r in SOCKET_ROLES if by_role[r] not in (FB, NA)} <= {"staff_in", "staff"}, (op, target)
+        if scope is Scope.BOT:  # bot tokens only: the two bot columns
+            assert {r for r in SOCKET_ROLES if by_role[r] not in (FB, NA)} <= {"bot_in", "bot"}, (op, target)
+        assert scope in (Scope.ANYONE, Scope.USER, Scope.STAFF, Scope.BOT, Scope.ADMIN), (
             f"{op} needs {scope}: give the roles that hold it a column")
     assert set(KNOWN_DEFECTS) <= set(MATRIX)
 

@@ -166,15 +166,17 @@ async def test_inbox_pushes_are_coalesced_per_group(app: Any, clients: Any, fake
     owner, _, eng, conv = await people(app, clients)
     for i in range(10):
         await owner.call("send", conv=conv, cid=f"m{i}", text=f"message {i}")
-    await eng.no_push(0.2, "inbox")  # nothing before the interval passes
-    fake_clock.advance(1.0)
+    fake_clock.advance(0.5)
+    await eng.no_push(0.2, "inbox")  # nothing before the interval (1 s) passes
+    fake_clock.advance(0.5)
     push = await eng.next_push(kind="inbox")
     assert push.d["conv"] == conv and push.d["waiting_since"] is not None and push.d["last_seq"] == 11
     await eng.no_push(0.3, "inbox")  # ten messages, one push
     await eng.call("send", conv=conv, cid="e1", text="here")
     fake_clock.advance(1.0)
-    push = await eng.next_push(kind="inbox")
-    assert push.d["waiting_since"] is None and push.d["state"] == "human"
+    push2 = await eng.next_push(kind="inbox")
+    assert push2.d["waiting_since"] is None and push2.d["state"] == "human"
+    assert push2.d["rev"] > push.d["rev"]  # a client keeps the row with the highest rev
 
 
 async def test_service_requests_move_through_their_statuses(app: Any, clients: Any, fake_clock: FakeClock) -> None:
@@ -230,20 +232,25 @@ async def test_overdue_alerts_the_fellow_then_escalates_once(app: Any, clients: 
     sent = await owner.call("send", conv=conv, cid="o1", text="anyone?")
     await fake_clock.run_until(lambda: _has_push(fellow, "service.alert"), step=10, within=10)
     alert = [p for p in fellow.drain_pushes() if p.type == "service.alert"]
-    assert [a.d for a in alert] == [{"conv": conv, "level": 1, "waiting_since": sent["ts"],
+    assert [a.d for a in alert] == [{"conv": conv, "level": 1, "reason": "overdue", "waiting_since": sent["ts"],
                                      "due": sent["ts"] + 300_000}]
     assert fake_clock.wall_ms() >= sent["ts"] + 300_000
     assert row_of(await eng.call("inbox"), conv)["overdue"] == 1
     await sup.no_push(0.1, "service.alert")
     await fake_clock.run_until(lambda: _has_push(sup, "service.alert"), step=10, within=10)
     (esc,) = [p.d for p in sup.drain_pushes() if p.type == "service.alert"]
-    assert esc["level"] == 2 and fake_clock.wall_ms() >= sent["ts"] + 900_000
+    assert (esc["level"], esc["reason"]) == (2, "escalated") and fake_clock.wall_ms() >= sent["ts"] + 900_000
     fake_clock.advance(600)
     await fellow.no_push(0.3, "service.alert")  # each level once per wait
     assert [p for p in eng.drain_pushes() if p.type == "service.alert"] == []  # not a supervisor
     # an answer clears it; the next wait alerts again
     await eng.call("send", conv=conv, cid="e1", text="sorry!")
     assert row_of(await eng.call("inbox"), conv)["overdue"] == 0
+    fellow.drain_pushes()
+    again = await owner.call("send", conv=conv, cid="o2", text="and now?")
+    await fake_clock.run_until(lambda: _has_push(fellow, "service.alert"), step=10, within=10)
+    (alert2,) = [p.d for p in fellow.drain_pushes() if p.type == "service.alert"]
+    assert (alert2["level"], alert2["waiting_since"], alert2["due"]) == (1, again["ts"], again["ts"] + 600_000)
 
 
 async def _has_push(c: Any, kind: str) -> bool:
@@ -299,6 +306,12 @@ async def test_an_idle_episode_closes_by_itself(app: Any, clients: Any, fake_clo
     assert fake_clock.wall_ms() >= START + 86_400_000
     row = row_of(await eng.call("inbox"), conv)
     assert (row["state"], row["episode"]) == ("closed", 1)
+    # an unanswered customer is never closed for idleness: they stay overdue in the inbox
+    waiting = await owner.call("send", conv=conv, cid="o2", text="hello again")
+    fake_clock.advance(3 * 86_400)
+    await asyncio.sleep(0.3)
+    row = row_of(await eng.call("inbox", filter="waiting"), conv)
+    assert (row["state"], row["episode"], row["waiting_since"], row["overdue"]) == ("bot", 2, waiting["ts"], 2)
 
 
 async def test_desk_ops_refuse_other_kinds_and_garbage(app: Any, clients: Any) -> None:
@@ -347,6 +360,8 @@ SERVICE_MATRIX: dict[str, tuple[str, ...]] = {
     "send":                    ("ok",        "not_member", "ok",         "ok",         "not_member", "ok",         UO),
     "circle.leave":            ("not_found", "not_member", "not_found",  "not_found",  "not_member", "not_found",  UO),
     "service.post":            ("forbidden", "forbidden",  "forbidden",  "forbidden",  "forbidden",  "forbidden",  "ok"),
+    "service.claim":           ("forbidden", "forbidden",  "forbidden",  "forbidden",  "forbidden",  "ok",         UO),
+    "service.to_human":        ("forbidden", "forbidden",  "forbidden",  "forbidden",  "forbidden",  "ok",         UO),
 }
 # fmt: on
 
@@ -374,10 +389,12 @@ async def test_every_desk_op_by_every_role_in_a_service_group(app: Any, clients:
                 "service.requests": {"conv": conv},
                 "service.close": {"conv": conv},
                 "service.rate": {"conv": conv, "episode": 1, "stars": 4},
-                "inbox": {},
+                "inbox": {"limit": 100},
                 "send": {"conv": conv, "cid": "cell", "text": "cell"},
                 "circle.leave": {"conv": conv},
                 "service.post": {"conv": conv, "cid": "cell", "text": "notice"},
+                "service.claim": {"conv": conv, "seq": 2},  # the owner's first message
+                "service.to_human": {"conv": conv},
             }[op]
             if role == "admin":
                 status, reply = await admin_call(app, op, d)
@@ -416,3 +433,99 @@ async def test_two_processes_alert_once(
     for c in (on_a, on_b):
         alerts = [p.d for p in c.drain_pushes() if p.type == "service.alert"]
         assert [x["level"] for x in alerts] == [1], alerts
+
+
+async def test_three_bots_race_for_a_message_and_one_wins(app: Any, clients: Any) -> None:
+    bots = ["bot.charging", "bot.repairs", "bot.policy"]
+    conv = await provision(app, "olivia", bots=bots)
+    owner = await clients(app, "olivia", "owner")
+    socks = [await clients(app, b, "bot") for b in bots]
+    for n in range(5):  # each message is raced for, from three sockets at once
+        sent = await owner.call("send", conv=conv, cid=f"o{n}", text=f"question {n}")
+        replies = await asyncio.gather(*(s.request("service.claim", conv=conv, seq=sent["seq"]) for s in socks))
+        won = [i for i, r in enumerate(replies) if not hasattr(r, "code")]
+        lost = [r for r in replies if hasattr(r, "code")]
+        assert len(won) == 1 and [r.code for r in lost] == ["conflict", "conflict"], replies
+        assert all(bots[won[0]] in r.message for r in lost)  # the loser learns who has it
+        again = await socks[won[0]].call("service.claim", conv=conv, seq=sent["seq"])
+        assert again["dup"] is True  # a retry by the winner
+    # only customer messages are claimed
+    mine = await socks[0].call("send", conv=conv, cid="b", text="a bot's own words")
+    await socks[1].fail("service.claim", "not_found", conv=conv, seq=mine["seq"])
+    await socks[1].fail("service.claim", "not_found", conv=conv, seq=1)  # the created event
+
+
+async def test_bots_stay_quiet_after_a_human_reply_and_after_a_handover(
+    app: Any, clients: Any, fake_clock: FakeClock
+) -> None:
+    owner, fellow, eng, conv = await people(app, clients)
+    bot = await clients(app, "bot.charging", "bot")
+    first = await owner.call("send", conv=conv, cid="o1", text="my charger is broken")
+    await eng.call("send", conv=conv, cid="e1", text="I'm on it")
+    second = await owner.call("send", conv=conv, cid="o2", text="thanks, and the app?")
+    refusal = await bot.fail("service.claim", "conflict", conv=conv, seq=second["seq"])
+    assert "staff member is answering" in refusal.message
+    fake_clock.advance(601)  # the quiet time (600 s) has passed since the staff reply
+    assert (await bot.call("service.claim", conv=conv, seq=second["seq"]))["dup"] is False
+    # the bot hands over: needs a human; the Fellow is alerted, the inbox shows it
+    fellow.drain_pushes()
+    handed = await bot.call("service.to_human", conv=conv, text="The owner asks about a warranty repair")
+    assert handed["fellow"] == "fiona" and handed["seq"] is not None
+    event = (await owner.next_msg()).get("event", {})
+    while event.get("type") != "handover":
+        event = (await owner.next_msg()).get("event", {})
+    assert event == {"type": "handover", "fellow": "fiona", "text": "The owner asks about a warranty repair"}
+    alert = await fellow.next_push(kind="service.alert")
+    assert alert.d["reason"] == "needs_human" and alert.d["conv"] == conv
+    rows = (await fellow.call("inbox", filter="needs_human"))["rows"]
+    assert [r["conv"] for r in rows] == [conv] and rows[0]["state"] == "needs_human"
+    assert (await bot.call("service.to_human", conv=conv))["seq"] is None  # once
+    third = await owner.call("send", conv=conv, cid="o3", text="hello?")
+    refusal = await bot.fail("service.claim", "conflict", conv=conv, seq=third["seq"])
+    assert "handed over" in refusal.message
+    await bot.fail("service.claim", "conflict", conv=conv, seq=first["seq"])  # handed over: no claims at all
+    # a human answers: the episode is theirs
+    await fellow.call("send", conv=conv, cid="f1", text="Fiona here, let me help")
+    assert (await fellow.call("inbox", filter="needs_human"))["rows"] == []
+    await eng.call("service.close", conv=conv)
+    await bot.fail("service.to_human", "conflict", conv=conv)  # nothing open to hand over
+
+
+async def test_an_urgent_request_keeps_later_waits_urgent_and_a_retried_close_closes_nothing_newer(
+    app: Any, clients: Any, fake_clock: FakeClock
+) -> None:
+    owner, _fellow, eng, conv = await people(app, clients)
+    rescue = await owner.call("service.request", conv=conv, type="rescue", rid="r1")
+    await eng.call("send", conv=conv, cid="e1", text="help is coming")
+    fake_clock.advance(60)
+    later = await owner.call("service.request", conv=conv, type="maintenance", rid="r2")
+    assert later["urgent"] is False
+    row = row_of(await eng.call("inbox"), conv)
+    assert row["due"] == later["created_ts"] + 120_000 and row["urgent"] is True  # the rescue is still open
+    await eng.call("service.status", conv=conv, id=rescue["id"], status="cancelled")
+    closed = await eng.call("service.close", conv=conv, episode=1)
+    assert closed["episode"] == 1
+    await owner.call("send", conv=conv, cid="o1", text="one more thing")  # episode 2
+    retry = await eng.call("service.close", conv=conv, episode=1)  # the first close's reply was lost
+    assert retry["episode"] is None and row_of(await eng.call("inbox"), conv)["episode"] == 2
+    assert row_of(await eng.call("inbox"), conv)["state"] != "closed"
+
+
+async def test_an_outsider_cannot_tell_whether_someone_has_a_service_group(app: Any, clients: Any) -> None:
+    _, _, _, conv = await people(app, clients)
+    stranger = await clients(app, "mallory", "owner")
+    staff = await clients(app, "sam", "staff")
+    for target in (conv, "s:nobody"):
+        for c, op, d in (
+            (stranger, "service.request", {"type": "charging", "rid": "x"}),
+            (stranger, "service.rate", {"episode": 1, "stars": 1}),
+            (stranger, "service.requests", {}),
+            (staff, "service.status", {"id": 1, "status": "accepted"}),
+            (staff, "service.close", {}),
+            (staff, "history", {}),
+        ):
+            refusal = await c.fail(op, "not_member", conv=target, **d)
+            assert refusal.message == f"not a member of {target}", (op, target, refusal.message)
+    # a backend may learn it: it made them
+    status, reply = await admin_call(app, "service.close", {"conv": "s:nobody"})
+    assert (status, reply["error"]["code"]) == (404, "not_found")

@@ -13,9 +13,11 @@ from support import ROOT
 def test_every_op_has_exactly_one_rule() -> None:
     assert RULES.keys() == OPS.keys()
     assert RULES["auth"].scope is Scope.ANYONE
-    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op not in ("auth", "inbox") and not _admin(op))
+    scoped = {"auth", "inbox", "service.claim", "service.to_human"}
+    assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op not in scoped and not _admin(op))
     assert all(rule.scope is Scope.ADMIN for op, rule in RULES.items() if _admin(op))
     assert RULES["inbox"].scope is Scope.STAFF  # a staff member's groups
+    assert RULES["service.claim"].scope is RULES["service.to_human"].scope is Scope.BOT  # bots' arbitration
     # a backend also runs these on the admin API; the op decides what it may do
     assert {op for op, rule in RULES.items() if rule.backend} == {
         "service.status", "service.requests", "service.close"}
@@ -39,8 +41,8 @@ def test_the_readme_retry_section_agrees_with_the_table() -> None:
     section = section[: section.index("\n## ")]
     safe_part, _, once_part = section.partition("Not idempotent:")
     once_part = once_part.split("after a drop")[0]  # what follows names reads to check the state with
-    named_safe = set(re.findall(r"`([a-z.]+)`", safe_part)) & OPS.keys()
-    named_once = set(re.findall(r"`([a-z.]+)`", once_part)) & OPS.keys()
+    named_safe = set(re.findall(r"`([a-z._]+)`", safe_part)) & OPS.keys()
+    named_once = set(re.findall(r"`([a-z._]+)`", once_part)) & OPS.keys()
     assert named_safe and named_once
     assert named_safe <= RETRY_SAFE, named_safe - RETRY_SAFE
     assert not named_once & RETRY_SAFE, named_once & RETRY_SAFE

@@ -16,9 +16,12 @@ never lost to its bookkeeping.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from .engine import Tx
+
+log = logging.getLogger("chatd.store")
 
 OWNER, FELLOW, STAFF, BOT = "owner", "fellow", "staff", "bot"
 STATE_COLUMNS = "episode, open, state, waiting_since, due, answered, urgent"
@@ -35,7 +38,7 @@ def open_episode(tx: Tx, conv: str, seq: int, ts: int, episode: int) -> int:
         (conv, episode, ts, seq, fellow),
     )
     tx.execute(
-        "UPDATE service_state SET episode = ?, open = 1, state = ?, answered = 0, last_activity = ? WHERE conv = ?",
+        "UPDATE service_state SET rev = rev + 1, episode = ?, open = 1, state = ?, answered = 0, last_activity = ? WHERE conv = ?",
         (episode, "bot" if has_bot else "human", ts, conv),
     )
     return episode
@@ -43,12 +46,25 @@ def open_episode(tx: Tx, conv: str, seq: int, ts: int, episode: int) -> int:
 
 def start_waiting(tx: Tx, conv: str, seq: int, ts: int, policy: Any, urgent: bool, answered: bool) -> None:
     tx.execute(
-        "UPDATE service_state SET waiting_since = ?, waiting_seq = ?, due = ?, alerted = 0 WHERE conv = ?",
+        "UPDATE service_state SET rev = rev + 1, waiting_since = ?, waiting_seq = ?, due = ?, alerted = 0 WHERE conv = ?",
         (ts, seq, policy.due(ts, urgent, answered), conv),
     )
 
 
 def on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> None:
+    """The clock effect, in a savepoint of its own: were it ever to fail, the
+    message stays stored and acknowledged (and is logged); only the group's
+    bookkeeping of it is lost, never the batch it commits with."""
+    tx.execute("SAVEPOINT clock")
+    try:
+        _on_text(tx, conv, sender, seq, ts, policy)
+    except Exception:
+        log.exception("the clock of %s lost message %d (the message itself is stored)", conv, seq)
+        tx.execute("ROLLBACK TO clock")
+    tx.execute("RELEASE clock")
+
+
+def _on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> None:
     row = tx.execute(f"SELECT {STATE_COLUMNS} FROM service_state WHERE conv = ?", (conv,)).fetchone()
     role_row = tx.execute("SELECT role FROM members WHERE conv = ? AND user = ?", (conv, sender)).fetchone()
     if row is None or role_row is None:  # pragma: no cover - every group has its row; senders are members
@@ -61,7 +77,7 @@ def on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> N
             answered = 0
         if waiting_since is None:
             start_waiting(tx, conv, seq, ts, policy, urgent > 0, bool(answered))
-        tx.execute("UPDATE service_state SET last_activity = ? WHERE conv = ?", (ts, conv))
+        tx.execute("UPDATE service_state SET rev = rev + 1, last_activity = ? WHERE conv = ?", (ts, conv))
         return
     if not is_open:
         return  # staff writing outside an episode (a greeting, a follow-up): no clock runs
@@ -74,16 +90,9 @@ def on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> N
         (conv, seq, episode, sender, role, ts, ts - waiting_since if stops else None,
          int(stops and ts > due), int(first)),
     )
+    sets = "last_activity = ?"
     if stops:
-        tx.execute(
-            "UPDATE service_state SET waiting_since = NULL, waiting_seq = NULL, due = NULL, alerted = 0,"
-            " answered = 1 WHERE conv = ?",
-            (conv,),
-        )
-    if human:
-        tx.execute(
-            "UPDATE service_state SET state = 'human', last_staff = ?, last_activity = ? WHERE conv = ?",
-            (ts, ts, conv),
-        )
-    else:
-        tx.execute("UPDATE service_state SET last_activity = ? WHERE conv = ?", (ts, conv))
+        sets += ", waiting_since = NULL, waiting_seq = NULL, due = NULL, alerted = 0, answered = 1"
+    if human:  # the episode is a human's now; the customer's next message runs the next-response clock
+        sets += ", state = 'human', answered = 1, last_staff = ?"
+    tx.execute(f"UPDATE service_state SET rev = rev + 1, {sets} WHERE conv = ?", (ts, ts, conv) if human else (ts, conv))

@@ -16,8 +16,8 @@ import orjson
 from chatd_protocol import Err, RequestError
 
 from ...policy import credit
-from ..base import KindCheck, Write
-from ..records import SystemMessage, unpack
+from ..base import DeskActor, KindCheck, Write
+from ..records import TEXT, SystemMessage, unpack
 from .clocks import BOT, FELLOW, OWNER, STAFF, STATE_COLUMNS, open_episode, start_waiting
 from .engine import Engine, Tx
 from .events import add_event
@@ -37,7 +37,7 @@ KEY_TOP = 2**53 - 1
 SORT_KEY = f"COALESCE(s.waiting_since, {KEY_TOP} - s.last_activity)"
 PREVIEW = 80
 
-Actor = tuple[str, dict[str, Any], bool]  # user, author, whether a backend (the admin scope) acts
+Actor = DeskActor  # user, author, whether a backend (the admin scope) acts
 
 
 def request_wire(conv: str, row: Sequence[Any]) -> dict[str, Any]:
@@ -46,18 +46,21 @@ def request_wire(conv: str, row: Sequence[Any]) -> dict[str, Any]:
             "episode": episode, "created_ts": created, "updated_ts": updated, "updated_by": by}
 
 
-def _role(tx: Tx, conv: str, user: str, check: KindCheck) -> str | None:
+def _role(tx: Tx, conv: str, actor: Actor, check: KindCheck) -> str | None:
+    """The actor's role in the group (None: a backend that is no member). An
+    outsider is refused ``not_member`` before anything else is read, whether or not
+    the group exists: who is a car owner is nobody else's business. A backend may
+    act in any group, and learns that one does not exist."""
+    role = role_of(tx, conv, actor[0])
+    if role is None and not actor[2]:
+        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
     check(kind_of(tx, conv) or "")
-    return role_of(tx, conv, user)
+    return role
 
 
 def _staff_or_backend(tx: Tx, conv: str, actor: Actor, check: KindCheck, what: str) -> None:
-    role = _role(tx, conv, actor[0], check)
-    if actor[2]:
-        return
-    if role is None:
-        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
-    if role not in (FELLOW, STAFF):
+    role = _role(tx, conv, actor, check)
+    if not actor[2] and role not in (FELLOW, STAFF):
         raise RequestError(Err.FORBIDDEN, f"only the Fellow and staff {what}")
 
 
@@ -75,16 +78,13 @@ def open_request(
     starts the clock if it is not running (urgent: the urgent target). Idempotent
     on the owner's ``rid``: the same request comes back (``dup``)."""
     user, author, _ = actor
-    role = _role(tx, conv, user, check)
-    if role is None:
-        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
-    if role != OWNER:
+    if _role(tx, conv, actor, check) != OWNER:
         raise RequestError(Err.FORBIDDEN, "only the owner opens a service request")
     known = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND rid = ?",
                        (conv, rid)).fetchone()
     if known is not None:
         return {**request_wire(conv, known), "dup": True}, None
-    episode, is_open, _, waiting_since, _due, answered, _urgent = _state(tx, conv)
+    episode, is_open, _, waiting_since, _due, answered, urgent_open = _state(tx, conv)
     number = tx.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM service_requests WHERE conv = ?", (conv,)).fetchone()[0]
     urgent = rtype in URGENT_TYPES
     event = system(tx, conv, user, author, ts, {"type": "request", "id": number, "request": rtype, "status": "open",
@@ -98,12 +98,12 @@ def open_request(
         " updated_by) VALUES (?, ?, ?, 'open', ?, ?, ?, ?, ?, ?, ?)",
         (conv, number, rtype, int(urgent), note, rid, episode, ts, ts, user),
     )
-    tx.execute("UPDATE service_state SET requests = requests + 1, urgent = urgent + ?, last_activity = ? WHERE conv = ?",
+    tx.execute("UPDATE service_state SET rev = rev + 1, requests = requests + 1, urgent = urgent + ?, last_activity = ? WHERE conv = ?",
                (int(urgent), ts, conv))
-    if waiting_since is None:
-        start_waiting(tx, conv, seq, ts, policy, urgent, bool(answered))
+    if waiting_since is None:  # urgent: this request, or another still open
+        start_waiting(tx, conv, seq, ts, policy, urgent or urgent_open > 0, bool(answered))
     elif urgent:  # already waiting: an urgent request brings the due time forward, never back
-        tx.execute("UPDATE service_state SET due = MIN(due, ?) WHERE conv = ?", (policy.due(ts, True, False), conv))
+        tx.execute("UPDATE service_state SET rev = rev + 1, due = MIN(due, ?) WHERE conv = ?", (policy.due(ts, True, False), conv))
     row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
                      (conv, number)).fetchone()
     return {**request_wire(conv, row), "dup": False}, event
@@ -116,10 +116,8 @@ def set_status(
     -> done, or cancelled from any open status; the owner may only cancel. The
     same status again changes nothing."""
     user, author, backend = actor
-    role = _role(tx, conv, user, check)
+    role = _role(tx, conv, actor, check)
     if not backend:
-        if role is None:
-            raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
         if role == BOT or (role == OWNER and status != "cancelled"):
             raise RequestError(Err.FORBIDDEN, "staff move requests on; the owner may cancel theirs")
     row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
@@ -134,7 +132,7 @@ def set_status(
     tx.execute("UPDATE service_requests SET status = ?, updated_ts = ?, updated_by = ? WHERE conv = ? AND id = ?",
                (status, ts, user, conv, number))
     if status in FINAL:
-        tx.execute("UPDATE service_state SET requests = requests - 1, urgent = urgent - ? WHERE conv = ?",
+        tx.execute("UPDATE service_state SET rev = rev + 1, requests = requests - 1, urgent = urgent - ? WHERE conv = ?",
                    (urgent, conv))
     event = system(tx, conv, user, author, ts, {"type": "request", "id": number, "request": row[1], "status": status,
                                                   "previous": previous})
@@ -144,21 +142,23 @@ def set_status(
 
 
 def close_episode(
-    tx: Tx, conv: str, actor: Actor, ts: int, policy: Any, check: KindCheck, reason: str = "closed"
+    tx: Tx, conv: str, actor: Actor, ts: int, policy: Any, check: KindCheck, reason: str = "closed",
+    which: int | None = None,
 ) -> tuple[int | None, SystemMessage | None]:
     """Close the open episode (staff, the backend, or the idle scan): the clock
     stops, and the owner is asked for a rating until ``rate_until``. Nothing to
-    close: (None, None)."""
+    close, or ``which`` is not the open one (a retry after the owner wrote again):
+    (None, None)."""
     _staff_or_backend(tx, conv, actor, check, "close an episode")
     episode, is_open = _state(tx, conv)[:2]
-    if not is_open:
+    if not is_open or (which is not None and which != episode):
         return None, None
     user, author, _ = actor
     fellow = tx.execute("SELECT fellow FROM conversations WHERE id = ?", (conv,)).fetchone()[0]
     tx.execute("UPDATE service_episodes SET closed_ts = ?, closed_by = ?, fellow = ? WHERE conv = ? AND episode = ?",
                (ts, user, fellow, conv, episode))
     tx.execute(
-        "UPDATE service_state SET open = 0, state = 'closed', waiting_since = NULL, waiting_seq = NULL, due = NULL,"
+        "UPDATE service_state SET rev = rev + 1, open = 0, state = 'closed', waiting_since = NULL, waiting_seq = NULL, due = NULL,"
         " alerted = 0, answered = 0 WHERE conv = ?",
         (conv,),
     )
@@ -174,10 +174,7 @@ def rate(
     """The owner rates a closed episode, once, within the window. The credit is
     shared by the rule (``chatd.policy.credit``) and stored with the rating."""
     user, author, _ = actor
-    role = _role(tx, conv, user, check)
-    if role is None:
-        raise RequestError(Err.NOT_MEMBER, f"not a member of {conv}")
-    if role != OWNER:
+    if _role(tx, conv, actor, check) != OWNER:
         raise RequestError(Err.FORBIDDEN, "only the owner rates their service")
     row = tx.execute("SELECT fellow, closed_ts, stars, comment FROM service_episodes WHERE conv = ? AND episode = ?",
                      (conv, episode)).fetchone()
@@ -209,6 +206,51 @@ def rate(
     return shares, event, False
 
 
+def claim(tx: Tx, conv: str, seq: int, bot: str, ts: int, policy: Any, check: KindCheck) -> bool:
+    """A bot claims a customer message before answering it: the first claim wins;
+    the same bot again is answered as before (True: a retry); another bot gets
+    CONFLICT. No claim while a human has the episode: after a staff reply for the
+    policy's quiet time, and once a bot handed the episode over."""
+    if _role(tx, conv, (bot, {}, False), check) != BOT:
+        raise RequestError(Err.FORBIDDEN, "only the group's bots claim messages")
+    held = tx.execute("SELECT bot FROM service_claims WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    if held is not None:
+        if held[0] == bot:
+            return True
+        raise RequestError(Err.CONFLICT, f"claimed by {held[0]}")
+    row = tx.execute("SELECT sender, kind FROM messages WHERE conv = ? AND seq = ?", (conv, seq)).fetchone()
+    owner = tx.execute("SELECT owner FROM conversations WHERE id = ?", (conv,)).fetchone()[0]
+    if row is None or row[0] != owner or row[1] != TEXT:
+        raise RequestError(Err.NOT_FOUND, f"no customer message {seq} in {conv}")
+    state, last_staff = tx.execute("SELECT state, last_staff FROM service_state WHERE conv = ?", (conv,)).fetchone()
+    if state == "needs_human":
+        raise RequestError(Err.CONFLICT, "handed over to a human: bots stay quiet until the episode closes")
+    if state == "human" and ts < last_staff + policy.bot_quiet_s * 1000:
+        raise RequestError(Err.CONFLICT, "a staff member is answering: bots stay quiet")
+    tx.execute("INSERT INTO service_claims VALUES (?, ?, ?, ?)", (conv, seq, bot, ts))
+    return False
+
+
+def to_human(
+    tx: Tx, conv: str, actor: Actor, text: str, ts: int, check: KindCheck
+) -> tuple[str, SystemMessage | None]:
+    """A bot hands the episode over: it becomes ``needs_human``, and a ``handover``
+    event names the Fellow (who is alerted). Already handed over: nothing changes.
+    No episode open: CONFLICT (there is nothing to hand over)."""
+    user, author, _ = actor
+    if _role(tx, conv, (user, author, False), check) != BOT:
+        raise RequestError(Err.FORBIDDEN, "only the group's bots hand over to a human")
+    is_open, state = tx.execute("SELECT open, state FROM service_state WHERE conv = ?", (conv,)).fetchone()
+    fellow = tx.execute("SELECT fellow FROM conversations WHERE id = ?", (conv,)).fetchone()[0]
+    if not is_open:
+        raise RequestError(Err.CONFLICT, "no episode is open")
+    if state == "needs_human":
+        return fellow, None
+    tx.execute("UPDATE service_state SET rev = rev + 1, state = 'needs_human', last_activity = ? WHERE conv = ?", (ts, conv))
+    event = system(tx, conv, user, author, ts, {"type": "handover", "fellow": fellow, "text": text})
+    return fellow, event
+
+
 def alert(tx: Tx, now: int, escalate_ms: int, badge: str, limit: int) -> list[dict[str, Any]]:
     """Overdue groups not alerted yet: level 1 goes to the Fellow; past the
     escalation threshold, level 2 to the group's staff carrying ``badge``. Each
@@ -229,15 +271,19 @@ def alert(tx: Tx, now: int, escalate_ms: int, badge: str, limit: int) -> list[di
                     "SELECT user, badges FROM members WHERE conv = ? AND role IN ('fellow', 'staff')"
                     " AND badges IS NOT NULL", (conv,),
                 ).fetchall() if badge in orjson.loads(b)]
-            tx.execute("UPDATE service_state SET alerted = ? WHERE conv = ?", (level, conv))
-            out.append({"conv": conv, "level": level, "waiting_since": since, "due": due, "to": to})
+            tx.execute("UPDATE service_state SET rev = rev + 1, alerted = ? WHERE conv = ?", (level, conv))
+            out.append({"conv": conv, "level": level, "reason": "overdue" if level == 1 else "escalated",
+                        "waiting_since": since, "due": due, "to": to})
     return out
 
 
 def close_idle(tx: Tx, before: int, actor: Actor, ts: int, policy: Any, limit: int) -> list[SystemMessage]:
-    """Episodes with no message since ``before`` close (reason ``idle``)."""
+    """Episodes with no message since ``before`` close (reason ``idle``); never one
+    where the customer is waiting: an unanswered customer stays overdue, in the
+    inbox, until someone answers."""
     convs = [r[0] for r in tx.execute(
-        "SELECT conv FROM service_state WHERE open = 1 AND last_activity <= ? LIMIT ?", (before, limit)
+        "SELECT conv FROM service_state WHERE open = 1 AND last_activity <= ? AND waiting_since IS NULL LIMIT ?",
+        (before, limit),
     ).fetchall()]
     events: list[SystemMessage] = []
     for conv in convs:
@@ -289,14 +335,22 @@ class SqliteDesk:
         return Write(set_status, (conv, number, status, actor, ts, check))
 
     def close_episode(
-        self, conv: str, actor: Actor, ts: int, policy: Any, check: KindCheck
+        self, conv: str, actor: Actor, ts: int, policy: Any, check: KindCheck, episode: int | None
     ) -> Write[tuple[int | None, SystemMessage | None]]:
-        return Write(close_episode, (conv, actor, ts, policy, check))
+        return Write(close_episode, (conv, actor, ts, policy, check, "closed", episode))
 
     def rate(
         self, conv: str, episode: int, stars: int, comment: str, actor: Actor, ts: int, policy: Any, check: KindCheck
     ) -> Write[tuple[dict[str, int], SystemMessage | None, bool]]:
         return Write(rate, (conv, episode, stars, comment, actor, ts, policy, check))
+
+    def claim(self, conv: str, seq: int, bot: str, ts: int, policy: Any, check: KindCheck) -> Write[bool]:
+        return Write(claim, (conv, seq, bot, ts, policy, check))
+
+    def to_human(
+        self, conv: str, actor: Actor, text: str, ts: int, check: KindCheck
+    ) -> Write[tuple[str, SystemMessage | None]]:
+        return Write(to_human, (conv, actor, text, ts, check))
 
     def alert(self, now: int, escalate_ms: int, badge: str, limit: int) -> Write[list[dict[str, Any]]]:
         return Write(alert, (now, escalate_ms, badge, limit))
@@ -318,7 +372,7 @@ class SqliteDesk:
         marks = ",".join("?" * len(convs))
         rows = await self.db.fetchall(
             "SELECT s.conv, c.last_seq, s.episode, s.state, s.waiting_since, s.due, s.alerted, s.requests, s.urgent,"
-            f" s.last_activity FROM service_state s JOIN conversations c ON c.id = s.conv WHERE s.conv IN ({marks})",
+            f" s.last_activity, s.rev FROM service_state s JOIN conversations c ON c.id = s.conv WHERE s.conv IN ({marks})",
             tuple(convs),
         )
         return [_group_row(r) for r in rows]
@@ -332,7 +386,7 @@ class SqliteDesk:
         rows = await self.db.fetchall(
             "SELECT p.*, lm.sender, lm.ts, lm.kind, lm.data, lm.recalled, lm.seq, u.name FROM ("
             f" SELECT {SORT_KEY} AS k, s.conv, c.last_seq, s.episode, s.state, s.waiting_since, s.due, s.alerted,"
-            " s.requests, s.urgent, s.last_activity, m.read_seq, m.role, c.owner"
+            " s.requests, s.urgent, s.last_activity, s.rev, m.read_seq, m.role, c.owner"
             " FROM members m CROSS JOIN service_state s CROSS JOIN conversations c"
             " WHERE m.user = ? AND m.role IN ('fellow', 'staff') AND s.conv = m.conv AND c.id = m.conv"
             f"{INBOX_FILTERS[filter_]} AND ({SORT_KEY}, s.conv) > (?, ?)"
@@ -354,12 +408,12 @@ class SqliteDesk:
                 open_requests[r[0]].append(request_wire(r[0], r[1:]))
         out = []
         for r in rows:
-            row = _group_row(r[1:11])
+            row = _group_row(r[1:12])
             row.update(
-                owner={"id": r[13], "name": r[20] or r[13]},
-                unread=r[2] - r[11],
-                role=r[12],
-                last=_preview(r[14:20]),
+                owner={"id": r[14], "name": r[21] or r[14]},
+                unread=r[2] - r[12],
+                role=r[13],
+                last=_preview(r[15:21]),
                 open_requests=open_requests[r[1]],
             )
             out.append(row)
@@ -368,7 +422,7 @@ class SqliteDesk:
 
 
 def _group_row(r: Sequence[Any]) -> dict[str, Any]:
-    conv, last_seq, episode, state, waiting, due, alerted, requests, urgent, activity = r
-    return {"conv": conv, "last_seq": last_seq, "episode": episode or None, "state": state,
+    conv, last_seq, episode, state, waiting, due, alerted, requests, urgent, activity, rev = r
+    return {"conv": conv, "rev": rev, "last_seq": last_seq, "episode": episode or None, "state": state,
             "waiting_since": waiting, "due": due, "overdue": alerted, "requests": requests, "urgent": urgent > 0,
             "last_activity": activity or None}

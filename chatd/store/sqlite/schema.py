@@ -263,9 +263,10 @@ MIGRATIONS: list[str] = [
         requests INTEGER NOT NULL DEFAULT 0,        -- open service requests
         urgent INTEGER NOT NULL DEFAULT 0,          -- of which urgent
         last_staff INTEGER NOT NULL DEFAULT 0,      -- ms of the last staff reply
-        last_activity INTEGER NOT NULL DEFAULT 0    -- ms of the episode's last message
+        last_activity INTEGER NOT NULL DEFAULT 0,   -- ms of the episode's last message
+        rev INTEGER NOT NULL DEFAULT 0              -- +1 on every change: the newest inbox push wins
     ) WITHOUT ROWID;
-    CREATE INDEX service_due ON service_state(due) WHERE due IS NOT NULL;
+    CREATE INDEX service_due ON service_state(alerted, due) WHERE due IS NOT NULL;
     CREATE INDEX service_idle ON service_state(last_activity) WHERE open = 1;
     INSERT INTO service_state(conv) SELECT id FROM conversations WHERE kind = 'service';
     CREATE TABLE service_episodes(
@@ -313,6 +314,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY(conv, id)
     ) WITHOUT ROWID;
     CREATE UNIQUE INDEX service_requests_rid ON service_requests(conv, rid);
+    -- a bot's claim on a customer message: the first wins (the others: conflict)
+    CREATE TABLE service_claims(
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        bot TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(conv, seq)
+    ) WITHOUT ROWID;
     CREATE TABLE service_credit(
         conv TEXT NOT NULL,
         episode INTEGER NOT NULL,
