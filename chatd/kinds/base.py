@@ -17,7 +17,7 @@ Every conversation has a kind, fixed when it is created. A kind owns:
 - its **delivery strategy**: a topic per conversation (every member's sockets
   follow it), coalesced state, or a snapshot then a topic;
 - **receipts and typing**: whether they are pushed, and up to what size;
-- **offline notifications**: whom a message notifies (``notify_members``);
+- **offline notifications**: whom a message notifies (``notifies``);
 - its **wire form** (``wire``, ``member_wire``) and its **ids**.
 
 Nothing outside this package tests a kind's name: code asks the kind.
@@ -77,6 +77,11 @@ class ConversationKind:
     # other member who has no socket (DMs), or only those it mentions (@user,
     # and @all by an admin) when False
     notify_members: ClassVar[bool] = False
+
+    def notifies(self, conv: str, sender: str) -> tuple[str, ...] | None:
+        """Whom a text message notifies besides those it mentions: None for every
+        other member (``notify_members``), else these users (if members)."""
+        return None if self.notify_members else ()
 
     def __repr__(self) -> str:
         return f"<kind {self.name}>"

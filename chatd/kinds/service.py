@@ -43,6 +43,12 @@ class Service(ConversationKind):
         out.update(owner=rec.owner, fellow=rec.attrs.get("fellow"), tags=rec.attrs.get("tags", {}))
         return out
 
+    def notifies(self, conv: str, sender: str) -> tuple[str, ...] | None:
+        """Every reply (staff or bot) notifies the owner when offline; the owner's
+        messages notify nobody but those mentioned: staff have the inbox."""
+        owner = conv[len(self.prefix):]
+        return () if sender == owner else (owner,)
+
     def check_leave(self, conv: str, kind: str, role: str | None) -> None:
         self.require(conv, kind)
         if role is None:

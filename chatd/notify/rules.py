@@ -3,9 +3,10 @@
 The planner (``worker.py``) reads the messages and what it needs about their
 recipients, and these functions decide:
 
-- **targets** (:func:`targets`): the conversation's kind says whether every
-  message notifies every other member (a DM) or only mentions do (a circle:
-  ``@user``, and ``@all`` by an admin); never the sender;
+- **targets** (:func:`targets`): the conversation's kind says whom every
+  message notifies: every other member (a DM), the owner of the others'
+  messages (a service group: every staff or bot reply), or nobody but those it
+  mentions (a circle: ``@user``, and ``@all`` by an admin); never the sender;
 - **skips** (:func:`skip`): a recipient with a connected device, or whose last
   device went only after the message was sent (it was pushed to them live), one who muted notifications or this conversation, one who has
   read the message already (on another device), one who blocks the sender;
@@ -26,18 +27,24 @@ from ..store.records import Notification, NotifyContext, NotifyPrefs, NotifySour
 PREVIEW_MAX = 120  # code points of the message text in a notification
 DAY_MIN = 1440
 
-MESSAGE = "message"  # the kind notifies every member (a DM)
+MESSAGE = "message"  # the kind has every message notify them (a DM's peer, a service group's owner)
 MENTION = "mention"
 MENTION_ALL = "mention_all"
 
 
-def targets(src: NotifySource, every_member: bool, members: Mapping[str, int]) -> dict[str, str]:
-    """Recipient -> reason. A mention is named as such even where every message
-    notifies; only current members are notified."""
+def targets(src: NotifySource, notified: Collection[str] | None, members: Mapping[str, int]) -> dict[str, str]:
+    """Recipient -> reason. ``notified``: whom the kind has every message notify
+    (None: every member, as in a DM; a service group: the owner, of the others'
+    messages). A mention is named as such even where every message notifies;
+    only current members are notified."""
     out: dict[str, str] = {}
-    if every_member or src.mention_all:
-        reason = MESSAGE if every_member else MENTION_ALL
+    if notified is None or src.mention_all:
+        reason = MESSAGE if notified is None else MENTION_ALL
         out = dict.fromkeys(members, reason)
+    else:
+        for user in notified:
+            if user in members:
+                out[user] = MESSAGE
     for user in src.mentions:
         if user in members:
             out[user] = MENTION
@@ -116,8 +123,8 @@ class Planner:
         st.last_at, st.pending = self.now, 0
         self.changed[(st.user, st.conv)] = st
 
-    def message(self, src: NotifySource, every_member: bool, members: Mapping[str, int]) -> None:
-        for user, reason in targets(src, every_member, members).items():
+    def message(self, src: NotifySource, notified: Collection[str] | None, members: Mapping[str, int]) -> None:
+        for user, reason in targets(src, notified, members).items():
             why = skip(
                 user, src.conv, src.sender, src.seq, members[user], self.online, self.ctx, self.now, src.ts, self.gone
             )

@@ -23,7 +23,7 @@ notification is never sent on a guess that the user is offline.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..clock import Clock
@@ -122,12 +122,11 @@ class NotifyWorker:
         last, sources = await self.repo.sources(self.cursor, BATCH)
         if not due and last == self.cursor:
             return False
-        every: dict[str, bool] = {}
+        notified: dict[int, Collection[str] | None] = {}  # by source position: whom the kind has it notify
         for src in sources:
-            if src.conv_kind not in every:
-                kind = self.kinds.get(src.conv_kind)
-                every[src.conv_kind] = kind is not None and kind.notify_members
-        wanted = [s for s in sources if every[s.conv_kind] or s.mentions or s.mention_all]
+            kind = self.kinds.get(src.conv_kind)
+            notified[src.pos] = kind.notifies(src.conv, src.sender) if kind is not None else ()
+        wanted = [s for s in sources if notified[s.pos] != () or s.mentions or s.mention_all]
         audience = await self.repo.audience(sorted({s.conv for s in wanted})) if wanted else {}
         pairs = {(st.user, st.conv) for st, _ in due}
         senders = {(st.user, st.sender) for st, _ in due}
@@ -140,7 +139,7 @@ class NotifyWorker:
         planner = Planner(ctx, online, now, self.window_ms, self.pipeline.epoch, gone)
         planner.flush(due)
         for s in wanted:
-            planner.message(s, every[s.conv_kind], audience[s.conv])
+            planner.message(s, notified[s.pos], audience[s.conv])
         added = await self.pipeline.write(
             self.repo.plan(last if last != self.cursor else None, planner.notes, list(planner.changed.values()))
         )

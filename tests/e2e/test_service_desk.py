@@ -529,3 +529,36 @@ async def test_an_outsider_cannot_tell_whether_someone_has_a_service_group(app: 
     # a backend may learn it: it made them
     status, reply = await admin_call(app, "service.close", {"conv": "s:nobody"})
     assert (status, reply["error"]["code"]) == (404, "not_found")
+
+
+async def test_every_reply_notifies_the_offline_owner_and_the_owners_messages_notify_no_staff(
+    make_server: Any, clients: Any, fake_clock: FakeClock
+) -> None:
+    from notify_hooks import Collect
+
+    Collect.got = []
+    app = await make_server(admin_port=0, clock=fake_clock, notify_hooks=("notify_hooks:Collect",),
+                            notify_coalesce_s=0)
+    conv = await provision(app, "olivia")
+    owner = await clients(app, "olivia", "owner")
+    await owner.call("send", conv=conv, cid="o1", text="my car will not charge")  # staff are all offline
+    await owner.close()
+    eng = await clients(app, "eng1", "staff")
+    bot = await clients(app, "bot.charging", "bot")
+
+    async def offline() -> bool:
+        states = await app.presence.backend.get_many(["olivia"], app.clock.wall_ms())
+        return bool(states["olivia"][1].status == "offline")
+
+    await fake_clock.run_until(offline, within=10)
+    await bot.call("send", conv=conv, cid="b1", text="Try the other charger")
+    await eng.call("send", conv=conv, cid="e1", text="I am sending a technician")
+
+    async def two() -> bool:
+        return len(Collect.got) >= 2
+
+    await fake_clock.run_until(two, within=20)
+    fake_clock.advance(2)
+    await asyncio.sleep(0.3)
+    got = sorted((n.user, n.reason, n.sender) for n in Collect.got)
+    assert got == [("olivia", "message", "bot.charging"), ("olivia", "message", "eng1")]  # nobody else

@@ -17,10 +17,11 @@ def src(seq: int, sender: str = "alice", text: str = "hi", mentions: tuple[str, 
 
 def test_targets_by_kind_and_mentions() -> None:
     members = {"alice": 0, "bob": 0, "carol": 0}
-    assert targets(src(1), True, members) == {"bob": MESSAGE, "carol": MESSAGE}
-    assert targets(src(1), False, members) == {}
-    assert targets(src(1, mentions=("bob", "zed", "alice")), False, members) == {"bob": MENTION}
-    assert targets(src(1, all_=True, mentions=("carol",)), False, members) == {"bob": MENTION_ALL, "carol": MENTION}
+    assert targets(src(1), None, members) == {"bob": MESSAGE, "carol": MESSAGE}
+    assert targets(src(1), (), members) == {}
+    assert targets(src(1), ("carol", "zed"), members) == {"carol": MESSAGE}  # a service group's owner; zed left
+    assert targets(src(1, mentions=("bob", "zed", "alice")), (), members) == {"bob": MENTION}
+    assert targets(src(1, all_=True, mentions=("carol",)), (), members) == {"bob": MENTION_ALL, "carol": MENTION}
 
 
 def test_quiet_hours_wrap_midnight_in_local_time() -> None:
@@ -44,12 +45,12 @@ def test_skips_online_muted_read_blocked() -> None:
     members = {u: 0 for u in ("alice", "on", "m", "cm", "r", "b", "other", "ok")}
     members["r"] = 5
     p = Planner(ctx, {"on"}, T0, MIN)
-    p.message(src(5, mentions=tuple(members)), False, members)
+    p.message(src(5, mentions=tuple(members)), (), members)
     assert sorted(n.user for n in p.notes) == ["ok", "other"]
     assert p.outcomes == {"online": 1, "muted": 2, "read": 1, "blocked": 1, "emitted": 2}
     # a mute that ended binds nothing
     p = Planner(ctx, set(), T0 + MIN, MIN)
-    p.message(src(6, mentions=("m", "cm")), False, {"m": 0, "cm": 0})
+    p.message(src(6, mentions=("m", "cm")), (), {"m": 0, "cm": 0})
     assert sorted(n.user for n in p.notes) == ["cm", "m"]
 
 
@@ -58,7 +59,7 @@ def test_coalescing_one_per_interval_then_the_rest_as_one() -> None:
     members = {"alice": 0, "bob": 0}
     p = Planner(ctx, set(), T0, MIN)
     for seq in (1, 2, 3, 4):
-        p.message(src(seq, text=f"m{seq}"), True, members)
+        p.message(src(seq, text=f"m{seq}"), None, members)
     assert [(n.seq, n.count, n.preview) for n in p.notes] == [(1, 1, "m1")]
     st = p.changed[("bob", "c:1")]
     assert (st.pending, st.last_seq, st.preview, st.last_at) == (3, 4, "m4", T0)
@@ -71,7 +72,7 @@ def test_coalescing_one_per_interval_then_the_rest_as_one() -> None:
 
 def test_a_user_whose_last_device_went_after_the_message_had_it_live() -> None:
     p = Planner(NotifyContext(), set(), T0 + MIN, MIN, epoch="e1", gone={"bob": T0 + 1, "carol": T0})
-    p.message(src(1), True, {"alice": 0, "bob": 0, "carol": 0, "dave": 0})
+    p.message(src(1), None, {"alice": 0, "bob": 0, "carol": 0, "dave": 0})
     assert sorted(n.key for n in p.notes) == ["e1:carol:c:1:1", "e1:dave:c:1:1"]  # carol went as it was sent
     assert p.outcomes["delivered"] == 1
 
@@ -90,22 +91,22 @@ def test_flush_drops_what_was_read_or_left_or_came_online() -> None:
 def test_a_message_after_an_unflushed_interval_carries_the_count() -> None:
     st = NotifyState("bob", "c:1", "dm", T0, pending=2, last_seq=3, sender="alice")
     p = Planner(NotifyContext(states={("bob", "c:1"): st}), set(), T0 + 2 * MIN, MIN)
-    p.message(src(4), True, {"alice": 0, "bob": 0})
+    p.message(src(4), None, {"alice": 0, "bob": 0})
     assert [(n.seq, n.count) for n in p.notes] == [(4, 3)]
 
 
 def test_a_mention_stays_a_mention_when_coalesced_with_plain_messages() -> None:
     ctx = NotifyContext(states={("bob", "c:1"): NotifyState("bob", "c:1", "dm", T0)})
     p = Planner(ctx, set(), T0 + 1, MIN)
-    p.message(src(1, mentions=("bob",)), True, {"alice": 0, "bob": 0})
-    p.message(src(2), True, {"alice": 0, "bob": 0})
+    p.message(src(1, mentions=("bob",)), None, {"alice": 0, "bob": 0})
+    p.message(src(2), None, {"alice": 0, "bob": 0})
     assert p.changed[("bob", "c:1")].reason == MENTION
 
 
 def test_quiet_hours_make_it_silent_not_dropped() -> None:
     ctx = NotifyContext(prefs={"bob": NotifyPrefs(quiet_from=0, quiet_to=60)})
     p = Planner(ctx, set(), T0 + 30 * MIN, MIN)
-    p.message(src(1), True, {"alice": 0, "bob": 0})
+    p.message(src(1), None, {"alice": 0, "bob": 0})
     assert [n.silent for n in p.notes] == [True]
     assert p.outcomes == {"silent": 1}
 
