@@ -13,7 +13,7 @@ from typing import Any
 from .auth import Verifier
 from .bus import make_bus
 from .config import DEV_SECRET, Config
-from .core.desk import InboxPushes, ServiceClocks
+from .core.desk import CampaignPosts, InboxPushes, ServiceClocks
 from .core.directory import Directory
 from .core.fanout import Fanout
 from .core.hub import Hub
@@ -36,6 +36,7 @@ from .notify import load_hooks as notify_hooks
 from .notify.worker import NotifyWorker
 from .ops import (
     AdminOps,
+    CampaignOps,
     Circles,
     DeskOps,
     DirectOps,
@@ -119,6 +120,7 @@ class App:
             AdminOps(commit, store.users, fanout, clock),
             ServiceOps(commit, store.service, fanout, kinds.service, clock),
             DeskOps(commit, store.desk, directory, pushes, fanout, kinds.service, clock),
+            CampaignOps(commit, store.campaigns, fanout, kinds.service, clock),
             metrics,
             clock,
         )
@@ -133,6 +135,8 @@ class App:
         self.scheduler.add(RedPacketExpiry(store.ledger, pipeline, fanout, clock))
         self.clocks = ServiceClocks(store.desk, pipeline, fanout, pushes, policy, clock)
         self.scheduler.add(self.clocks)
+        self.campaigns = CampaignPosts(store.campaigns, pipeline, fanout, pushes, clock)
+        self.scheduler.add(self.campaigns)
         if config.points:
             self.scheduler.add(self.points)
         # offline notifications, only where a hook will deliver them

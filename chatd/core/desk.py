@@ -20,13 +20,14 @@ import logging
 
 from ..clock import Clock, Timer
 from ..policy import ServicePolicy
-from ..store.base import ServiceDesk
+from ..store.base import Campaigns, ServiceDesk
 from ..store.records import SystemMessage
 from .fanout import Fanout
 from .pipeline import Pipeline
 
 log = logging.getLogger("chatd.desk")
 
+CAMPAIGN_CHUNK = 250  # groups per transaction: small enough that chat writes in the same batches stay fast
 PUSH_EVERY = 1.0  # s: at most one inbox push per group this often, from each process
 SCAN_EVERY = 1.0  # s
 SCAN_BATCH = 500
@@ -62,7 +63,10 @@ class InboxPushes:
 
     async def _push(self, convs: set[str]) -> None:
         try:
-            rows = await self.repo.rows(sorted(convs))
+            ordered = sorted(convs)
+            rows = []
+            for i in range(0, len(ordered), 500):  # a campaign touches thousands at once
+                rows += await self.repo.rows(ordered[i:i + 500])
         except Exception as exc:  # the store failed: push them next round
             log.warning("inbox rows not read (%r); pushing them later", exc)
             for conv in convs:
@@ -132,3 +136,37 @@ class ServiceClocks:
         )
         busy = len(alerts) >= self.batch or len(closed) >= self.batch
         return 0.0 if busy else self.every_s
+
+
+class CampaignPosts:
+    """Posts care campaigns into their groups, a chunk per transaction, under a
+    lease (one process at a time); between chunks, chat writes waiting go first."""
+
+    name = "service.campaigns"
+
+    def __init__(self, repo: Campaigns, pipeline: Pipeline, fanout: Fanout, pushes: InboxPushes, clock: Clock,
+                 chunk: int = CAMPAIGN_CHUNK, idle_s: float = SCAN_EVERY) -> None:
+        self.repo = repo
+        self.pipeline = pipeline
+        self.fanout = fanout
+        self.pushes = pushes
+        self.clock = clock
+        self.chunk = chunk
+        self.idle_s = idle_s
+        self.posted = 0
+
+    def leased(self) -> None:
+        pass
+
+    async def run(self) -> float:
+        def published(result: tuple[list[SystemMessage], bool]) -> None:
+            for event in result[0]:
+                conv = event.msg["conv"]
+                self.fanout.publish(conv, "msg", event.msg)
+                self.pushes.touch(conv)
+
+        events, more = await self.pipeline.write(self.repo.post_chunk(self.clock.wall_ms(), self.chunk), published)
+        self.posted += len(events)
+        if not more:
+            return self.idle_s
+        return 0.005 if self.pipeline.backlog else 0.0

@@ -20,6 +20,7 @@ from ..metrics import Metrics
 from ..store import StoreUnavailable
 from .admin import AdminOps
 from .base import Args, DeferredHandler, FastHandler, Handler, Reply, Responder
+from .campaigns import CampaignOps
 from .circles import Circles
 from .desk import DeskOps
 from .direct import DirectOps
@@ -120,6 +121,7 @@ def table(
     admin: AdminOps,
     service: ServiceOps,
     desk: DeskOps,
+    campaigns: CampaignOps,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Ops:
@@ -169,6 +171,8 @@ def table(
             "inbox": desk.inbox,
             "service.claim": desk.claim,
             "service.to_human": desk.to_human,
+            "service.campaign": campaigns.create,
+            "campaign.claim": campaigns.claim,
             "admin.kick": admin.kick,
             "admin.revoke": admin.revoke,
         },
@@ -181,6 +185,7 @@ def table(
 
 __all__ = [
     "AdminOps",
+    "CampaignOps",
     "Circles",
     "DeskOps",
     "DirectOps",

@@ -565,6 +565,29 @@ class ServiceDesk(Protocol):
         ...
 
 
+class Campaigns(Protocol):
+    """Care campaigns: made by a backend, posted in chunks, claimed by owners."""
+
+    def create(
+        self, actor: str, author: dict[str, Any], cid: str, card: dict[str, Any], tags: dict[str, str],
+        stock: int | None, points: int, ts: int,
+    ) -> Write[dict[str, Any]]:
+        """Store a campaign and count its targets (idempotent on (actor, cid))."""
+        ...
+
+    def post_chunk(self, ts: int, limit: int) -> Write[tuple[list[SystemMessage], bool]]:
+        """Post the oldest unfinished campaign into its next groups; (messages, more to do)."""
+        ...
+
+    def claim(
+        self, user: str, conv: str, campaign: int, ts: int
+    ) -> Write[tuple[dict[str, Any], dict[str, dict[str, Any]]]]:
+        """An owner's claim, once, while stock lasts; (reply, points push per user)."""
+        ...
+
+    async def get(self, campaign: int) -> dict[str, Any] | None: ...
+
+
 class Store(Protocol):
     """An engine: its repositories, and the batch transaction they all write through."""
 
@@ -601,6 +624,9 @@ class Store(Protocol):
     @property
     def desk(self) -> ServiceDesk: ...
 
+    @property
+    def campaigns(self) -> Campaigns: ...
+
     async def open(self) -> None:
         """Open, migrating to the current schema (the embedded default migrates on start)."""
         ...
@@ -618,6 +644,7 @@ class Store(Protocol):
 __all__ = [
     "AdminCheck",
     "Blocks",
+    "Campaigns",
     "Conversations",
     "KindCheck",
     "Leases",

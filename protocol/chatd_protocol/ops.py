@@ -299,6 +299,14 @@ OPS: dict[str, dict[str, Field]] = {
     },
     "service.claim": {"conv": S("conv", True), "seq": S("int", True, 1, MAX_SEQ)},
     "service.to_human": {"conv": S("conv", True), "text": S("str", False, 0, 500)},
+    "service.campaign": {
+        "cid": S("str", True, 1, 64),
+        "card": S("card", True),
+        "tags": S("tags"),
+        "stock": S("int", False, 1, 10_000_000),
+        "points": S("int", False, 0, 100_000),
+    },
+    "campaign.claim": {"id": S("int", True, 1, MAX_SEQ)},
     "inbox": {
         "filter": S("enum", choices=INBOX_FILTERS),
         "after": S("str", False, 1, 200),
@@ -385,6 +393,8 @@ RULES: dict[str, Rule] = {
     "service.requests": R(True, backend=True),
     "service.close": R(True, backend=True),  # with its episode: a retry closes nothing newer
     "service.rate": RETRY,  # once per episode: the same rating again returns the stored one
+    "service.campaign": R(True, Scope.ADMIN),  # deduplicated on (caller, cid): a retry returns its progress
+    "campaign.claim": RETRY,  # once per owner: a retry returns the same claim (dup)
     "inbox": R(True, Scope.STAFF),
     "service.claim": R(True, Scope.BOT),  # the same bot again: answered as before (dup)
     "service.to_human": R(True, Scope.BOT),  # handed over already: nothing changes

@@ -260,6 +260,20 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                                         "waiting_since": 1763900000123,
                                         "due": 1763900120123}},
     ),
+    (
+        "service.campaign request",
+        {"id": 37, "op": "service.campaign", "d": {
+            "cid": "cny-2027", "card": {"type": "gift", "title": "新年礼包", "actions": [{"id": "claim", "label": "领取"}]},
+            "tags": {"city": "Shanghai"}, "stock": 5000, "points": 200}},
+    ),
+    (
+        "campaign card push",
+        {"push": "msg", "d": {"conv": "s:olivia", "seq": 50, "pos": 3001, "ts": 1763900000123, "from": "crm",
+                              "author": {"name": "CRM", "type": "bot", "badges": [], "roles": []}, "kind": "system",
+                              "event": {"type": "card", "card": {"type": "gift", "title": "新年礼包"}, "campaign": 7}}},
+    ),
+    ("campaign.claim request", {"id": 38, "op": "campaign.claim", "d": {"id": 7}}),
+    ("campaign.claim reply", {"id": 38, "d": {"id": 7, "points": 200, "left": 4999, "dup": False}}),
     ("admin.kick request", {"id": 12, "op": "admin.kick", "d": {"user": "alice"}}),
     ("admin.revoke request", {"id": 13, "op": "admin.revoke", "d": {"user": "alice", "before": 1763900000}}),
     ("admin.revoke reply", {"id": 13, "d": {"user": "alice", "before": 1763900000}}),

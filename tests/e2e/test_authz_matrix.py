@@ -224,6 +224,8 @@ TABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("service.to_human", "dm"):         (CL, FB, FB, NA, FB, FB, NA, NA, FB, FB, FB, NF, FB, NF, FB, FB),
     ("service.to_human", "absent-circle"):(CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
     ("service.to_human", "absent-dm"):  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
+    ("service.campaign", "none"):       (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
+    ("campaign.claim", "none"):         (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
     ("inbox", "none"):                  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK, FB, OK, FB, FB, FB),
     # the admin API's ops: a backend's (the admin scope) and nobody else's
     ("admin.kick", "none"):             (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
@@ -593,6 +595,10 @@ class World:
             return {"conv": conv, "episode": 1, "stars": 5}
         if op == "service.claim":
             return {"conv": conv, "seq": 1}
+        if op == "service.campaign":  # into groups no cell has
+            return {"cid": f"camp{n}", "card": {"type": "gift", "title": "t"}, "tags": {"city": "nowhere"}}
+        if op == "campaign.claim":  # nobody in the world owns a service group
+            return {"id": 1}
         if op == "service.to_human":
             return {"conv": conv}
         if op in ("admin.kick", "admin.revoke"):  # a user with no socket: a success closes none of the world's

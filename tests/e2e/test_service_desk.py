@@ -562,3 +562,74 @@ async def test_every_reply_notifies_the_offline_owner_and_the_owners_messages_no
     await asyncio.sleep(0.3)
     got = sorted((n.user, n.reason, n.sender) for n in Collect.got)
     assert got == [("olivia", "message", "bot.charging"), ("olivia", "message", "eng1")]  # nobody else
+
+
+# -- care campaigns ---------------------------------------------------------------------
+
+GIFT = {"type": "gift", "title": "新年礼包 New Year gift", "body": "Claim 200 points",
+        "actions": [{"id": "claim", "label": "Claim"}]}
+
+
+async def test_a_campaign_reaches_the_matching_groups_once_and_each_owner_claims_once(
+    app: Any, clients: Any, fake_clock: FakeClock, db_path: Any
+) -> None:
+    cities = ["Shanghai", "Shanghai", "Beijing", "Shanghai", "Hefei", "Shanghai", "Shanghai"]
+    for i, city in enumerate(cities):
+        await ok(app, "service.provision", {"owner": f"o{i}", "fellow": "fiona", "tags": {"city": city, "model": "ES8"}})
+    app.campaigns.chunk = 2  # several chunks, as for 100,000 groups
+    o0 = await clients(app, "o0", "owner")
+    o2 = await clients(app, "o2", "owner")
+    made = await ok(app, "service.campaign", {"cid": "cny-2027", "card": GIFT, "tags": {"city": "Shanghai"},
+                                              "stock": 3, "points": 200})
+    assert (made["targets"], made["posted"], made["done"], made["dup"], made["left"]) == (5, 0, False, False, 3)
+
+    async def done() -> bool:
+        return bool((await ok(app, "service.campaign", {"cid": "cny-2027", "card": GIFT}))["done"])
+
+    await fake_clock.run_until(done, within=10)
+    again = await ok(app, "service.campaign", {"cid": "cny-2027", "card": GIFT})
+    assert (again["dup"], again["posted"], again["targets"]) == (True, 5, 5)
+    msg = await o0.next_msg()
+    assert msg["event"] == {"type": "card", "card": GIFT, "campaign": made["id"]} and msg["author"]["name"] == "crm"
+    await o2.no_push(0.2, "msg")  # Beijing: not targeted
+    posts = read_db(db_path, "SELECT conv, COUNT(*) FROM campaign_posts GROUP BY conv ORDER BY conv")
+    assert posts == [(f"s:o{i}", 1) for i in (0, 1, 3, 5, 6)]  # each once
+    await o2.fail("campaign.claim", "not_found", id=made["id"])
+    # five owners race for three gifts: three win, each once, and 3 x 200 points were credited
+    owners = [await clients(app, f"o{i}", "owner") for i in (0, 1, 3, 5, 6)]
+    replies = await asyncio.gather(*(c.request("campaign.claim", id=made["id"]) for c in owners))
+    won = [r for r in replies if not hasattr(r, "code")]
+    assert len(won) == 3 and sorted(r.code for r in replies if hasattr(r, "code")) == ["conflict", "conflict"]
+    assert sorted(r.d["left"] for r in won) == [0, 1, 2]
+    winners = [c for c, r in zip(owners, replies, strict=True) if not hasattr(r, "code")]
+    for c in winners:
+        assert (await c.call("points.balance"))["points"] == 200
+        again_claim = await c.call("campaign.claim", id=made["id"])
+        assert again_claim == {"id": made["id"], "points": 200, "dup": True}
+    assert read_db(db_path, "SELECT SUM(amount), COUNT(*) FROM ledger WHERE rule = 'campaign.claim'") == [(600, 3)]
+    assert read_db(db_path, "SELECT claimed FROM campaigns") == [(3,)]
+    staff = await clients(app, "fiona", "staff")
+    await staff.fail("campaign.claim", "not_found", id=made["id"])  # staff own no service group
+
+
+async def test_a_campaign_refuses_garbage_and_users(app: Any, clients: Any) -> None:
+    for body in (
+        {"cid": "x"},
+        {"cid": "x", "card": {"type": "gift"}},
+        {"cid": "", "card": GIFT},
+        {"cid": "x", "card": GIFT, "stock": 0},
+        {"cid": "x", "card": GIFT, "points": -1},
+        {"cid": "x", "card": GIFT, "points": 100_001},
+        {"cid": "x", "card": GIFT, "tags": {"City": "x"}},
+        {"cid": "x", "card": GIFT, "tags": "city"},
+        {"cid": "x", "card": GIFT, "stock": "10"},
+        {"cid": "x" * 65, "card": GIFT},
+    ):
+        status, reply = await admin_call(app, "service.campaign", body)
+        assert (status, reply["error"]["code"]) == (400, "bad_request"), body
+    user = await clients(app, "olivia", "owner")
+    await user.fail("service.campaign", "forbidden", cid="x", card=GIFT)
+    await user.fail("campaign.claim", "bad_request", id="1")
+    await user.fail("campaign.claim", "not_found", id=99)
+    empty = await ok(app, "service.campaign", {"cid": "none", "card": GIFT, "tags": {"city": "Atlantis"}})
+    assert (empty["targets"], empty["done"]) == (0, True)

@@ -14,6 +14,7 @@ Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixi
 * ``notify``        offline notifications, users' notification settings
 * ``service``       service groups: provisioning, staff, the Fellow, backend posts
 * ``desk``          service requests, episodes, ratings, the staff inbox, overdue scan
+* ``campaigns``     care campaigns: a claimable card into many service groups
 
 This folder is the only code in chatd that speaks SQL.
 """
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..base import Write
+from .campaigns import SqliteCampaigns
 from .conversations import SqliteBlocks, SqliteConversations, SqliteUsers
 from .desk import SqliteDesk
 from .engine import Engine, set_wal
@@ -53,6 +55,7 @@ class SqliteStore:
         self.notify = SqliteNotifications(self.engine)
         self.service = SqliteService(self.engine)
         self.desk = SqliteDesk(self.engine)
+        self.campaigns = SqliteCampaigns(self.engine)
 
     async def open(self) -> None:
         await self.engine.open()

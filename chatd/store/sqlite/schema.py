@@ -322,6 +322,39 @@ MIGRATIONS: list[str] = [
         ts INTEGER NOT NULL,
         PRIMARY KEY(conv, seq)
     ) WITHOUT ROWID;
+    -- care campaigns: one backend call posts a claimable card into every service
+    -- group matching the tags, in chunks (a scheduler job: cursor, posted); each
+    -- owner claims once, at most ``stock`` claims in all
+    CREATE TABLE campaigns(
+        id INTEGER PRIMARY KEY,
+        actor TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        author TEXT NOT NULL,                       -- JSON: the backend's author snapshot
+        card TEXT NOT NULL,                         -- JSON
+        tags TEXT NOT NULL,                         -- JSON object; {}: every group
+        stock INTEGER,                              -- NULL: no limit
+        points INTEGER NOT NULL,                    -- credited per claim
+        targets INTEGER NOT NULL,                   -- groups matching when it was made
+        posted INTEGER NOT NULL DEFAULT 0,
+        cursor TEXT NOT NULL DEFAULT '',            -- the last group posted into (ids in order)
+        claimed INTEGER NOT NULL DEFAULT 0,
+        created_ts INTEGER NOT NULL,
+        done_ts INTEGER
+    );
+    CREATE UNIQUE INDEX campaigns_cid ON campaigns(actor, cid);
+    CREATE TABLE campaign_posts(
+        campaign INTEGER NOT NULL,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY(campaign, conv)
+    ) WITHOUT ROWID;
+    CREATE TABLE campaign_claims(
+        campaign INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        points INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(campaign, user)
+    ) WITHOUT ROWID;
     CREATE TABLE service_credit(
         conv TEXT NOT NULL,
         episode INTEGER NOT NULL,
