@@ -239,7 +239,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         star = await benchlib.chatd_client(st, port, "star", make_token("star", "staff"), "json")
         rep = benchlib.check_reply(await star.request("sync", {"since": pos}), "sync")
         first_ms = (time.perf_counter_ns() - t0) / 1e6
-        lat3, rep3 = await timed_calls(star, "sync", {"since": pos}, args.calls)
+        lat3, _rep3 = await timed_calls(star, "sync", {"since": pos}, args.calls)
         out["reconnect"] = {
             "convs_changed": len(rep["convs"]), "messages": len(rep["messages"]), "reconnect_and_sync_ms":
             round(first_ms, 2), "sync_3_changed": wsload.lat_summary_ms(lat3),

@@ -79,9 +79,11 @@ def _on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> 
             start_waiting(tx, conv, seq, ts, policy, urgent > 0, bool(answered))
         tx.execute("UPDATE service_state SET rev = rev + 1, last_activity = ? WHERE conv = ?", (ts, conv))
         return
-    if not is_open:
-        return  # staff writing outside an episode (a greeting, a follow-up): no clock runs
     human = role in (FELLOW, STAFF)
+    if not is_open:  # staff writing outside an episode (a greeting, a follow-up): no clock runs,
+        if human:  # but bots stay quiet after it as after any staff reply
+            tx.execute("UPDATE service_state SET rev = rev + 1, last_staff = ? WHERE conv = ?", (ts, conv))
+        return
     stops = waiting_since is not None and (human or policy.bot_reply_stops_clock)
     first = stops and not answered
     tx.execute(

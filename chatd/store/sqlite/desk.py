@@ -225,7 +225,7 @@ def claim(tx: Tx, conv: str, seq: int, bot: str, ts: int, policy: Any, check: Ki
     state, last_staff = tx.execute("SELECT state, last_staff FROM service_state WHERE conv = ?", (conv,)).fetchone()
     if state == "needs_human":
         raise RequestError(Err.CONFLICT, "handed over to a human: bots stay quiet until the episode closes")
-    if state == "human" and ts < last_staff + policy.bot_quiet_s * 1000:
+    if last_staff and ts < last_staff + policy.bot_quiet_s * 1000:
         raise RequestError(Err.CONFLICT, "a staff member is answering: bots stay quiet")
     tx.execute("INSERT INTO service_claims VALUES (?, ?, ?, ?)", (conv, seq, bot, ts))
     return False

@@ -350,6 +350,43 @@ class Client:
         """Tell ``conv``'s members this user is typing (throttled by the server)."""
         return await self.request("typing", conv=conv)
 
+    # -- service groups (protocol/README.md §4, "Service requests", "Episodes and clocks")
+
+    async def service_request(self, conv: str, type: str, note: str | None = None,
+                              rid: str | None = None) -> dict[str, Any]:
+        """The owner opens a service request (``type``: maintenance, road_service,
+        charging, test_drive, rescue); ``rid`` defaults to a fresh id (a retry of
+        this call reuses it)."""
+        return await self.request("service.request", conv=conv, type=type, note=note, rid=rid or uuid.uuid4().hex)
+
+    async def service_status(self, conv: str, id: int, status: str) -> dict[str, Any]:
+        return await self.request("service.status", conv=conv, id=id, status=status)
+
+    async def service_requests(self, conv: str, open_only: bool = False) -> dict[str, Any]:
+        return await self.request("service.requests", conv=conv, open=open_only or None)
+
+    async def service_close(self, conv: str, episode: int | None = None) -> dict[str, Any]:
+        return await self.request("service.close", conv=conv, episode=episode)
+
+    async def service_rate(self, conv: str, episode: int, stars: int, comment: str | None = None) -> dict[str, Any]:
+        return await self.request("service.rate", conv=conv, episode=episode, stars=stars, comment=comment)
+
+    async def inbox(self, filter: str | None = None, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """A staff member's service groups, longest waiting first."""
+        return await self.request("inbox", filter=filter, after=after, limit=limit)
+
+    async def service_claim(self, conv: str, seq: int) -> dict[str, Any]:
+        """A bot claims a customer message before answering it (ChatError
+        ``conflict``: another bot has it, or a human has the episode)."""
+        return await self.request("service.claim", conv=conv, seq=seq)
+
+    async def service_to_human(self, conv: str, text: str | None = None) -> dict[str, Any]:
+        """A bot hands the episode to a human; the Fellow is alerted."""
+        return await self.request("service.to_human", conv=conv, text=text)
+
+    async def campaign_claim(self, campaign: int) -> dict[str, Any]:
+        return await self.request("campaign.claim", id=campaign)
+
     async def _call(self, op: str, d: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         try:
             check_args(op, d)  # refuse locally what the server would refuse
