@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,78 @@ def credit(fellow: str, replies: dict[str, int]) -> dict[str, int]:
     out = {user: rest * n // total for user, n in replies.items() if n > 0}
     out[fellow] = out.get(fellow, 0) + FELLOW_SHARE
     out[fellow] += MILLION - sum(out.values())
+    return out
+
+
+def nearest_rank(values: list[int], q: int) -> int | None:
+    """The ``q``-th percentile (1-100) of integer ``values`` by the nearest-rank
+    method: a value that occurred, the same on every run (no interpolation)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = -(-q * len(ordered) // 100)  # ceil(q * n / 100)
+    return ordered[max(rank, 1) - 1]
+
+
+REPORT_COLUMNS = (
+    "user", "episodes", "ratings", "stars_sum", "stars_avg", "credit_millionths", "credit", "replies",
+    "responses", "first_responses", "first_response_p50_ms", "first_response_p90_ms", "response_p50_ms",
+    "response_p90_ms", "breaches",
+)
+
+
+@dataclass(slots=True)
+class _Person:
+    episodes: int = 0
+    ratings: int = 0
+    stars_sum: int = 0
+    credit: int = 0
+    replies: int = 0
+    breaches: int = 0
+    waits: list[int] = field(default_factory=list)
+    firsts: list[int] = field(default_factory=list)
+
+
+def report_rows(
+    episodes: list[tuple[str, int | None]],
+    credit: dict[str, int],
+    replies: list[tuple[str, int | None, int, int]],
+) -> list[dict[str, Any]]:
+    """Per person, from stored rows only (docs/service-groups.md, "Reports"):
+    ``episodes`` (accountable Fellow, stars or None) of the episodes closed in the
+    period, each person's summed ``credit`` for them, and ``replies`` (user, ms the
+    customer had waited or None, late, first) sent in the period."""
+    people: dict[str, _Person] = {}
+    for fellow, stars in episodes:
+        p = people.setdefault(fellow, _Person())
+        p.episodes += 1
+        if stars is not None:
+            p.ratings += 1
+            p.stars_sum += stars
+    for user, share in credit.items():
+        people.setdefault(user, _Person()).credit = share
+    for user, waited, late, first in replies:
+        p = people.setdefault(user, _Person())
+        p.replies += 1
+        if waited is not None:
+            p.breaches += late
+            p.waits.append(waited)
+            if first:
+                p.firsts.append(waited)
+    out = []
+    for user in sorted(people):
+        p = people[user]
+        # the average as an exact decimal string: 2 places, rounded half up, from the integers
+        cents = (p.stars_sum * 200 + p.ratings) // (2 * p.ratings) if p.ratings else 0
+        avg = f"{cents // 100}.{cents % 100:02d}" if p.ratings else None
+        out.append({
+            "user": user, "episodes": p.episodes, "ratings": p.ratings, "stars_sum": p.stars_sum, "stars_avg": avg,
+            "credit_millionths": p.credit, "credit": f"{p.credit // MILLION}.{p.credit % MILLION:06d}",
+            "replies": p.replies, "responses": len(p.waits), "first_responses": len(p.firsts),
+            "first_response_p50_ms": nearest_rank(p.firsts, 50), "first_response_p90_ms": nearest_rank(p.firsts, 90),
+            "response_p50_ms": nearest_rank(p.waits, 50), "response_p90_ms": nearest_rank(p.waits, 90),
+            "breaches": p.breaches,
+        })
     return out
 
 
@@ -153,3 +225,16 @@ class ServicePolicy:
         except (OSError, UnicodeDecodeError) as exc:
             raise PolicyError(f"cannot read {path}: {exc}") from None
         return cls.from_toml(text)
+
+
+def report_csv(rows: list[dict[str, Any]]) -> str:
+    """The report as CSV (RFC 4180, a header line, ``\r\n`` line ends)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r[k] is None else r[k] for k in REPORT_COLUMNS})
+    return buf.getvalue()

@@ -139,6 +139,8 @@ class AdminServer:
             log.exception("admin %s %s failed", request.method, request.path[:80])
             return _refusal(RequestError(Err.INTERNAL, "internal error"))
         log.debug("admin %s by %s: ok", op, caller.user)
+        if "csv" in reply and "text/csv" in request.headers.get("Accept", ""):  # a report, for a spreadsheet
+            return web.Response(status=200, body=reply["csv"].encode(), content_type="text/csv", charset="utf-8")
         return _json(200, {"ok": reply})
 
     @staticmethod

@@ -172,6 +172,7 @@ def table(
             "service.claim": desk.claim,
             "service.to_human": desk.to_human,
             "service.campaign": campaigns.create,
+            "service.report": desk.report,
             "campaign.claim": campaigns.claim,
             "admin.kick": admin.kick,
             "admin.revoke": admin.revoke,

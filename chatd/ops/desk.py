@@ -20,9 +20,11 @@ from ..core.desk import InboxPushes
 from ..core.directory import Directory
 from ..core.fanout import Fanout
 from ..kinds import Service
+from ..policy import report_csv
 from ..store.base import DeskActor, ServiceDesk
 from .base import Args, Commit, Reply, member_state
 
+REPORT_MAX_MS = 366 * 86_400_000
 _CURSOR_RE = re.compile(r"^(-?\d{1,16}):(.{1,150})$")
 
 
@@ -151,3 +153,15 @@ class DeskOps:
             self.repo.to_human(conv, self._actor(caller), d.get("text", ""), now, self._check(conv)), after
         )
         return {"conv": conv, "fellow": fellow, "seq": event.msg["seq"] if event else None}
+
+    async def report(self, caller: Caller, d: Args) -> Reply:
+        since, until = d["from"], d["to"]
+        if until <= since:
+            raise RequestError(Err.BAD_REQUEST, "to must be after from")
+        if until - since > REPORT_MAX_MS:
+            raise RequestError(Err.BAD_REQUEST, "a report covers at most 366 days")
+        rows = await self.repo.report(since, until)
+        out: Reply = {"from": since, "to": until, "rows": rows}
+        if d.get("format") == "csv":
+            out = {"from": since, "to": until, "csv": report_csv(rows)}
+        return out

@@ -307,6 +307,11 @@ OPS: dict[str, dict[str, Field]] = {
         "points": S("int", False, 0, 100_000),
     },
     "campaign.claim": {"id": S("int", True, 1, MAX_SEQ)},
+    "service.report": {
+        "from": S("int", True, 0, MAX_SEQ),
+        "to": S("int", True, 0, MAX_SEQ),
+        "format": S("enum", choices=("json", "csv")),
+    },
     "inbox": {
         "filter": S("enum", choices=INBOX_FILTERS),
         "after": S("str", False, 1, 200),
@@ -395,6 +400,7 @@ RULES: dict[str, Rule] = {
     "service.rate": RETRY,  # once per episode: the same rating again returns the stored one
     "service.campaign": R(True, Scope.ADMIN),  # deduplicated on (caller, cid): a retry returns its progress
     "campaign.claim": RETRY,  # once per owner: a retry returns the same claim (dup)
+    "service.report": R(True, Scope.ADMIN),  # a read
     "inbox": R(True, Scope.STAFF),
     "service.claim": R(True, Scope.BOT),  # the same bot again: answered as before (dup)
     "service.to_human": R(True, Scope.BOT),  # handed over already: nothing changes

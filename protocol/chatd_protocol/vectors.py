@@ -272,6 +272,8 @@ VALID: list[tuple[str, dict[str, Any]]] = [
                               "author": {"name": "CRM", "type": "bot", "badges": [], "roles": []}, "kind": "system",
                               "event": {"type": "card", "card": {"type": "gift", "title": "新年礼包"}, "campaign": 7}}},
     ),
+    ("service.report request", {"id": 39, "op": "service.report",
+                                "d": {"from": 1764518400000, "to": 1767196800000, "format": "csv"}}),
     ("campaign.claim request", {"id": 38, "op": "campaign.claim", "d": {"id": 7}}),
     ("campaign.claim reply", {"id": 38, "d": {"id": 7, "points": 200, "left": 4999, "dup": False}}),
     ("admin.kick request", {"id": 12, "op": "admin.kick", "d": {"user": "alice"}}),

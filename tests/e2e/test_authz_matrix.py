@@ -225,6 +225,7 @@ TABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("service.to_human", "absent-circle"):(CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
     ("service.to_human", "absent-dm"):  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, NF, FB, NF, FB, FB),
     ("service.campaign", "none"):       (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
+    ("service.report", "none"):         (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
     ("campaign.claim", "none"):         (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
     ("inbox", "none"):                  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK, FB, OK, FB, FB, FB),
     # the admin API's ops: a backend's (the admin scope) and nobody else's
@@ -597,6 +598,8 @@ class World:
             return {"conv": conv, "seq": 1}
         if op == "service.campaign":  # into groups no cell has
             return {"cid": f"camp{n}", "card": {"type": "gift", "title": "t"}, "tags": {"city": "nowhere"}}
+        if op == "service.report":
+            return {"from": 0, "to": 1}
         if op == "campaign.claim":  # nobody in the world owns a service group
             return {"id": 1}
         if op == "service.to_human":

@@ -633,3 +633,62 @@ async def test_a_campaign_refuses_garbage_and_users(app: Any, clients: Any) -> N
     await user.fail("campaign.claim", "not_found", id=99)
     empty = await ok(app, "service.campaign", {"cid": "none", "card": GIFT, "tags": {"city": "Atlantis"}})
     assert (empty["targets"], empty["done"]) == (0, True)
+
+
+async def test_reports_are_exact_reproducible_and_export_as_csv(app: Any, clients: Any, fake_clock: FakeClock) -> None:
+    import aiohttp
+
+    from chatd.auth import make_token
+
+    since = fake_clock.wall_ms()
+    for owner in ("olivia", "oscar"):
+        await provision(app, owner, bots=[])
+    olivia = await clients(app, "olivia", "owner")
+    oscar = await clients(app, "oscar", "owner")
+    fiona = await clients(app, "fiona", "staff")
+    eng = await clients(app, "eng1", "staff")
+    await olivia.call("send", conv="s:olivia", cid="1", text="question")
+    fake_clock.advance(60)
+    await eng.call("send", conv="s:olivia", cid="2", text="answer")  # first response after 60 s
+    await fiona.call("send", conv="s:olivia", cid="3", text="anything else?")
+    await fiona.call("service.close", conv="s:olivia")
+    assert (await olivia.call("service.rate", conv="s:olivia", episode=1, stars=5))["credit"] == {
+        "fiona": 700_000, "eng1": 300_000}
+    await oscar.call("send", conv="s:oscar", cid="1", text="question")
+    fake_clock.advance(400)
+    await fiona.call("send", conv="s:oscar", cid="2", text="sorry for the wait")  # 400 s: past the 300 s target
+    await fiona.call("service.close", conv="s:oscar")
+    await oscar.call("service.rate", conv="s:oscar", episode=1, stars=4)
+    until = fake_clock.wall_ms() + 1
+    report = await ok(app, "service.report", {"from": since, "to": until})
+    assert report == await ok(app, "service.report", {"from": since, "to": until})  # from the store, every time
+    rows = {r["user"]: r for r in report["rows"]}
+    assert set(rows) == {"fiona", "eng1"}
+    f, e = rows["fiona"], rows["eng1"]
+    assert (f["episodes"], f["ratings"], f["stars_sum"], f["stars_avg"]) == (2, 2, 9, "4.50")
+    assert (f["credit_millionths"], f["credit"], e["credit_millionths"], e["credit"]) == (
+        1_700_000, "1.700000", 300_000, "0.300000")
+    assert (f["replies"], f["responses"], f["first_responses"], f["first_response_p50_ms"], f["breaches"]) == (
+        2, 1, 1, 400_000, 1)
+    assert (e["episodes"], e["replies"], e["first_response_p50_ms"], e["response_p90_ms"], e["breaches"]) == (
+        0, 1, 60_000, 60_000, 0)
+    # a period before any of it: nothing
+    assert (await ok(app, "service.report", {"from": since - 10_000, "to": since}))["rows"] == []
+    # CSV, as JSON or as the body itself
+    text = (await ok(app, "service.report", {"from": since, "to": until, "format": "csv"}))["csv"]
+    lines = text.split("\r\n")
+    assert lines[0].startswith("user,episodes,ratings,stars_sum,stars_avg,credit_millionths,credit,")
+    assert lines[1].startswith("eng1,0,0,0,,300000,0.300000,1,1,1,60000,60000,60000,60000,0")
+    assert lines[2].startswith("fiona,2,2,9,4.50,1700000,1.700000,2,1,1,400000,400000,400000,400000,1")
+    token = make_token("crm", "bot", scopes=["admin"])
+    async with aiohttp.ClientSession() as http, http.post(
+        f"http://127.0.0.1:{app.admin_port}/v1/service.report", json={"from": since, "to": until, "format": "csv"},
+        headers={"Authorization": f"Bearer {token}", "Accept": "text/csv"},
+    ) as resp:
+        assert resp.status == 200 and resp.content_type == "text/csv"
+        assert await resp.text() == text
+    for body in ({"from": until, "to": since}, {"from": 0, "to": 400 * 86_400_000}, {"from": "0", "to": 1},
+                 {"from": 0}, {"from": 0, "to": 1, "format": "xlsx"}):
+        status, reply = await admin_call(app, "service.report", body)
+        assert (status, reply["error"]["code"]) == (400, "bad_request"), body
+    await fiona.fail("service.report", "forbidden", **{"from": since, "to": until})

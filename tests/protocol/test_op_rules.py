@@ -27,7 +27,7 @@ def test_every_op_has_exactly_one_rule() -> None:
 def _admin(op: str) -> bool:
     """The backend's ops: the admin API's, and a service group's provisioning and posts."""
     return op.startswith(("admin.", "service.provision", "service.members", "service.handover", "service.post",
-                          "service.campaign"))
+                          "service.campaign", "service.report"))
 
 
 def test_the_client_resends_what_the_table_says_is_safe() -> None:

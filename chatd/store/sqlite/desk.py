@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from chatd_protocol import Err, RequestError
 
-from ...policy import credit
+from ...policy import credit, report_rows
 from ..base import DeskActor, KindCheck, Write
 from ..records import TEXT, SystemMessage, unpack
 from .clocks import BOT, FELLOW, OWNER, STAFF, STATE_COLUMNS, open_episode, start_waiting
@@ -357,6 +357,23 @@ class SqliteDesk:
 
     def close_idle(self, before: int, actor: Actor, ts: int, policy: Any, limit: int) -> Write[list[SystemMessage]]:
         return Write(close_idle, (before, actor, ts, policy, limit))
+
+    async def report(self, since: int, until: int) -> list[dict[str, Any]]:
+        """Per person, for episodes closed and replies sent in [since, until) (ms),
+        computed from the stored rows (``chatd.policy.report_rows``)."""
+        episodes = await self.db.fetchall(
+            "SELECT fellow, stars FROM service_episodes WHERE closed_ts >= ? AND closed_ts < ?", (since, until)
+        )
+        credit = await self.db.fetchall(
+            "SELECT c.user, SUM(c.share) FROM service_episodes e JOIN service_credit c"
+            " ON c.conv = e.conv AND c.episode = e.episode WHERE e.closed_ts >= ? AND e.closed_ts < ? GROUP BY c.user",
+            (since, until),
+        )
+        replies = await self.db.fetchall(
+            "SELECT user, waited, late, first FROM service_replies WHERE ts >= ? AND ts < ?"
+            " AND role IN ('fellow', 'staff')", (since, until),
+        )
+        return report_rows([(f, s) for f, s in episodes], dict(credit), [tuple(r) for r in replies])
 
     async def requests(self, conv: str, open_only: bool) -> list[dict[str, Any]]:
         where = " AND status NOT IN ('done', 'cancelled')" if open_only else ""

@@ -269,6 +269,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX service_due ON service_state(alerted, due) WHERE due IS NOT NULL;
     CREATE INDEX service_idle ON service_state(last_activity) WHERE open = 1;
     INSERT INTO service_state(conv) SELECT id FROM conversations WHERE kind = 'service';
+    -- a group's tags are replaced by conv (schema 6 indexed them for campaigns only)
+    CREATE INDEX service_tags_conv ON service_tags(conv);
     CREATE TABLE service_episodes(
         conv TEXT NOT NULL,
         episode INTEGER NOT NULL,

@@ -36,9 +36,10 @@ def _known(tx: Tx, users: Sequence[tuple[str, str]], ts: int) -> None:
     )
 
 
-def _set_tags(tx: Tx, conv: str, tags: dict[str, str]) -> None:
+def _set_tags(tx: Tx, conv: str, tags: dict[str, str], new: bool = False) -> None:
     tx.execute("UPDATE conversations SET tags = ? WHERE id = ?", (orjson.dumps(tags).decode(), conv))
-    tx.execute("DELETE FROM service_tags WHERE conv = ?", (conv,))
+    if not new:
+        tx.execute("DELETE FROM service_tags WHERE conv = ?", (conv,))
     tx.conn.executemany("INSERT INTO service_tags VALUES (?, ?, ?)", [(k, v, conv) for k, v in tags.items()])
 
 
@@ -131,7 +132,7 @@ def provision(
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (conv, kind, name or owner, owner, fellow, ts, len(members)),
         )
-        _set_tags(tx, conv, tags or {})
+        _set_tags(tx, conv, tags or {}, new=True)
         tx.execute("INSERT INTO service_state(conv) VALUES (?)", (conv,))
         tx.conn.executemany(
             "INSERT INTO members(conv, user, role, badges) VALUES (?, ?, ?, ?)",
