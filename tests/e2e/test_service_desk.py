@@ -680,7 +680,7 @@ async def test_reports_are_exact_reproducible_and_export_as_csv(app: Any, client
     assert lines[0].startswith("user,episodes,ratings,stars_sum,stars_avg,credit_millionths,credit,")
     assert lines[1].startswith("eng1,0,0,0,,300000,0.300000,1,1,1,60000,60000,60000,60000,0")
     assert lines[2].startswith("fiona,2,2,9,4.50,1700000,1.700000,2,1,1,400000,400000,400000,400000,1")
-    token = make_token("crm", "bot", scopes=["admin"])
+    token = make_token("crm", "bot", scopes=["admin"], now=fake_clock.wall_ms() / 1000)
     async with aiohttp.ClientSession() as http, http.post(
         f"http://127.0.0.1:{app.admin_port}/v1/service.report", json={"from": since, "to": until, "format": "csv"},
         headers={"Authorization": f"Bearer {token}", "Accept": "text/csv"},

@@ -401,16 +401,22 @@ class SqliteDesk:
         of the next page (None: the last page)."""
         key, last = after if after is not None else (-1, "")
         rows = await self.db.fetchall(
-            "SELECT p.*, lm.sender, lm.ts, lm.kind, lm.data, lm.recalled, lm.seq, u.name FROM ("
-            f" SELECT {SORT_KEY} AS k, s.conv, c.last_seq, s.episode, s.state, s.waiting_since, s.due, s.alerted,"
-            " s.requests, s.urgent, s.last_activity, s.rev, m.read_seq, m.role, c.owner"
-            " FROM members m CROSS JOIN service_state s CROSS JOIN conversations c"
-            " WHERE m.user = ? AND m.role IN ('fellow', 'staff') AND s.conv = m.conv AND c.id = m.conv"
+            # the inner query ranks every membership by the key and keeps a page;
+            # only the page's rows are joined with the rest (the conversation, the
+            # caller's cursor, the last message, the owner's name)
+            "SELECT p.k, p.conv, c.last_seq, s.episode, s.state, s.waiting_since, s.due, s.alerted, s.requests,"
+            " s.urgent, s.last_activity, s.rev, mm.read_seq, p.role, c.owner,"
+            " lm.sender, lm.ts, lm.kind, lm.data, lm.recalled, lm.seq, u.name FROM ("
+            f" SELECT {SORT_KEY} AS k, s.conv AS conv, m.role AS role"
+            " FROM members m CROSS JOIN service_state s"
+            " WHERE m.user = ? AND m.role IN ('fellow', 'staff') AND s.conv = m.conv"
             f"{INBOX_FILTERS[filter_]} AND ({SORT_KEY}, s.conv) > (?, ?)"
             f" ORDER BY {SORT_KEY}, s.conv LIMIT ?) p"
-            " LEFT JOIN messages lm ON lm.conv = p.conv AND lm.seq = p.last_seq"
-            " LEFT JOIN users u ON u.id = p.owner ORDER BY p.k, p.conv",
-            (user, key, last, limit + 1),
+            " CROSS JOIN service_state s ON s.conv = p.conv CROSS JOIN conversations c ON c.id = p.conv"
+            " CROSS JOIN members mm ON mm.conv = p.conv AND mm.user = ?"
+            " LEFT JOIN messages lm ON lm.conv = p.conv AND lm.seq = c.last_seq"
+            " LEFT JOIN users u ON u.id = c.owner ORDER BY p.k, p.conv",
+            (user, key, last, limit + 1, user),
         )
         more = len(rows) > limit
         rows = rows[:limit]
