@@ -96,7 +96,7 @@ async def test_a_campaign_posts_each_group_once_and_never_oversells(store: Store
     wins = 0
     for i in (1, 3, 5):
         try:
-            reply, push = await one(store, store.campaigns.claim(f"o{i}", convs[i], made["id"], TS))
+            _reply, push = await one(store, store.campaigns.claim(f"o{i}", convs[i], made["id"], TS))
             wins += 1
             assert push[f"o{i}"]["balance"]["points"] == 50
         except RequestError as exc:
