@@ -73,11 +73,13 @@ def report_rows(
     episodes: list[tuple[str, int | None]],
     credit: dict[str, int],
     replies: list[tuple[str, int | None, int, int]],
+    key: str = "user",
 ) -> list[dict[str, Any]]:
-    """Per person, from stored rows only (docs/service-groups.md, "Reports"):
-    ``episodes`` (accountable Fellow, stars or None) of the episodes closed in the
-    period, each person's summed ``credit`` for them, and ``replies`` (user, ms the
-    customer had waited or None, late, first) sent in the period."""
+    """Per person (``key`` "user") or per group ("conv"), from stored rows only
+    (docs/service-groups.md, "Reports"): ``episodes`` (accountable Fellow or group,
+    stars or None) of the episodes closed in the period, the summed ``credit`` for
+    them, and ``replies`` (user or group, ms the customer had waited or None, late,
+    first) sent in the period."""
     people: dict[str, _Person] = {}
     for fellow, stars in episodes:
         p = people.setdefault(fellow, _Person())
@@ -102,7 +104,7 @@ def report_rows(
         cents = (p.stars_sum * 200 + p.ratings) // (2 * p.ratings) if p.ratings else 0
         avg = f"{cents // 100}.{cents % 100:02d}" if p.ratings else None
         out.append({
-            "user": user, "episodes": p.episodes, "ratings": p.ratings, "stars_sum": p.stars_sum, "stars_avg": avg,
+            key: user, "episodes": p.episodes, "ratings": p.ratings, "stars_sum": p.stars_sum, "stars_avg": avg,
             "credit_millionths": p.credit, "credit": f"{p.credit // MILLION}.{p.credit % MILLION:06d}",
             "replies": p.replies, "responses": len(p.waits), "first_responses": len(p.firsts),
             "first_response_p50_ms": nearest_rank(p.firsts, 50), "first_response_p90_ms": nearest_rank(p.firsts, 90),
@@ -227,14 +229,15 @@ class ServicePolicy:
         return cls.from_toml(text)
 
 
-def report_csv(rows: list[dict[str, Any]]) -> str:
+def report_csv(rows: list[dict[str, Any]], key: str = "user") -> str:
     """The report as CSV (RFC 4180, a header line, ``\r\n`` line ends)."""
     import csv
     import io
 
+    columns = (key, *REPORT_COLUMNS[1:])
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=REPORT_COLUMNS, lineterminator="\r\n")
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\r\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if r[k] is None else r[k] for k in REPORT_COLUMNS})
+        w.writerow({k: "" if r[k] is None else r[k] for k in columns})
     return buf.getvalue()

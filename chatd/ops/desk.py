@@ -160,8 +160,9 @@ class DeskOps:
             raise RequestError(Err.BAD_REQUEST, "to must be after from")
         if until - since > REPORT_MAX_MS:
             raise RequestError(Err.BAD_REQUEST, "a report covers at most 366 days")
-        rows = await self.repo.report(since, until)
-        out: Reply = {"from": since, "to": until, "rows": rows}
+        by = d.get("by", "person")
+        rows = await self.repo.report(since, until, by)
+        out: Reply = {"from": since, "to": until, "by": by, "rows": rows}
         if d.get("format") == "csv":
-            out = {"from": since, "to": until, "csv": report_csv(rows)}
+            out = {"from": since, "to": until, "by": by, "csv": report_csv(rows, "conv" if by == "group" else "user")}
         return out

@@ -554,8 +554,8 @@ class ServiceDesk(Protocol):
 
     async def requests(self, conv: str, open_only: bool) -> list[dict[str, Any]]: ...
 
-    async def report(self, since: int, until: int) -> list[dict[str, Any]]:
-        """Per person: episodes, ratings, credit and response figures of a period."""
+    async def report(self, since: int, until: int, by: str = "person") -> list[dict[str, Any]]:
+        """Per person or per group: episodes, ratings, credit and response figures of a period."""
         ...
 
     async def rows(self, convs: Sequence[str]) -> list[dict[str, Any]]:

@@ -311,6 +311,7 @@ OPS: dict[str, dict[str, Field]] = {
         "from": S("int", True, 0, MAX_SEQ),
         "to": S("int", True, 0, MAX_SEQ),
         "format": S("enum", choices=("json", "csv")),
+        "by": S("enum", choices=("person", "group")),
     },
     "inbox": {
         "filter": S("enum", choices=INBOX_FILTERS),

@@ -672,6 +672,16 @@ async def test_reports_are_exact_reproducible_and_export_as_csv(app: Any, client
         2, 1, 1, 400_000, 1)
     assert (e["episodes"], e["replies"], e["first_response_p50_ms"], e["response_p90_ms"], e["breaches"]) == (
         0, 1, 60_000, 60_000, 0)
+    # per group: the same figures by service group
+    groups = await ok(app, "service.report", {"from": since, "to": until, "by": "group"})
+    g = {r["conv"]: r for r in groups["rows"]}
+    assert set(g) == {"s:olivia", "s:oscar"} and groups["by"] == "group"
+    assert (g["s:olivia"]["episodes"], g["s:olivia"]["stars_avg"], g["s:olivia"]["credit_millionths"],
+            g["s:olivia"]["replies"], g["s:olivia"]["first_response_p50_ms"]) == (1, "5.00", 1_000_000, 2, 60_000)
+    assert (g["s:oscar"]["breaches"], g["s:oscar"]["first_response_p90_ms"], g["s:oscar"]["stars_sum"]) == (
+        1, 400_000, 4)
+    group_csv = (await ok(app, "service.report", {"from": since, "to": until, "by": "group", "format": "csv"}))["csv"]
+    assert group_csv.startswith("conv,episodes,") and "\r\ns:olivia,1,1,5,5.00,1000000,1.000000,2,1,1," in group_csv
     # a period before any of it: nothing
     assert (await ok(app, "service.report", {"from": since - 10_000, "to": since}))["rows"] == []
     # CSV, as JSON or as the body itself
@@ -688,7 +698,7 @@ async def test_reports_are_exact_reproducible_and_export_as_csv(app: Any, client
         assert resp.status == 200 and resp.content_type == "text/csv"
         assert await resp.text() == text
     for body in ({"from": until, "to": since}, {"from": 0, "to": 400 * 86_400_000}, {"from": "0", "to": 1},
-                 {"from": 0}, {"from": 0, "to": 1, "format": "xlsx"}):
+                 {"from": 0}, {"from": 0, "to": 1, "format": "xlsx"}, {"from": 0, "to": 1, "by": "city"}):
         status, reply = await admin_call(app, "service.report", body)
         assert (status, reply["error"]["code"]) == (400, "bad_request"), body
     await fiona.fail("service.report", "forbidden", **{"from": since, "to": until})

@@ -147,6 +147,32 @@ async def test_replies_see_the_batch_counters(store: Store) -> None:
     assert rec2.last_seq == joined.msg["seq"] == 2 and rec2.members == 2
 
 
+async def test_since_answers_the_same_from_every_position_whichever_way_it_reads(store: Store) -> None:
+    """A user in several conversations, messages before and after their joins: from
+    every position, ``since`` returns exactly the messages past it in the user's
+    conversations (from each join on) and the conversations that changed. Close to
+    the head it reads the few new messages, further back the memberships."""
+    rng = random.Random(11)
+    convs = [await new_circle(store, name=f"c{i}") for i in range(8)]
+    joined: dict[str, int] = {}
+    for step in range(60):
+        conv = rng.choice(convs)
+        if conv not in joined and rng.random() < 0.3 and conv != convs[0]:
+            _, event, _ = await one(store, join(store, conv, "bob"))
+            joined[conv] = event.msg["seq"]
+        else:
+            await one(store, text(store, conv, "alice", f"m{step}"))
+    head = await store.messages.head()
+    everything = [m for c in convs for m in (await store.messages.history(c, None, 100))[0]]
+    for since in range(head + 1):
+        msgs, cursors, more = await store.messages.since("bob", since, 1000)
+        want = sorted((m for m in everything if m["pos"] > since and m["conv"] in joined
+                       and m["seq"] >= joined[m["conv"]]), key=lambda m: m["pos"])
+        assert [(m["conv"], m["seq"], m["pos"]) for m in msgs] == [(m["conv"], m["seq"], m["pos"]) for m in want]
+        changed = {m["conv"] for m in everything if m["pos"] > since and m["conv"] in joined}
+        assert {c.conv for c in cursors} == changed and not more, since
+
+
 async def test_since_returns_what_changed_after_a_position_from_each_join(store: Store) -> None:
     a = await new_circle(store, name="a")
     b = await new_circle(store, name="b")

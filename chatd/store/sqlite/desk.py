@@ -358,22 +358,27 @@ class SqliteDesk:
     def close_idle(self, before: int, actor: Actor, ts: int, policy: Any, limit: int) -> Write[list[SystemMessage]]:
         return Write(close_idle, (before, actor, ts, policy, limit))
 
-    async def report(self, since: int, until: int) -> list[dict[str, Any]]:
-        """Per person, for episodes closed and replies sent in [since, until) (ms),
-        computed from the stored rows (``chatd.policy.report_rows``)."""
+    async def report(self, since: int, until: int, by: str = "person") -> list[dict[str, Any]]:
+        """Per person (``by`` "person") or per group ("group"), for episodes closed
+        and replies sent in [since, until) (ms), from the stored rows
+        (``chatd.policy.report_rows``)."""
+        group = by == "group"
+        who, credit_who, reply_who = ("e.conv", "e.conv", "conv") if group else ("e.fellow", "c.user", "user")
         episodes = await self.db.fetchall(
-            "SELECT fellow, stars FROM service_episodes WHERE closed_ts >= ? AND closed_ts < ?", (since, until)
+            f"SELECT {who}, e.stars FROM service_episodes e WHERE e.closed_ts >= ? AND e.closed_ts < ?", (since, until)
         )
         credit = await self.db.fetchall(
-            "SELECT c.user, SUM(c.share) FROM service_episodes e JOIN service_credit c"
-            " ON c.conv = e.conv AND c.episode = e.episode WHERE e.closed_ts >= ? AND e.closed_ts < ? GROUP BY c.user",
+            f"SELECT {credit_who}, SUM(c.share) FROM service_episodes e JOIN service_credit c"
+            " ON c.conv = e.conv AND c.episode = e.episode WHERE e.closed_ts >= ? AND e.closed_ts < ?"
+            f" GROUP BY {credit_who}",
             (since, until),
         )
         replies = await self.db.fetchall(
-            "SELECT user, waited, late, first FROM service_replies WHERE ts >= ? AND ts < ?"
+            f"SELECT {reply_who}, waited, late, first FROM service_replies WHERE ts >= ? AND ts < ?"
             " AND role IN ('fellow', 'staff')", (since, until),
         )
-        return report_rows([(f, s) for f, s in episodes], dict(credit), [tuple(r) for r in replies])
+        return report_rows([(f, s) for f, s in episodes], dict(credit), [tuple(r) for r in replies],
+                           "conv" if group else "user")
 
     async def requests(self, conv: str, open_only: bool) -> list[dict[str, Any]]:
         where = " AND status NOT IN ('done', 'cancelled')" if open_only else ""

@@ -173,6 +173,43 @@ class SqliteMessages:
         return str(row[0])
 
     async def since(self, user: str, pos: int, limit: int) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:
+        """The cheaper of two plans, by what it visits: the messages committed since
+        ``pos`` (positions are gapless, so there are head - pos of them), or the
+        user's memberships. A staff member in 5,000 groups who missed 3 messages
+        visits 3 rows, not 5,000; a user in 10 conversations after a busy minute
+        visits 10. Both give the same answer."""
+        head, memberships = await self.db.fetchone(
+            "SELECT (SELECT value FROM counters WHERE name = 'pos'), (SELECT COUNT(*) FROM members WHERE user = ?)",
+            (user,),
+        )
+        if int(head) - pos < memberships:
+            return await self._since_by_pos(user, pos, limit)
+        return await self._since_by_membership(user, pos, limit)
+
+    async def _since_by_pos(
+        self, user: str, pos: int, limit: int
+    ) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:
+        # CROSS JOIN pins the order: the messages past pos, then the membership of each
+        changed = await self.db.fetchall(
+            "SELECT c.id, c.last_seq, mb.read_seq FROM (SELECT DISTINCT conv FROM messages WHERE pos > ?) d"
+            " CROSS JOIN members mb CROSS JOIN conversations c WHERE mb.conv = d.conv AND mb.user = ? AND c.id = d.conv",
+            (pos, user),
+        )
+        if not changed:
+            return [], [], False
+        rows = await self.db.fetchall(
+            "SELECT m.conv, m.seq, m.pos, m.sender, m.cid, m.ts, m.kind, m.data, m.recalled"
+            " FROM messages m CROSS JOIN members mb"
+            " WHERE m.pos > ? AND mb.conv = m.conv AND mb.user = ? AND m.seq >= mb.joined_seq"
+            " ORDER BY m.pos LIMIT ?",
+            (pos, user, limit + 1),
+        )
+        rows, more = _within_budget(rows, limit)
+        return [row_to_wire(r) for r in rows], [ConvCursor(c, last, read) for c, last, read in changed], more
+
+    async def _since_by_membership(
+        self, user: str, pos: int, limit: int
+    ) -> tuple[list[dict[str, Any]], list[ConvCursor], bool]:
         """Only conversations whose ``last_pos`` moved are visited (one index probe
         per membership, no rows for the others); for each, the messages come from
         the (conv, pos) index."""
