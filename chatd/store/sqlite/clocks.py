@@ -44,10 +44,15 @@ def open_episode(tx: Tx, conv: str, seq: int, ts: int, episode: int) -> int:
     return episode
 
 
-def start_waiting(tx: Tx, conv: str, seq: int, ts: int, policy: Any, urgent: bool, answered: bool) -> None:
+def start_waiting(
+    tx: Tx, conv: str, seq: int, ts: int, policy: Any, urgent: bool, answered: bool, activity: bool = False
+) -> None:
+    """The customer waits from ``ts``; ``activity``: it is the episode's latest
+    activity too (one UPDATE for both)."""
     tx.execute(
-        "UPDATE service_state SET rev = rev + 1, waiting_since = ?, waiting_seq = ?, due = ?, alerted = 0 WHERE conv = ?",
-        (ts, seq, policy.due(ts, urgent, answered), conv),
+        "UPDATE service_state SET rev = rev + 1, waiting_since = ?, waiting_seq = ?, due = ?, alerted = 0"
+        f"{', last_activity = ?' if activity else ''} WHERE conv = ?",
+        (ts, seq, policy.due(ts, urgent, answered), *((ts,) if activity else ()), conv),
     )
 
 
@@ -75,9 +80,10 @@ def _on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> 
         if not is_open:
             episode = open_episode(tx, conv, seq, ts, episode)
             answered = 0
-        if waiting_since is None:
-            start_waiting(tx, conv, seq, ts, policy, urgent > 0, bool(answered))
-        tx.execute("UPDATE service_state SET rev = rev + 1, last_activity = ? WHERE conv = ?", (ts, conv))
+        if waiting_since is None:  # the clock starts (open_episode set last_activity already)
+            start_waiting(tx, conv, seq, ts, policy, urgent > 0, bool(answered), activity=True)
+        else:
+            tx.execute("UPDATE service_state SET rev = rev + 1, last_activity = ? WHERE conv = ?", (ts, conv))
         return
     human = role in (FELLOW, STAFF)
     if not is_open:  # staff writing outside an episode (a greeting, a follow-up): no clock runs,
