@@ -118,7 +118,7 @@ class App:
             PointsOps(commit, store.ledger, fanout, directory, clock, config.red_packet_ttl_s),
             NotifyOps(commit, store.notify, directory),
             AdminOps(commit, store.users, fanout, clock),
-            ServiceOps(commit, store.service, fanout, kinds.service, clock),
+            ServiceOps(commit, store.service, fanout, kinds.service, clock, pushes.touch),
             DeskOps(commit, store.desk, directory, pushes, fanout, kinds.service, clock),
             CampaignOps(commit, store.campaigns, fanout, kinds.service, clock),
             metrics,

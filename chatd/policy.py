@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def nearest_rank(values: list[int], q: int) -> int | None:
 REPORT_COLUMNS = (
     "user", "episodes", "ratings", "stars_sum", "stars_avg", "credit_millionths", "credit", "replies",
     "responses", "first_responses", "first_response_p50_ms", "first_response_p90_ms", "response_p50_ms",
-    "response_p90_ms", "breaches",
+    "response_p90_ms", "breaches", "closed_waiting",
 )
 
 
@@ -65,6 +66,7 @@ class _Person:
     credit: int = 0
     replies: int = 0
     breaches: int = 0
+    closed_waiting: int = 0
     waits: list[int] = field(default_factory=list)
     firsts: list[int] = field(default_factory=list)
 
@@ -74,12 +76,14 @@ def report_rows(
     credit: dict[str, int],
     replies: list[tuple[str, int | None, int, int]],
     key: str = "user",
+    closes: Sequence[tuple[str, int, int]] = (),
 ) -> list[dict[str, Any]]:
     """Per person (``key`` "user") or per group ("conv"), from stored rows only
     (docs/service-groups.md, "Reports"): ``episodes`` (accountable Fellow or group,
     stars or None) of the episodes closed in the period, the summed ``credit`` for
     them, and ``replies`` (user or group, ms the customer had waited or None, late,
-    first) sent in the period."""
+    first) sent in the period; ``closes`` (who closed, ms waited, late): episodes
+    closed on a waiting customer, unanswered, a breach if it was overdue."""
     people: dict[str, _Person] = {}
     for fellow, stars in episodes:
         p = people.setdefault(fellow, _Person())
@@ -97,6 +101,10 @@ def report_rows(
             p.waits.append(waited)
             if first:
                 p.firsts.append(waited)
+    for user, _waited, late in closes:  # closed on a waiting customer, unanswered
+        p = people.setdefault(user, _Person())
+        p.closed_waiting += 1
+        p.breaches += late
     out = []
     for user in sorted(people):
         p = people[user]
@@ -109,7 +117,7 @@ def report_rows(
             "replies": p.replies, "responses": len(p.waits), "first_responses": len(p.firsts),
             "first_response_p50_ms": nearest_rank(p.firsts, 50), "first_response_p90_ms": nearest_rank(p.firsts, 90),
             "response_p50_ms": nearest_rank(p.waits, 50), "response_p90_ms": nearest_rank(p.waits, 90),
-            "breaches": p.breaches,
+            "breaches": p.breaches, "closed_waiting": p.closed_waiting,
         })
     return out
 
@@ -239,5 +247,15 @@ def report_csv(rows: list[dict[str, Any]], key: str = "user") -> str:
     w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\r\n")
     w.writeheader()
     for r in rows:
-        w.writerow({k: "" if r[k] is None else r[k] for k in columns})
+        w.writerow({k: _cell(r[k]) for k in columns})
     return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell: none is empty; a text a spreadsheet would run as a formula
+    (``=``, ``+``, ``-``, ``@`` first) gets a leading ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value

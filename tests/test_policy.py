@@ -84,3 +84,39 @@ def test_credit_always_sums_to_exactly_one_million() -> None:
         shares = credit("f", replies)
         assert sum(shares.values()) == MILLION and all(v >= 0 for v in shares.values())
         assert shares["f"] >= 400_000
+
+
+def test_nearest_rank_is_a_value_that_occurred() -> None:
+    from chatd.policy import nearest_rank
+
+    values = [50, 10, 40, 20, 30]
+    assert [nearest_rank(values, q) for q in (1, 20, 21, 50, 90, 100)] == [10, 10, 20, 30, 50, 50]
+    assert nearest_rank([7], 90) == 7 and nearest_rank([], 50) is None
+    assert nearest_rank(list(range(1, 11)), 90) == 9  # ceil(0.9 x 10) = 9th
+
+
+def test_report_rows_count_round_half_up_and_record_unanswered_closes() -> None:
+    from chatd.policy import report_csv, report_rows
+
+    rows = report_rows(
+        episodes=[("f", 5), ("f", 4), ("f", 4), ("f", None), ("g", 3)],
+        credit={"f": 2_500_001, "e": 499_999},
+        replies=[("e", 60_000, 0, 1), ("e", 120_000, 1, 0), ("e", None, 0, 0), ("f", 400_000, 1, 1)],
+        closes=[("f", 900_000, 1), ("e", 10_000, 0)],
+    )
+    by = {r["user"]: r for r in rows}
+    assert [r["user"] for r in rows] == ["e", "f", "g"]
+    f, e, g = by["f"], by["e"], by["g"]
+    assert (f["episodes"], f["ratings"], f["stars_sum"], f["stars_avg"]) == (4, 3, 13, "4.33")
+    assert g["stars_avg"] == "3.00" and e["stars_avg"] is None
+    assert report_rows([("h", 4), ("h", 5)], {}, [])[0]["stars_avg"] == "4.50"
+    assert report_rows([("h", 4), ("h", 4), ("h", 5)], {}, [])[0]["stars_avg"] == "4.33"
+    assert report_rows([("h", 5)] * 2 + [("h", 4)] * 6, {}, [])[0]["stars_avg"] == "4.25"
+    assert report_rows([("h", 5), ("h", 4), ("h", 4), ("h", 4), ("h", 4), ("h", 4), ("h", 4), ("h", 4)],
+                       {}, [])[0]["stars_avg"] == "4.13"  # 4.125 rounds half up
+    assert (f["credit"], e["credit"]) == ("2.500001", "0.499999")
+    assert (e["replies"], e["responses"], e["first_responses"], e["response_p50_ms"], e["response_p90_ms"],
+            e["first_response_p50_ms"]) == (3, 2, 1, 60_000, 120_000, 60_000)
+    assert (e["breaches"], e["closed_waiting"], f["breaches"], f["closed_waiting"]) == (1, 1, 2, 1)
+    text = report_csv(report_rows([("=cmd", 5)], {}, []))
+    assert text.splitlines()[1].startswith("'=cmd,1,1,5,5.00")  # no formula reaches a spreadsheet

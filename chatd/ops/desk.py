@@ -123,6 +123,7 @@ class DeskOps:
         shares, event, dup = await self.commit(
             self.repo.rate(conv, episode, d["stars"], d.get("comment", ""), self._actor(caller),
                            self.clock.wall_ms(), self.policy, self._check(conv)),
+            self._touched(conv),
         )
         return {"conv": conv, "episode": episode, "stars": d["stars"], "credit": shares,
                 "seq": event.msg["seq"] if event else None, "dup": dup}
@@ -162,7 +163,10 @@ class DeskOps:
             raise RequestError(Err.BAD_REQUEST, "a report covers at most 366 days")
         by = d.get("by", "person")
         rows = await self.repo.report(since, until, by)
-        out: Reply = {"from": since, "to": until, "by": by, "rows": rows}
+        # final once no episode closed in the period can still be rated
+        final = self.clock.wall_ms() >= until + self.policy.rating_window_s * 1000
+        out: Reply = {"from": since, "to": until, "by": by, "final": final, "rows": rows}
         if d.get("format") == "csv":
-            out = {"from": since, "to": until, "by": by, "csv": report_csv(rows, "conv" if by == "group" else "user")}
+            out = {"from": since, "to": until, "by": by, "final": final,
+                   "csv": report_csv(rows, "conv" if by == "group" else "user")}
         return out

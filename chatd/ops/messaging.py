@@ -171,8 +171,10 @@ class Messaging:
         conv, seq = d["conv"], d["seq"]
         state, _ = await member_state(self.directory, caller, conv)
         check = functools.partial(state.kind.check_recall, self.recall_window_ms)
+        inbox = state.kind.inbox_rows
         event = await self.commit(
-            self.messages.recall(conv, seq, caller.user, caller.author, self.clock.wall_ms(), check)
+            self.messages.recall(conv, seq, caller.user, caller.author, self.clock.wall_ms(), check),
+            (lambda result: self.touched(conv)) if inbox else None,
         )
         return {"seq": event.msg["seq"]}
 

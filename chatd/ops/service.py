@@ -5,6 +5,7 @@ post notices and cards (docs/service-groups.md). All need the admin scope."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from chatd_protocol import Err, RequestError
@@ -33,7 +34,11 @@ def _distinct(who: list[str]) -> None:
 
 
 class ServiceOps:
-    def __init__(self, commit: Commit, repo: ServiceGroups, fanout: Fanout, kind: Service, clock: Clock) -> None:
+    def __init__(
+        self, commit: Commit, repo: ServiceGroups, fanout: Fanout, kind: Service, clock: Clock,
+        touched: Callable[[str], None],
+    ) -> None:
+        self.touched = touched  # a group's inbox row changed (InboxPushes.touch)
         self.commit = commit
         self.repo = repo
         self.fanout = fanout
@@ -120,6 +125,7 @@ class ServiceOps:
         event = {"type": "notice", "text": d["text"]} if "text" in d else {"type": "card", "card": d["card"]}
         check = functools.partial(self.kind.require, conv)
         appended, _ = await self.commit(
-            self.repo.post(conv, caller.user, caller.author, d["cid"], event, self.clock.wall_ms(), check)
+            self.repo.post(conv, caller.user, caller.author, d["cid"], event, self.clock.wall_ms(), check),
+            lambda result: self.touched(conv),
         )
         return {"conv": appended.conv, "seq": appended.seq, "pos": appended.pos, "ts": appended.ts, "dup": appended.dup}

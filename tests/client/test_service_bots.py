@@ -119,7 +119,11 @@ async def test_bots_stay_quiet_after_staff_and_hand_over_to_the_fellow(app: Any,
         # the quiet time holds across a close too: a staff member was here a moment ago
         await eng.service_close(conv)
         again = await owner.send(conv, "charger, again")
-        await asyncio.sleep(0.3)
+
+        async def refused_twice() -> bool:
+            return bots["bot.charging"].claims_lost == 2  # it tried, and was told a human has it
+
+        await eventually(refused_twice, within=5)
         assert await texts_after(owner, conv, again["seq"]) == []
 
         # in another owner's group, nobody from staff has written: the owner asks for a person

@@ -605,7 +605,7 @@ async def test_a_campaign_reaches_the_matching_groups_once_and_each_owner_claims
     for c in winners:
         assert (await c.call("points.balance"))["points"] == 200
         again_claim = await c.call("campaign.claim", id=made["id"])
-        assert again_claim == {"id": made["id"], "points": 200, "dup": True}
+        assert again_claim == {"id": made["id"], "points": 200, "left": 0, "dup": True}
     assert read_db(db_path, "SELECT SUM(amount), COUNT(*) FROM ledger WHERE rule = 'campaign.claim'") == [(600, 3)]
     assert read_db(db_path, "SELECT claimed FROM campaigns") == [(3,)]
     staff = await clients(app, "fiona", "staff")
@@ -682,6 +682,16 @@ async def test_reports_are_exact_reproducible_and_export_as_csv(app: Any, client
         1, 400_000, 4)
     group_csv = (await ok(app, "service.report", {"from": since, "to": until, "by": "group", "format": "csv"}))["csv"]
     assert group_csv.startswith("conv,episodes,") and "\r\ns:olivia,1,1,5,5.00,1000000,1.000000,2,1,1," in group_csv
+    assert report["final"] is False  # the episodes' ratings could still come
+    # closing on a waiting customer instead of answering is on record, and overdue it is a breach
+    await olivia.call("send", conv="s:olivia", cid="4", text="one more question")
+    fake_clock.advance(301)
+    await eng.call("service.close", conv="s:olivia")
+    later = await ok(app, "service.report", {"from": since, "to": fake_clock.wall_ms() + 1})
+    e2 = {r["user"]: r for r in later["rows"]}["eng1"]
+    assert (e2["closed_waiting"], e2["breaches"], e2["replies"]) == (1, 1, 1)
+    fake_clock.advance(7 * 86_400 + 1)
+    assert (await ok(app, "service.report", {"from": since, "to": until}))["final"] is True
     # a period before any of it: nothing
     assert (await ok(app, "service.report", {"from": since - 10_000, "to": since}))["rows"] == []
     # CSV, as JSON or as the body itself

@@ -60,8 +60,9 @@ async def test_the_clock_follows_the_messages(store: Store) -> None:
                                                       policy, lambda k: SERVICE.require(conv, k)))
     assert shares == {"fiona": 400_000, "eng1": 600_000} and not dup
     report = await store.desk.report(TS, TS + 10**9)
-    assert {r["user"]: (r["credit_millionths"], r["breaches"]) for r in report} == {
-        "fiona": (400_000, 0), "eng1": (600_000, 1)}  # 400 s against 300: one breach
+    assert {r["user"]: (r["credit_millionths"], r["breaches"], r["closed_waiting"]) for r in report} == {
+        "fiona": (400_000, 0, 0), "eng1": (600_000, 1, 0),  # 400 s against 300: one breach
+        "crm": (0, 0, 1)}  # the backend closed while olivia waited (100 s: not yet overdue)
 
 
 async def test_a_failing_clock_costs_no_message(store: Store) -> None:

@@ -117,7 +117,8 @@ def claim(
     stock, points = tx.execute("SELECT stock, points FROM campaigns WHERE id = ?", (campaign,)).fetchone()
     mine = tx.execute("SELECT points FROM campaign_claims WHERE campaign = ? AND user = ?", (campaign, user)).fetchone()
     if mine is not None:
-        return {"id": campaign, "points": mine[0], "dup": True}, {}
+        claimed = tx.execute("SELECT claimed FROM campaigns WHERE id = ?", (campaign,)).fetchone()[0]
+        return {"id": campaign, "points": mine[0], "left": None if stock is None else stock - claimed, "dup": True}, {}
     cur = tx.execute(
         "UPDATE campaigns SET claimed = claimed + 1 WHERE id = ? AND (stock IS NULL OR claimed < stock)", (campaign,)
     )
@@ -128,9 +129,9 @@ def claim(
     push: dict[str, dict[str, Any]] = {}
     if points:
         entry = Entry(key, user, POINTS, points, "campaign.claim", f"campaign:{campaign}", "", ts)
-        _credit(tx, user, POINTS, points)
-        _insert(tx, entry)
-        push = balances_push(tx, [entry])
+        if _insert(tx, entry):  # the balance moves with its ledger entry, never without
+            _credit(tx, user, POINTS, points)
+            push = balances_push(tx, [entry])
     add_event(tx, key, "campaign.claimed", user, conv, ts, {"campaign": campaign, "points": points})
     claimed = tx.execute("SELECT claimed FROM campaigns WHERE id = ?", (campaign,)).fetchone()[0]
     return {"id": campaign, "points": points, "left": None if stock is None else stock - claimed, "dup": False}, push

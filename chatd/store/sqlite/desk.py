@@ -150,7 +150,7 @@ def close_episode(
     close, or ``which`` is not the open one (a retry after the owner wrote again):
     (None, None)."""
     _staff_or_backend(tx, conv, actor, check, "close an episode")
-    episode, is_open = _state(tx, conv)[:2]
+    episode, is_open, _, waiting_since, due = _state(tx, conv)[:5]
     if not is_open or (which is not None and which != episode):
         return None, None
     user, author, _ = actor
@@ -165,6 +165,12 @@ def close_episode(
     until = ts + policy.rating_window_s * 1000
     event = system(tx, conv, user, author, ts,
                    {"type": "episode", "episode": episode, "state": "closed", "reason": reason, "rate_until": until})
+    if waiting_since is not None:  # closed on a waiting customer: on record, and a breach if it was overdue
+        tx.execute(
+            "INSERT INTO service_replies(conv, seq, episode, user, role, ts, waited, late, first)"
+            " VALUES (?, ?, ?, ?, 'close', ?, ?, ?, 0)",
+            (conv, event.msg["seq"], episode, user, ts, ts - waiting_since, int(ts > due)),
+        )
     return episode, event
 
 
@@ -363,22 +369,23 @@ class SqliteDesk:
         and replies sent in [since, until) (ms), from the stored rows
         (``chatd.policy.report_rows``)."""
         group = by == "group"
-        who, credit_who, reply_who = ("e.conv", "e.conv", "conv") if group else ("e.fellow", "c.user", "user")
-        episodes = await self.db.fetchall(
-            f"SELECT {who}, e.stars FROM service_episodes e WHERE e.closed_ts >= ? AND e.closed_ts < ?", (since, until)
+        who, credit_who, reply_who = ("e.conv", "e.conv", "r.conv") if group else ("e.fellow", "c.user", "r.user")
+        # one statement: one snapshot of the three (a rating committing meanwhile is in all or none)
+        rows = await self.db.fetchall(
+            f"SELECT 'e', {who}, e.stars, NULL, NULL, NULL FROM service_episodes e"
+            " WHERE e.closed_ts >= ? AND e.closed_ts < ?"
+            f" UNION ALL SELECT 'c', {credit_who}, SUM(c.share), NULL, NULL, NULL FROM service_episodes e"
+            " JOIN service_credit c ON c.conv = e.conv AND c.episode = e.episode"
+            f" WHERE e.closed_ts >= ? AND e.closed_ts < ? GROUP BY {credit_who}"
+            f" UNION ALL SELECT 'r', {reply_who}, r.waited, r.late, r.first, r.role FROM service_replies r"
+            " WHERE r.ts >= ? AND r.ts < ? AND r.role IN ('fellow', 'staff', 'close')",
+            (since, until, since, until, since, until),
         )
-        credit = await self.db.fetchall(
-            f"SELECT {credit_who}, SUM(c.share) FROM service_episodes e JOIN service_credit c"
-            " ON c.conv = e.conv AND c.episode = e.episode WHERE e.closed_ts >= ? AND e.closed_ts < ?"
-            f" GROUP BY {credit_who}",
-            (since, until),
-        )
-        replies = await self.db.fetchall(
-            f"SELECT {reply_who}, waited, late, first FROM service_replies WHERE ts >= ? AND ts < ?"
-            " AND role IN ('fellow', 'staff')", (since, until),
-        )
-        return report_rows([(f, s) for f, s in episodes], dict(credit), [tuple(r) for r in replies],
-                           "conv" if group else "user")
+        episodes = [(r[1], r[2]) for r in rows if r[0] == "e"]
+        credit = {r[1]: r[2] for r in rows if r[0] == "c"}
+        replies = [(r[1], r[2], r[3], r[4]) for r in rows if r[0] == "r" and r[5] != "close"]
+        closes = [(r[1], r[2], r[3]) for r in rows if r[0] == "r" and r[5] == "close"]
+        return report_rows(episodes, credit, replies, "conv" if group else "user", closes)
 
     async def requests(self, conv: str, open_only: bool) -> list[dict[str, Any]]:
         where = " AND status NOT IN ('done', 'cancelled')" if open_only else ""
