@@ -92,7 +92,7 @@ class App:
         outbox = Outbox(store.outbox, metrics, kinds, config.points_day_offset_h)
         # -- ops
         commit = Commit(pipeline, fanout, metrics)
-        pushes = self.inbox_pushes = InboxPushes(store.desk, fanout, clock)
+        pushes = self.inbox_pushes = InboxPushes(store.desk, fanout, clock, output, kinds.service.owner_of)
         # a user's send budget: shared by every process when they share a Redis
         self.limiter: Limiter = (
             SharedSendLimiter(config.redis_url, config.send_rate, config.send_burst, clock, config.bus_prefix)

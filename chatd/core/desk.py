@@ -4,8 +4,9 @@ overdue scan (docs/service-groups.md, "Staff inbox" and "Response clocks").
 - :class:`InboxPushes`: whatever changes a service group's inbox row (a
   message, a request, a close, an alert) *touches* it; one shared timer pushes
   each touched group's row a second after its first change (at most once per
-  interval from this process), on the group's topic, so a busy group cannot
-  flood a staff desktop; many due at once go out a slice per tick. A push that fails
+  interval from this process), on the group's topic to every follower but the
+  owner (the row is the staff's), so a busy group cannot flood a staff desktop;
+  many due at once go out a slice per tick, each round's writes corked. A push that fails
   to read the store is kept for the next round: the row is pushed later, not lost.
 - :class:`ServiceClocks`: a scheduler job (one process at a time, under its
   lease) that alerts the Fellow of an overdue group, escalates past the second
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import Protocol
 
 from ..clock import Clock, Timer
 from ..policy import ServicePolicy
@@ -38,8 +41,22 @@ SCAN_BATCH = 500
 SYSTEM_ACTOR = ("chatd", {"name": "chatd", "type": "bot", "badges": [], "roles": []}, True)
 
 
+class Corking(Protocol):
+    """The edge's output (``chatd.edge.sink.Output``): writes between cork and
+    uncork go out as one per socket."""
+
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
+
+
 class InboxPushes:
-    def __init__(self, repo: ServiceDesk, fanout: Fanout, clock: Clock, every_s: float = PUSH_EVERY) -> None:
+    def __init__(
+        self, repo: ServiceDesk, fanout: Fanout, clock: Clock, output: Corking, owner_of: Callable[[str], str],
+        every_s: float = PUSH_EVERY,
+    ) -> None:
+        self.output = output
+        self.owner_of = owner_of
         self.repo = repo
         self.fanout = fanout
         self.clock = clock
@@ -92,8 +109,13 @@ class InboxPushes:
             for conv in convs:
                 self.touch(conv)
             return
-        for row in rows:
-            self.fanout.publish(row["conv"], "inbox", row)
+        self.output.cork()  # a staff member's rows of one round go out in one write
+        try:
+            for row in rows:
+                # the staff's row, not the owner's: s:<owner> (the kind's id)
+                self.fanout.publish_except(row["conv"], "inbox", row, self.owner_of(row["conv"]))
+        finally:
+            self.output.uncork()
         self.pushed += len(rows)
 
     async def stop(self) -> None:

@@ -38,6 +38,9 @@ class Service(ConversationKind):
         """The owner's one group, for good: ``s:<owner>``."""
         return f"{self.prefix}{owner}"
 
+    def owner_of(self, conv: str) -> str:
+        return conv[len(self.prefix):]
+
     def wire(self, rec: ConvRecord) -> dict[str, Any]:
         out = super().wire(rec)
         out.update(owner=rec.owner, fellow=rec.attrs.get("fellow"), tags=rec.attrs.get("tags", {}))
@@ -46,7 +49,7 @@ class Service(ConversationKind):
     def notifies(self, conv: str, sender: str) -> tuple[str, ...] | None:
         """Every reply (staff or bot) notifies the owner when offline; the owner's
         messages notify nobody but those mentioned: staff have the inbox."""
-        owner = conv[len(self.prefix):]
+        owner = self.owner_of(conv)
         return () if sender == owner else (owner,)
 
     def check_leave(self, conv: str, kind: str, role: str | None) -> None:

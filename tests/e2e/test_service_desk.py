@@ -177,6 +177,7 @@ async def test_inbox_pushes_are_coalesced_per_group(app: Any, clients: Any, fake
     push2 = await eng.next_push(kind="inbox")
     assert push2.d["waiting_since"] is None and push2.d["state"] == "human"
     assert push2.d["rev"] > push.d["rev"]  # a client keeps the row with the highest rev
+    assert [p for p in owner.drain_pushes() if p.type == "inbox"] == []  # the staff's row, not the owner's
 
 
 async def test_service_requests_move_through_their_statuses(app: Any, clients: Any, fake_clock: FakeClock) -> None:
@@ -431,8 +432,12 @@ async def test_two_processes_alert_once(
     fake_clock.advance(120)  # well before the escalation threshold
     await asyncio.sleep(0.5)
     for c in (on_a, on_b):
-        alerts = [p.d for p in c.drain_pushes() if p.type == "service.alert"]
+        await fake_clock.run_until(lambda c=c: _has_push(c, "inbox"), within=5)  # on either process
+        pushes = c.drain_pushes()
+        alerts = [p.d for p in pushes if p.type == "service.alert"]
         assert [x["level"] for x in alerts] == [1], alerts
+        assert {p.d["overdue"] for p in pushes if p.type == "inbox"} >= {1}
+    assert [p for p in owner.drain_pushes() if p.type == "inbox"] == []  # nor across the bus
 
 
 async def test_three_bots_race_for_a_message_and_one_wins(app: Any, clients: Any) -> None:

@@ -75,6 +75,24 @@ class Fanout:
         if self.bus.shared:
             self.bus.publish(env.CONV + conv, env.conv_push(seq, body))
 
+    def publish_except(self, conv: str, kind: str, d: dict[str, Any], user: str) -> None:
+        """An unordered push to ``conv``'s followers on every process but ``user``'s
+        sockets (a service group's inbox row: its staff's, not its owner's)."""
+        body = self.hub.body(kind, d)
+        self._deliver_except(conv, user, body, {"push": kind, "d": d})
+        if self.bus.shared:
+            self.bus.publish(env.CONV + conv, env.conv_push_except(user, body))
+
+    def _deliver_except(self, conv: str, user: str, body: bytes, obj: dict[str, Any] | None) -> None:
+        topic = self.hub.topics.get(conv)
+        if topic is None:
+            return
+        skip = self.hub.users.get(user)
+        if skip:
+            topic = (topic[0] - skip, topic[1] - skip)
+        if topic[0] or topic[1]:
+            self.hub.deliver(topic, body, obj)
+
     def changed(self, conv: str, update: Callable[[ConvState], None] | None = None) -> None:
         self.directory.changed(conv, update)
         if self.bus.shared:
@@ -136,6 +154,10 @@ class Fanout:
             if op == env.OP_PUSH:
                 if conv in self.hub.topics:
                     self.gate.push(conv, env.push_seq(payload), payload[9:], None)
+            elif op == env.OP_PUSH_EXCEPT:
+                if conv in self.hub.topics:
+                    user, body = env.push_except(payload)
+                    self._deliver_except(conv, user, body, None)
             elif op == env.OP_CHANGED:
                 self.directory.changed(conv, None)
         elif family == env.PRESENCE:

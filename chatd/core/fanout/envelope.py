@@ -5,7 +5,10 @@ Keys: ``c:<conv>`` (a conversation), ``u:<user>`` (a user's sockets), ``p:<user>
 (a user's presence). The first payload byte says what an envelope is:
 
 - ``c:``: a push (``OP_PUSH`` + seq, 8 bytes big-endian, 0 = unordered + the
-  msgpack push) or "cached state changed" (``OP_CHANGED``);
+  msgpack push), an unordered push for every follower but one user's sockets
+  (``OP_PUSH_EXCEPT`` + the user id's length, 1 byte + the user id + the msgpack
+  push: a service group's inbox row, not for its owner) or "cached state changed"
+  (``OP_CHANGED``);
 - ``u:``: a push to the user's sockets (``OP_PUSH`` + msgpack push),
   follow/unfollow a conversation (``OP_FOLLOW`` / ``OP_UNFOLLOW`` + conv id), or
   sign out the sockets whose token was issued before a time or whose auth
@@ -25,6 +28,7 @@ OP_CHANGED = 1
 OP_FOLLOW = 2
 OP_UNFOLLOW = 3
 OP_SIGN_OUT = 4
+OP_PUSH_EXCEPT = 5
 
 _CHANGED = bytes((OP_CHANGED,))
 
@@ -55,3 +59,14 @@ def sign_out_times(payload: bytes) -> tuple[int, int]:
 
 def push_seq(payload: bytes) -> int:
     return int.from_bytes(payload[1:9], "big")
+
+
+def conv_push_except(user: str, body: bytes) -> bytes:
+    who = user.encode()
+    return bytes((OP_PUSH_EXCEPT, len(who))) + who + body
+
+
+def push_except(payload: bytes) -> tuple[str, bytes]:
+    """(the user left out, the msgpack push) of an ``OP_PUSH_EXCEPT`` payload."""
+    n = payload[1]
+    return payload[2 : 2 + n].decode(), payload[2 + n :]
