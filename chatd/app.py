@@ -135,7 +135,7 @@ class App:
         self.scheduler.add(RedPacketExpiry(store.ledger, pipeline, fanout, clock))
         self.clocks = ServiceClocks(store.desk, pipeline, fanout, pushes, policy, clock)
         self.scheduler.add(self.clocks)
-        self.campaigns = CampaignPosts(store.campaigns, pipeline, fanout, pushes, clock)
+        self.campaigns = CampaignPosts(store.campaigns, pipeline, pushes, clock)
         self.scheduler.add(self.campaigns)
         if config.points:
             self.scheduler.add(self.points)

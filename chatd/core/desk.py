@@ -91,19 +91,16 @@ class InboxPushes:
         for conv in ready:
             del self._due[conv]
         if ready:
-            task = asyncio.get_running_loop().create_task(self._push(set(ready)))
+            task = asyncio.get_running_loop().create_task(self._push(ready))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._due:
             first = next(iter(self._due.values()))
             self._timer = self.clock.call_later(max(first - now, PUSH_TICK), self._fire)
 
-    async def _push(self, convs: set[str]) -> None:
+    async def _push(self, convs: list[str]) -> None:
         try:
-            ordered = sorted(convs)
-            rows = []
-            for i in range(0, len(ordered), 500):
-                rows += await self.repo.rows(ordered[i:i + 500])
+            rows = await self.repo.rows(convs)  # a round is at most PUSH_SLICE groups
         except Exception as exc:  # the store failed: push them next round
             log.warning("inbox rows not read (%r); pushing them later", exc)
             for conv in convs:
@@ -126,6 +123,15 @@ class InboxPushes:
         for task in tuple(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+    def published(self, events: list[SystemMessage]) -> None:
+        """After a job's commit: push the system messages it appended, and touch
+        their groups' rows."""
+        for event in events:
+            conv = event.msg["conv"]
+            self.fanout.publish(conv, "msg", event.msg)
+            self.touch(conv)
 
 
 class ServiceClocks:
@@ -167,14 +173,9 @@ class ServiceClocks:
                 self.fanout.user_push(user, "service.alert", push)
             self.pushes.touch(a["conv"])
         self.alerts += len(alerts)
-
-        def published(events: list[SystemMessage]) -> None:
-            for event in events:
-                self.fanout.publish(event.msg["conv"], "msg", event.msg)
-                self.pushes.touch(event.msg["conv"])
-
         closed = await self.pipeline.write(
-            self.repo.close_idle(now - policy.episode_idle_s * 1000, SYSTEM_ACTOR, now, policy, self.batch), published
+            self.repo.close_idle(now - policy.episode_idle_s * 1000, SYSTEM_ACTOR, now, policy, self.batch),
+            self.pushes.published,
         )
         busy = len(alerts) >= self.batch or len(closed) >= self.batch
         return 0.0 if busy else self.every_s
@@ -186,11 +187,10 @@ class CampaignPosts:
 
     name = "service.campaigns"
 
-    def __init__(self, repo: Campaigns, pipeline: Pipeline, fanout: Fanout, pushes: InboxPushes, clock: Clock,
+    def __init__(self, repo: Campaigns, pipeline: Pipeline, pushes: InboxPushes, clock: Clock,
                  chunk: int = CAMPAIGN_CHUNK, idle_s: float = SCAN_EVERY) -> None:
         self.repo = repo
         self.pipeline = pipeline
-        self.fanout = fanout
         self.pushes = pushes
         self.clock = clock
         self.chunk = chunk
@@ -201,13 +201,9 @@ class CampaignPosts:
         pass
 
     async def run(self) -> float:
-        def published(result: tuple[list[SystemMessage], bool]) -> None:
-            for event in result[0]:
-                conv = event.msg["conv"]
-                self.fanout.publish(conv, "msg", event.msg)
-                self.pushes.touch(conv)
-
-        events, more = await self.pipeline.write(self.repo.post_chunk(self.clock.wall_ms(), self.chunk), published)
+        events, more = await self.pipeline.write(
+            self.repo.post_chunk(self.clock.wall_ms(), self.chunk), lambda result: self.pushes.published(result[0])
+        )
         self.posted += len(events)
         if not more:
             return self.idle_s

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from typing import Any
 
 from chatd_protocol import Err, RequestError, Scope
@@ -61,11 +62,8 @@ class DeskOps:
     def _actor(caller: Caller) -> DeskActor:
         return caller.user, caller.author, Scope.ADMIN in caller.scopes
 
-    def _touched(self, conv: str) -> Any:
-        def after(result: Any) -> None:
-            self.pushes.touch(conv)
-
-        return after
+    def _touched(self, conv: str) -> Callable[[Any], None]:
+        return lambda result: self.pushes.touch(conv)
 
     def _check(self, conv: str) -> functools.partial[None]:
         """What the store asks in the write's transaction: ``conv`` is a service
@@ -97,13 +95,11 @@ class DeskOps:
 
     async def requests(self, caller: Caller, d: Args) -> Reply:
         conv = d["conv"]
-        self._check(conv)
+        self._check(conv)  # a service group's id: what exists there is one
         if Scope.ADMIN not in caller.scopes:
-            state, _ = await member_state(self.directory, caller, conv)
-            self.kind.require(conv, state.kind.name)
-        else:
-            found = await self.directory.get(conv)
-            self.kind.require(conv, found.kind.name if found is not None else "")
+            await member_state(self.directory, caller, conv)
+        elif await self.directory.get(conv) is None:
+            raise RequestError(Err.NOT_FOUND, f"no service group {conv}")
         return {"requests": await self.repo.requests(conv, d.get("open", False))}
 
     async def close(self, caller: Caller, d: Args) -> Reply:
@@ -165,8 +161,9 @@ class DeskOps:
         rows = await self.repo.report(since, until, by)
         # final once no episode closed in the period can still be rated
         final = self.clock.wall_ms() >= until + self.policy.rating_window_s * 1000
-        out: Reply = {"from": since, "to": until, "by": by, "final": final, "rows": rows}
+        out: Reply = {"from": since, "to": until, "by": by, "final": final}
         if d.get("format") == "csv":
-            out = {"from": since, "to": until, "by": by, "final": final,
-                   "csv": report_csv(rows, "conv" if by == "group" else "user")}
+            out["csv"] = report_csv(rows, "conv" if by == "group" else "user")
+        else:
+            out["rows"] = rows
         return out

@@ -40,6 +40,11 @@ PREVIEW = 80
 Actor = DeskActor  # user, author, whether a backend (the admin scope) acts
 
 
+def _request(tx: Tx, conv: str, number: int) -> Any:
+    return tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
+                      (conv, number)).fetchone()
+
+
 def request_wire(conv: str, row: Sequence[Any]) -> dict[str, Any]:
     rid, rtype, status, urgent, note, episode, created, updated, by = row
     return {"conv": conv, "id": rid, "type": rtype, "status": status, "urgent": bool(urgent), "note": note,
@@ -104,8 +109,7 @@ def open_request(
         start_waiting(tx, conv, seq, ts, policy, urgent or urgent_open > 0, bool(answered))
     elif urgent:  # already waiting: an urgent request brings the due time forward, never back
         tx.execute("UPDATE service_state SET rev = rev + 1, due = MIN(due, ?) WHERE conv = ?", (policy.due(ts, True, False), conv))
-    row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
-                     (conv, number)).fetchone()
+    row = _request(tx, conv, number)
     return {**request_wire(conv, row), "dup": False}, event
 
 
@@ -120,8 +124,7 @@ def set_status(
     if not backend:
         if role == BOT or (role == OWNER and status != "cancelled"):
             raise RequestError(Err.FORBIDDEN, "staff move requests on; the owner may cancel theirs")
-    row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
-                     (conv, number)).fetchone()
+    row = _request(tx, conv, number)
     if row is None:
         raise RequestError(Err.NOT_FOUND, f"no request {number} in {conv}")
     previous, urgent = row[2], row[3]
@@ -136,8 +139,7 @@ def set_status(
                    (urgent, conv))
     event = system(tx, conv, user, author, ts, {"type": "request", "id": number, "request": row[1], "status": status,
                                                   "previous": previous})
-    row = tx.execute(f"SELECT {REQUEST_COLUMNS} FROM service_requests WHERE conv = ? AND id = ?",
-                     (conv, number)).fetchone()
+    row = _request(tx, conv, number)
     return request_wire(conv, row), event
 
 
