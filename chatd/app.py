@@ -17,6 +17,7 @@ from .core.desk import CampaignPosts, InboxPushes, ServiceClocks
 from .core.directory import Directory
 from .core.fanout import Fanout
 from .core.hub import Hub
+from .core.live import LiveHub, RedisCounter
 from .core.outbox import Outbox
 from .core.pipeline import Pipeline
 from .core.scheduler import Scheduler
@@ -40,6 +41,7 @@ from .ops import (
     Circles,
     DeskOps,
     DirectOps,
+    LiveOps,
     Messaging,
     NotifyOps,
     PointsOps,
@@ -99,6 +101,11 @@ class App:
             if config.redis_url
             else SendLimiter(config.send_rate, config.send_burst, clock)
         )
+        self.live = LiveHub(
+            store.live, hub, fanout, pipeline, clock,
+            RedisCounter(config.redis_url, bus.node, config.bus_prefix) if config.redis_url else None,
+            config.live_attend_s,
+        )
         self.ops = table(
             SessionOps(store.members, kinds, clock),
             DirectOps(
@@ -121,6 +128,7 @@ class App:
             ServiceOps(commit, store.service, fanout, kinds.service, clock, pushes.touch),
             DeskOps(commit, store.desk, directory, pushes, fanout, kinds.service, clock),
             CampaignOps(commit, store.campaigns, fanout, kinds.service, clock),
+            LiveOps(commit, store.live, self.live, fanout, kinds.live, self.limiter, clock, config.live_question_max),
             metrics,
             clock,
         )
@@ -226,6 +234,7 @@ class App:
             self._stop_admin,
             self.scheduler.stop,
             self.inbox_pushes.stop,
+            self.live.stop,
             self.pipeline.stop,
             self.points.close,
             self._close_notify,
@@ -253,6 +262,7 @@ class App:
         await self.server.drain()
         await self.scheduler.stop()  # before the pipeline: its jobs write through it
         await self.inbox_pushes.stop()
+        await self.live.stop()
         await self.pipeline.stop()
         await self.points.close()
         await self._close_notify()

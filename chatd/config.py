@@ -30,6 +30,8 @@ class Config:
     auth_timeout: float = 10.0  # seconds
     out_buffer: int = 1024 * 1024  # bytes queued to one socket before 4001
     recall_window_s: int = 120
+    live_attend_s: int = 300  # seconds a viewer watches before attendance counts (points)
+    live_question_max: int = 300  # a live question's length limit, in code points
     read_receipt_max_members: int = 200
     max_batch: int = 2000  # writes per store transaction (group commit)
     drain_timeout: float = 5.0  # seconds to flush on shutdown

@@ -1,5 +1,5 @@
 """Conversation kinds: the interface (``base.py``) and its implementations,
-``dm``, ``circle`` and ``service`` (``live`` next), gathered in a registry."""
+``dm``, ``circle``, ``service`` and ``live``, gathered in a registry."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from ..policy import ServicePolicy
 from .base import ConversationKind, ConvState, Delivery, Membership
 from .circle import Circle
 from .dm import Direct
+from .live import Live
 from .service import Service
 
 
@@ -17,13 +18,17 @@ class Kinds:
 
     def __init__(self, *kinds: ConversationKind) -> None:
         for k in kinds:
-            # what the core delivers today; the live kind brings the other strategies with it
-            if k.delivery is not Delivery.TOPIC:
+            # what the core delivers today: a topic per conversation, and a snapshot then
+            # a topic for ephemeral viewers (chatd/core/live.py)
+            if k.delivery is Delivery.COALESCED or (
+                k.delivery is Delivery.SNAPSHOT_THEN_TOPIC and k.membership is not Membership.EPHEMERAL
+            ):
                 raise ValueError(f"kind {k.name}: delivery {k.delivery.value} is not built yet")
         self._by_name = {k.name: k for k in kinds}
         self.dm = next(k for k in kinds if isinstance(k, Direct))
         self.circle = next(k for k in kinds if isinstance(k, Circle))
         self.service = next(k for k in kinds if isinstance(k, Service))
+        self.live = next(k for k in kinds if isinstance(k, Live))
 
     def __getitem__(self, name: str) -> ConversationKind:
         return self._by_name[name]
@@ -54,7 +59,7 @@ class Kinds:
 
 
 def default_kinds(policy: ServicePolicy | None = None) -> Kinds:
-    return Kinds(Direct(), Circle(), Service(policy))
+    return Kinds(Direct(), Circle(), Service(policy), Live())
 
 
-__all__ = ["Circle", "ConvState", "ConversationKind", "Delivery", "Direct", "Kinds", "Membership", "Service", "default_kinds"]
+__all__ = ["Circle", "ConvState", "ConversationKind", "Delivery", "Direct", "Kinds", "Live", "Membership", "Service", "default_kinds"]

@@ -24,6 +24,7 @@ from .campaigns import CampaignOps
 from .circles import Circles
 from .desk import DeskOps
 from .direct import DirectOps
+from .live import LiveOps
 from .messaging import Messaging
 from .notify import NotifyOps
 from .points import PointsOps
@@ -122,6 +123,7 @@ def table(
     service: ServiceOps,
     desk: DeskOps,
     campaigns: CampaignOps,
+    live: LiveOps,
     metrics: Metrics | None = None,
     clock: Clock | None = None,
 ) -> Ops:
@@ -174,6 +176,27 @@ def table(
             "service.campaign": campaigns.create,
             "service.report": desk.report,
             "campaign.claim": campaigns.claim,
+            "live.create": live.create,
+            "live.update": live.update,
+            "live.state": live.state,
+            "live.list": live.listing,
+            "live.follow": live.follow,
+            "live.join": live.join,
+            "live.leave": live.leave,
+            "live.ask": live.ask,
+            "live.vote": live.vote,
+            "live.moderate": live.moderate,
+            "live.merge": live.merge,
+            "live.answer": live.answer,
+            "live.mark": live.mark,
+            "live.queue": live.queue,
+            "live.chat": live.chat,
+            "live.mute": live.mute,
+            "live.archive": live.archive,
+            "poll.create": live.poll_create,
+            "poll.vote": live.poll_vote,
+            "poll.close": live.poll_close,
+            "poll.get": live.poll_get,
             "admin.kick": admin.kick,
             "admin.revoke": admin.revoke,
         },
@@ -192,6 +215,7 @@ __all__ = [
     "DirectOps",
     "FastHandler",
     "Handler",
+    "LiveOps",
     "Messaging",
     "NotifyOps",
     "Ops",

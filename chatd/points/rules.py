@@ -72,6 +72,12 @@ currency = "points"
 amount = 10
 daily_cap = 1
 
+[rules.poll]
+on = "poll.voted"
+currency = "points"
+amount = 1
+daily_cap = 5
+
 [rules.live]
 on = "live.attended"
 currency = "points"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import orjson
 
 TEXT = 0  # message kinds as stored
 SYSTEM = 1
@@ -318,3 +319,27 @@ def message_wire(
     else:
         msg["event"] = data.get("e", {})
     return msg
+
+
+LIVE_MODERATORS = frozenset({"host", "moderator"})  # a live session's roles that see askers and run it
+
+
+def question_wire(row: Any, staff: bool) -> dict[str, Any]:
+    """A question as the audience sees it (``staff`` False: an anonymous asker
+    is null) or as hosts and moderators do (the asker always)."""
+    (qid, session, room, asker, author, anonymous, text, state, votes, created, answer, answered_live,
+     answered_by, answered_ts, merged_into) = row
+    if not staff and state in ("hidden", "rejected", "pending"):
+        return {"id": qid, "session": session, "state": state}  # taken out of the audience's view: no text
+    hidden = bool(anonymous) and not staff
+    out: dict[str, Any] = {
+        "id": qid, "session": session, "room": room, "asker": None if hidden else asker,
+        "author": None if hidden else orjson.loads(author), "anonymous": bool(anonymous), "text": text,
+        "state": state, "votes": votes, "ts": created,
+    }
+    if state == "answered" or answer is not None or answered_live:
+        out.update(answer=answer, answered_live=bool(answered_live), answered_by=answered_by,
+                   answered_ts=answered_ts)
+    if merged_into is not None:
+        out["merged_into"] = merged_into
+    return out

@@ -30,6 +30,11 @@ REQUEST_STATUSES = ("open", "accepted", "in_progress", "done", "cancelled")
 INBOX_FILTERS = ("all", "waiting", "needs_human", "mine")
 SERVICE_MEMBER_ROLES = ("staff", "bot")  # what a backend adds (the owner and the Fellow come with the group)
 MAX_BADGES = 8
+LIVE_STATES = ("scheduled", "live", "ended", "archived")
+QUESTION_STATES = ("pending", "open", "hidden", "rejected", "answered", "dismissed", "merged")
+ROOM_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+MAX_ROOMS = 65  # a main venue and 64 sub-venues (NIO Day)
+MAX_POLL_OPTIONS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,32 @@ class Field:
             for item in value:
                 if not isinstance(item, str) or not USER_ID_RE.fullmatch(item):
                     raise _bad(name, "must contain user ids only")
+        elif kind == "rooms":
+            if not isinstance(value, list) or not self.min <= len(value) <= self.max:
+                raise _bad(name, f"must be a list of {self.min}-{self.max} room names")
+            for item in value:
+                if not isinstance(item, str) or not ROOM_RE.fullmatch(item):
+                    raise _bad(name, "must contain room names ([a-z0-9_], 1-32 chars) only")
+            if len(set(value)) != len(value):
+                raise _bad(name, "names a room twice")
+        elif kind == "room":
+            if not isinstance(value, str) or not ROOM_RE.fullmatch(value):
+                raise _bad(name, "must be a room name ([a-z0-9_], 1-32 chars)")
+        elif kind == "options":
+            if not isinstance(value, list) or not self.min <= len(value) <= self.max:
+                raise _bad(name, f"must be a list of {self.min}-{self.max} options")
+            for item in value:
+                _short(name, item, 1, 80)
+            if len(set(value)) != len(value):
+                raise _bad(name, "repeats an option")
+        elif kind == "choices":
+            if not isinstance(value, list) or not self.min <= len(value) <= self.max:
+                raise _bad(name, f"must be a list of {self.min}-{self.max} option numbers")
+            for item in value:
+                if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < MAX_POLL_OPTIONS:
+                    raise _bad(name, f"must contain option numbers in [0, {MAX_POLL_OPTIONS - 1}]")
+            if len(set(value)) != len(value):
+                raise _bad(name, "names an option twice")
         elif kind == "team":
             _check_team(name, value, self.max)
         elif kind == "tags":
@@ -313,6 +344,88 @@ OPS: dict[str, dict[str, Field]] = {
         "format": S("enum", choices=("json", "csv")),
         "by": S("enum", choices=("person", "group")),
     },
+    # -- live Q&A sessions (docs/live-sessions.md)
+    "live.create": {
+        "cid": S("str", True, 1, 64),
+        "title": S("str", True, 1, 120),
+        "description": S("str", False, 0, 2000),
+        "hosts": S("users", max=20),
+        "moderators": S("users", max=50),
+        "starts_ts": S("int", False, 0, MAX_SEQ),
+        "approval": S("bool"),
+        "anonymous": S("bool"),
+        "slow_s": S("int", False, 0, 120),
+        "ask_interval_s": S("int", False, 0, 3600),
+        "rooms": S("rooms", max=MAX_ROOMS),
+    },
+    "live.update": {
+        "session": S("conv", True),
+        "title": S("str", False, 1, 120),
+        "description": S("str", False, 0, 2000),
+        "hosts": S("users", max=20),
+        "moderators": S("users", max=50),
+        "starts_ts": S("int", False, 0, MAX_SEQ),
+        "approval": S("bool"),
+        "anonymous": S("bool"),
+        "slow_s": S("int", False, 0, 120),
+        "ask_interval_s": S("int", False, 0, 3600),
+    },
+    "live.state": {"session": S("conv", True), "state": S("enum", True, choices=LIVE_STATES[1:])},
+    "live.list": {"state": S("enum", choices=LIVE_STATES), "after": S("conv"), "limit": S("int", False, 1, 100)},
+    "live.follow": {"session": S("conv", True), "on": S("bool")},
+    "live.join": {"session": S("conv", True), "room": S("room")},
+    "live.leave": {"session": S("conv", True)},
+    "live.ask": {
+        "session": S("conv", True),
+        "cid": S("str", True, 1, 64),
+        "text": S("str", True, 1, 2000),
+        "anonymous": S("bool"),
+        "room": S("room"),
+    },
+    "live.vote": {"session": S("conv", True), "id": S("int", True, 1, MAX_SEQ), "on": S("bool")},
+    "live.moderate": {
+        "session": S("conv", True),
+        "id": S("int", True, 1, MAX_SEQ),
+        "action": S("enum", True, choices=("approve", "reject", "hide", "unhide")),
+    },
+    "live.merge": {"session": S("conv", True), "id": S("int", True, 1, MAX_SEQ), "into": S("int", True, 1, MAX_SEQ)},
+    "live.answer": {
+        "session": S("conv", True),
+        "id": S("int", True, 1, MAX_SEQ),
+        "text": S("str", False, 1, 4000),
+        "live": S("bool"),
+    },
+    "live.mark": {
+        "session": S("conv", True),
+        "id": S("int", True, 1, MAX_SEQ),
+        "action": S("enum", True, choices=("dismiss", "reopen", "pin", "unpin")),
+    },
+    "live.queue": {
+        "session": S("conv", True),
+        "state": S("enum", choices=QUESTION_STATES),
+        "after": S("int", False, 0, MAX_SEQ),
+        "limit": S("int", False, 1, 200),
+    },
+    "live.chat": {
+        "session": S("conv", True),
+        "room": S("room"),
+        "cid": S("str", True, 1, 64),
+        "text": S("str", True, 1, 2000),
+    },
+    "live.mute": {"session": S("conv", True), "user": S("user", True), "seconds": S("int", True, 0, 30 * 86400)},
+    "live.archive": {"session": S("conv", True)},
+    "poll.create": {
+        "conv": S("conv", True),
+        "cid": S("str", True, 1, 64),
+        "question": S("str", True, 1, 200),
+        "options": S("options", True, 2, MAX_POLL_OPTIONS),
+        "multi": S("bool"),
+        "closes_ts": S("int", True, 0, MAX_SEQ),
+        "weighted": S("bool"),
+    },
+    "poll.vote": {"poll": S("int", True, 1, MAX_SEQ), "options": S("choices", True, 1, MAX_POLL_OPTIONS)},
+    "poll.close": {"poll": S("int", True, 1, MAX_SEQ)},
+    "poll.get": {"poll": S("int", True, 1, MAX_SEQ)},
     "inbox": {
         "filter": S("enum", choices=INBOX_FILTERS),
         "after": S("str", False, 1, 200),
@@ -405,6 +518,27 @@ RULES: dict[str, Rule] = {
     "inbox": R(True, Scope.STAFF),
     "service.claim": R(True, Scope.BOT),  # the same bot again: answered as before (dup)
     "service.to_human": R(True, Scope.BOT),  # handed over already: nothing changes
+    "live.create": R(True, Scope.STAFF, backend=True),  # deduplicated on (caller, cid)
+    "live.update": R(True, backend=True),  # sets absolute values
+    "live.state": R(True, backend=True),  # the same state again changes nothing
+    "live.list": RETRY,
+    "live.follow": RETRY,
+    "live.join": RETRY,  # a new snapshot
+    "live.leave": RETRY,
+    "live.ask": RETRY,  # deduplicated on (asker, cid)
+    "live.vote": RETRY,  # sets the vote on or off
+    "live.moderate": R(True, backend=True),  # the same action again changes nothing
+    "live.merge": R(True, backend=True),  # merged already: the same answer
+    "live.answer": R(True, backend=True),  # answered already: the stored answer
+    "live.mark": R(True, backend=True),
+    "live.queue": R(True, backend=True),
+    "live.chat": RETRY,  # deduplicated on (sender, cid)
+    "live.mute": R(True, backend=True),  # sets an absolute time
+    "live.archive": R(True, backend=True),
+    "poll.create": RETRY,  # deduplicated on (caller, cid)
+    "poll.vote": RETRY,  # sets the voter's choice
+    "poll.close": RETRY,
+    "poll.get": R(True, backend=True),
 }
 
 assert RULES.keys() == OPS.keys(), "every op has a rule and every rule an op"

@@ -58,6 +58,9 @@ class Fanout:
         # (user, conv) -> [version, follow checks pending]: only while a check is pending
         self._follow_versions: dict[tuple[str, str], list[int]] = {}
         self.presence: PresenceListener | None = None  # envelopes for p:<user> keys go there
+        # live sessions' state envelopes (chatd/core/live.py), and who reloads after a bus loss
+        self.state_listener: Callable[[str, bytes], None] | None = None
+        self.reset_listeners: list[Callable[[], None]] = []
         hub.on_topic = self._topic
         hub.on_user = self._user
         bus.attach(self)
@@ -92,6 +95,12 @@ class Fanout:
             topic = (topic[0] - skip, topic[1] - skip)
         if topic[0] or topic[1]:
             self.hub.deliver(topic, body, obj)
+
+    def publish_state(self, conv: str, payload: bytes) -> None:
+        """A state envelope for ``conv``'s channel: every other process with
+        followers of ``conv`` hands it to its state listener."""
+        if self.bus.shared:
+            self.bus.publish(env.CONV + conv, env.state(payload))
 
     def changed(self, conv: str, update: Callable[[ConvState], None] | None = None) -> None:
         self.directory.changed(conv, update)
@@ -160,6 +169,9 @@ class Fanout:
                     self._deliver_except(conv, user, body, None)
             elif op == env.OP_CHANGED:
                 self.directory.changed(conv, None)
+            elif op == env.OP_STATE:
+                if self.state_listener is not None and conv in self.hub.topics:
+                    self.state_listener(conv, payload[1:])
         elif family == env.PRESENCE:
             if self.presence is not None:
                 self.presence.bus_message(key[2:], payload)
@@ -197,6 +209,8 @@ class Fanout:
         also put every local device again (Redis may have restarted empty)."""
         self.directory.clear()
         self.gate.clear()
+        for listener in self.reset_listeners:
+            listener()
         if self.presence is not None:
             self._spawn(self.presence.republish(reput=reconnected))
         self.resync.start()

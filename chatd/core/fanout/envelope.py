@@ -7,8 +7,9 @@ Keys: ``c:<conv>`` (a conversation), ``u:<user>`` (a user's sockets), ``p:<user>
 - ``c:``: a push (``OP_PUSH`` + seq, 8 bytes big-endian, 0 = unordered + the
   msgpack push), an unordered push for every follower but one user's sockets
   (``OP_PUSH_EXCEPT`` + the user id's length, 1 byte + the user id + the msgpack
-  push: a service group's inbox row, not for its owner) or "cached state changed"
-  (``OP_CHANGED``);
+  push: a service group's inbox row, not for its owner), "cached state changed"
+  (``OP_CHANGED``) or a live session's state change (``OP_STATE`` + msgpack: a
+  vote's count, a question's new form; ``chatd/core/live.py`` applies it);
 - ``u:``: a push to the user's sockets (``OP_PUSH`` + msgpack push),
   follow/unfollow a conversation (``OP_FOLLOW`` / ``OP_UNFOLLOW`` + conv id), or
   sign out the sockets whose token was issued before a time or whose auth
@@ -29,6 +30,7 @@ OP_FOLLOW = 2
 OP_UNFOLLOW = 3
 OP_SIGN_OUT = 4
 OP_PUSH_EXCEPT = 5
+OP_STATE = 6
 
 _CHANGED = bytes((OP_CHANGED,))
 
@@ -70,3 +72,7 @@ def push_except(payload: bytes) -> tuple[str, bytes]:
     """(the user left out, the msgpack push) of an ``OP_PUSH_EXCEPT`` payload."""
     n = payload[1]
     return payload[2 : 2 + n].decode(), payload[2 + n :]
+
+
+def state(payload: bytes) -> bytes:
+    return bytes((OP_STATE,)) + payload

@@ -15,6 +15,7 @@ Layout (one module per aggregate, synapse's ``runInteraction`` idea without mixi
 * ``service``       service groups: provisioning, staff, the Fellow, backend posts
 * ``desk``          service requests, episodes, ratings, the staff inbox, overdue scan
 * ``campaigns``     care campaigns: a claimable card into many service groups
+* ``live``          live Q&A sessions: questions, votes, audience chat, polls, attendance
 
 This folder is the only code in chatd that speaks SQL.
 """
@@ -32,6 +33,7 @@ from .desk import SqliteDesk
 from .engine import Engine, set_wal
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
+from .live import SqliteLive
 from .members import SqliteMembers
 from .messages import SqliteMessages
 from .notify import SqliteNotifications
@@ -56,6 +58,7 @@ class SqliteStore:
         self.service = SqliteService(self.engine)
         self.desk = SqliteDesk(self.engine)
         self.campaigns = SqliteCampaigns(self.engine)
+        self.live = SqliteLive(self.engine)
 
     async def open(self) -> None:
         await self.engine.open()

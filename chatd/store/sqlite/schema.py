@@ -365,6 +365,117 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY(conv, episode, user)
     ) WITHOUT ROWID;
     """,
+    # 8: live Q&A sessions and polls (docs/live-sessions.md). Viewers are not
+    # stored; hosts and moderators are (live_roles). A session's rooms are
+    # conversations of kind 'live' (their audience chat lines are messages).
+    """
+    CREATE TABLE live_sessions(
+        id TEXT PRIMARY KEY,                        -- l:<n>
+        creator TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        title TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,                        -- scheduled | live | ended | archived
+        starts_ts INTEGER NOT NULL DEFAULT 0,
+        approval INTEGER NOT NULL DEFAULT 0,        -- questions shown after approval
+        anonymous INTEGER NOT NULL DEFAULT 0,       -- anonymous questions allowed
+        slow_s INTEGER NOT NULL DEFAULT 0,
+        ask_interval_s INTEGER NOT NULL DEFAULT 60,
+        rooms TEXT NOT NULL,                        -- JSON list of room names, "main" first
+        pinned INTEGER,
+        version INTEGER NOT NULL DEFAULT 0,         -- moves with every question or vote change
+        peak INTEGER NOT NULL DEFAULT 0,
+        created_ts INTEGER NOT NULL,
+        started_ts INTEGER,
+        ended_ts INTEGER
+    );
+    CREATE UNIQUE INDEX live_sessions_cid ON live_sessions(creator, cid);
+    CREATE INDEX live_sessions_state ON live_sessions(state, id);
+    CREATE TABLE live_roles(
+        session TEXT NOT NULL,
+        user TEXT NOT NULL,
+        role TEXT NOT NULL,                         -- host | moderator
+        PRIMARY KEY(session, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE live_follows(
+        session TEXT NOT NULL,
+        user TEXT NOT NULL,
+        PRIMARY KEY(session, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE live_questions(
+        id INTEGER PRIMARY KEY,
+        session TEXT NOT NULL,
+        room TEXT NOT NULL,
+        asker TEXT NOT NULL,
+        author TEXT NOT NULL,                       -- JSON: the asker's name, type, badges
+        anonymous INTEGER NOT NULL,
+        cid TEXT NOT NULL,
+        text TEXT NOT NULL,
+        state TEXT NOT NULL,
+        votes INTEGER NOT NULL DEFAULT 0,
+        created_ts INTEGER NOT NULL,
+        answer TEXT,
+        answered_live INTEGER NOT NULL DEFAULT 0,
+        answered_by TEXT,
+        answered_ts INTEGER,
+        merged_into INTEGER
+    );
+    CREATE UNIQUE INDEX live_questions_cid ON live_questions(asker, cid);
+    CREATE INDEX live_questions_session ON live_questions(session, state, id);
+    CREATE INDEX live_questions_asker ON live_questions(session, asker, created_ts);
+    CREATE TABLE live_votes(
+        question INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        session TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(question, user)
+    ) WITHOUT ROWID;
+    CREATE INDEX live_votes_user ON live_votes(session, user);
+    CREATE TABLE live_mutes(
+        session TEXT NOT NULL,
+        user TEXT NOT NULL,
+        until INTEGER NOT NULL,
+        PRIMARY KEY(session, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE live_lines(                        -- slow mode: each user's last line per session
+        session TEXT NOT NULL,
+        user TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(session, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE live_attendance(
+        session TEXT NOT NULL,
+        user TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(session, user)
+    ) WITHOUT ROWID;
+    CREATE TABLE polls(
+        id INTEGER PRIMARY KEY,
+        conv TEXT NOT NULL,                         -- a live session (l:<n>) or a circle
+        creator TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        question TEXT NOT NULL,
+        options TEXT NOT NULL,                      -- JSON list
+        multi INTEGER NOT NULL,
+        weighted INTEGER NOT NULL,
+        closes_ts INTEGER NOT NULL,
+        closed_ts INTEGER,
+        version INTEGER NOT NULL DEFAULT 0,
+        created_ts INTEGER NOT NULL
+    );
+    CREATE UNIQUE INDEX polls_cid ON polls(creator, cid);
+    CREATE INDEX polls_conv ON polls(conv, id);
+    CREATE TABLE poll_votes(
+        poll INTEGER NOT NULL,
+        user TEXT NOT NULL,
+        options TEXT NOT NULL,                      -- JSON list of option numbers
+        weight INTEGER NOT NULL,                    -- fixed when the vote is cast
+        type TEXT NOT NULL,                         -- the voter's identity type then
+        ts INTEGER NOT NULL,
+        PRIMARY KEY(poll, user)
+    ) WITHOUT ROWID;
+    INSERT INTO counters VALUES ('live', 0);
+    """,
 ]
 
 
