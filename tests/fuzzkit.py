@@ -315,6 +315,14 @@ def valid_value(src: Source, world: World, name: str, f: Field) -> tuple[Any, bo
     if kind == "card":
         return pick(src, ({"type": "delivery", "title": "交付完成"}, {"type": "service_order", "title": "t",
                           "fields": [{"label": "Order", "value": "SO-1"}], "actions": [{"id": "a", "label": "A"}]})), False
+    if kind == "room":
+        return pick(src, ("main", "hefei", "sub_1")), False
+    if kind == "rooms":
+        return pick(src, ([], ["hefei"], ["hefei", "chengdu", "main"])), False
+    if kind == "options":
+        return pick(src, (["合肥", "成都"], ["yes", "no", "maybe"])), False
+    if kind == "choices":
+        return pick(src, ([0], [1, 0], [2])), False
     raise AssertionError(f"the fuzzer does not know field kind {kind!r}: teach valid_value and wrong_value")
 
 
@@ -357,6 +365,14 @@ def wrong_value(src: Source, world: World, codec: str, f: Field) -> Any:
         return pick(src, ({"type": "delivery"}, {"title": "t"}, {"type": "Bad!", "title": "t"},
                           {"type": "d", "title": "t", "html": "<b>"}, {"type": "d", "title": ""},
                           {"type": "d", "title": "t", "actions": [{"id": "a", "label": "A", "url": "javascript:x"}]}))
+    if kind == "room":
+        return pick(src, ("", "Main", "a b", "x" * 33, "hall.1", "大厅"))
+    if kind == "rooms":
+        return pick(src, (["Main"], ["a", "a"], "main", [1], [f"r{i}" for i in range(f.max + 1)]))
+    if kind == "options":
+        return pick(src, (["only"], ["a", "a"], ["", "b"], [1, 2], ["x" * 81, "b"], [f"o{i}" for i in range(f.max + 1)]))
+    if kind == "choices":
+        return pick(src, ([], [0, 0], [-1], [10], ["0"], [True], [0.0], list(range(f.max + 1))))
     raise AssertionError(f"the fuzzer does not know field kind {kind!r}")
 
 

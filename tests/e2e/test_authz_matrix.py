@@ -228,6 +228,34 @@ TABLE: dict[tuple[str, str], tuple[str, ...]] = {
     ("service.report", "none"):         (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
     ("campaign.claim", "none"):         (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
     ("inbox", "none"):                  (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK, FB, OK, FB, FB, FB),
+    # live sessions (their roles have a matrix of their own: tests/e2e/test_live_authz.py); here, a
+    # session that does not exist, and polls in circles
+    ("live.create", "none"):            (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
+    ("live.update", "none"):            (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.state", "none"):             (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.list", "none"):              (CL, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, FB),
+    ("live.follow", "none"):            (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.join", "none"):              (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.join", "circle"):            (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.leave", "none"):             (CL, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, OK, FB),
+    ("live.ask", "none"):               (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.vote", "none"):              (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.moderate", "none"):          (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.merge", "none"):             (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.answer", "none"):            (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.mark", "none"):              (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.queue", "none"):             (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.chat", "none"):              (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.chat", "circle"):            (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("live.mute", "none"):              (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("live.archive", "none"):           (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
+    ("poll.create", "circle"):          (CL, NM, FB, FB, FB, FB, OK, OK, FB, FB, FB, FB, NM, NM, NM, FB),
+    ("poll.create", "dm"):              (CL, NF, NF, NA, NF, NF, NA, NA, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("poll.create", "absent-circle"):   (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("poll.create", "absent-dm"):       (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("poll.vote", "none"):              (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("poll.close", "none"):             (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, FB),
+    ("poll.get", "none"):               (CL, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF),
     # the admin API's ops: a backend's (the admin scope) and nobody else's
     ("admin.kick", "none"):             (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
     ("admin.revoke", "none"):           (CL, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, FB, OK),
@@ -278,6 +306,8 @@ STRANGER = "u.stranger"  # whom block / unblock name
 NOBODY = "u.nobody"  # never authenticated
 ABSENT_CIRCLE = "c:999999"
 ABSENT_PACKET = "rp:999999"
+ABSENT_SESSION = "l:999999"
+ABSENT_POLL = 999_999
 FAR = 4_102_444_800_000  # ms: 2100-01-01
 
 TOKEN_KW: dict[str, dict[str, Any]] = {
@@ -604,9 +634,26 @@ class World:
             return {"id": 1}
         if op == "service.to_human":
             return {"conv": conv}
+        if op == "live.create":
+            return {"cid": f"live{n}", "title": f"made by {role}"}
+        if op == "poll.create":
+            return {"conv": conv, "cid": f"poll{n}", "question": "?", "options": ["a", "b"], "closes_ts": FAR}
+        if op in ("poll.vote", "poll.close", "poll.get"):
+            return {"poll": ABSENT_POLL, **({"options": [0]} if op == "poll.vote" else {})}
+        if op.startswith("live.") and op != "live.list":
+            session = conv or ABSENT_SESSION  # a circle's id names no session
+            d = {"session": session}
+            more: dict[str, dict[str, Any]] = {
+                "live.update": {"title": "t"}, "live.state": {"state": "live"},
+                "live.ask": {"cid": f"q{n}", "text": "SECRET question"}, "live.vote": {"id": 1},
+                "live.moderate": {"id": 1, "action": "approve"}, "live.merge": {"id": 1, "into": 2},
+                "live.answer": {"id": 1, "text": "SECRET answer"}, "live.mark": {"id": 1, "action": "pin"},
+                "live.chat": {"cid": f"l{n}", "text": "SECRET line"}, "live.mute": {"user": OBSERVER, "seconds": 60},
+            }
+            return {**d, **more.get(op, {})}
         if op in ("admin.kick", "admin.revoke"):  # a user with no socket: a success closes none of the world's
             return {"user": NOBODY}
-        if op in ("ping", "convs", "circle.list", "points.balance", "points.ledger", "points.top", "inbox"):
+        if op in ("ping", "convs", "circle.list", "points.balance", "points.ledger", "points.top", "inbox", "live.list"):
             return {}  # no argument is needed, and none changes who may
         raise AssertionError(f"no request for {op}: say how to build one in World.args")
 

@@ -133,7 +133,7 @@ async def test_json_sync_reply_stays_under_one_mib(make_server: Any, clients: An
 
 
 async def test_a_socket_closed_while_auth_reads_the_head_leaves_nothing_registered(
-    make_server: Any, clients: Any, redis_proc: Any, monkeypatch: pytest.MonkeyPatch
+    redis_proc: Any, make_server: Any, clients: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With several processes auth reads the store's head first: a socket gone
     meanwhile must not be registered for pushes afterwards (it would leak, and

@@ -80,7 +80,7 @@ async def test_staff_without_the_role_and_users_cannot_make_sessions_but_a_backe
 
 
 async def test_a_viewer_gets_a_snapshot_then_live_updates_only(app: Any, clients: Any, fake_clock: FakeClock) -> None:
-    host, mod, sid = await people(app, clients, anonymous=True)
+    _host, mod, sid = await people(app, clients, anonymous=True)
     a = await clients(app, "alice", "owner", badges=["ES8"])
     b = await clients(app, "bob", "fan")
     q1 = (await a.call("live.ask", session=sid, cid="q1", text="什么时候换电站到县城?"))["question"]
@@ -118,7 +118,7 @@ async def test_a_viewer_gets_a_snapshot_then_live_updates_only(app: Any, clients
 async def test_a_vote_storm_gives_at_most_four_rank_pushes_a_second_and_the_last_is_exact(
     app: Any, clients: Any, fake_clock: FakeClock, db_path: Any
 ) -> None:
-    host, mod, sid = await people(app, clients)
+    _host, _mod, sid = await people(app, clients)
     asker = await clients(app, "asker", "owner")
     viewer = await clients(app, "viewer", "fan")
     ids = []
@@ -159,7 +159,7 @@ async def test_a_vote_storm_gives_at_most_four_rank_pushes_a_second_and_the_last
 async def test_approval_mode_hides_questions_until_a_moderator_approves_and_merge_keeps_votes(
     app: Any, clients: Any, fake_clock: FakeClock
 ) -> None:
-    host, mod, sid = await people(app, clients, approval=True)
+    _host, mod, sid = await people(app, clients, approval=True)
     a = await clients(app, "alice", "owner")
     b = await clients(app, "bob", "owner")
     viewer = await clients(app, "viewer", "fan")
@@ -229,7 +229,7 @@ async def test_hosts_answer_pin_dismiss_and_reopen_and_the_audience_hears_it_at_
 async def test_asking_has_a_length_limit_an_interval_and_is_idempotent(
     app: Any, clients: Any, fake_clock: FakeClock
 ) -> None:
-    host, mod, sid = await people(app, clients, ask_interval_s=120)
+    _host, _mod, sid = await people(app, clients, ask_interval_s=120)
     a = await clients(app, "alice", "owner")
     await a.fail("live.ask", "too_long", session=sid, cid="x", text="长" * 301)
     await a.fail("live.ask", "forbidden", session=sid, cid="x", text="anon?", anonymous=True)
@@ -245,7 +245,7 @@ async def test_asking_has_a_length_limit_an_interval_and_is_idempotent(
 
 
 async def test_audience_chat_has_slow_mode_mutes_and_role_marks(app: Any, clients: Any, fake_clock: FakeClock) -> None:
-    host, mod, sid = await people(app, clients, slow_s=10, rooms=["hefei"])
+    _host, mod, sid = await people(app, clients, slow_s=10, rooms=["hefei"])
     a = await clients(app, "alice", "owner")
     viewer = await clients(app, "viewer", "fan")
     await viewer.call("live.join", session=sid, room="hefei")
@@ -286,7 +286,7 @@ async def test_audience_chat_has_slow_mode_mutes_and_role_marks(app: Any, client
 async def test_polls_weighted_by_contribution_value_broken_down_by_identity_type(
     app: Any, clients: Any, fake_clock: FakeClock, db_path: Any
 ) -> None:
-    host, mod, sid = await people(app, clients)
+    _host, mod, sid = await people(app, clients)
     owner = await clients(app, "olivia", "owner")
     fan = await clients(app, "fan1", "fan")
     viewer = await clients(app, "viewer", "deposit")
@@ -347,7 +347,7 @@ async def test_points_events_attendance_and_the_archive(
     make_server: Any, clients: Any, fake_clock: FakeClock, db_path: Any
 ) -> None:
     app = await make_server(admin_port=0, clock=fake_clock, live_attend_s=60)
-    host, mod, sid = await people(app, clients)
+    host, _mod, sid = await people(app, clients)
     a = await clients(app, "alice", "owner")
     b = await clients(app, "bob", "fan")
     await b.call("live.join", session=sid)

@@ -413,7 +413,7 @@ async def test_every_desk_op_by_every_role_in_a_service_group(app: Any, clients:
 
 
 async def test_two_processes_alert_once(
-    make_server: Any, clients: Any, fake_clock: FakeClock, redis_proc: Any
+    redis_proc: Any, make_server: Any, clients: Any, fake_clock: FakeClock
 ) -> None:
     """Both run the scan job; its lease and the alert level stored with the wait make
     one alert, which reaches the Fellow's sockets on either process."""

@@ -35,14 +35,16 @@ def refused(code: Err, fn: Callable[..., Any], *args: Any) -> str:
 def test_kinds_by_name_and_by_id_prefix() -> None:
     assert isinstance(DM, Direct) and isinstance(CIRCLE, Circle)
     assert KINDS["dm"] is DM and KINDS["circle"] is CIRCLE and KINDS["service"] is KINDS.service
-    assert list(KINDS) == [DM, CIRCLE, KINDS.service]
+    assert list(KINDS) == [DM, CIRCLE, KINDS.service, KINDS.live]
+    assert KINDS.of("l:7.main") is KINDS.of("l:7") is KINDS["live"] is KINDS.live
+    assert not KINDS.stored("l:7.main") and KINDS.public("l:7")  # viewers are no member rows; sessions are listed
     assert KINDS.of("dm:alice:bob") is DM
     assert KINDS.of("c:17") is CIRCLE
     assert KINDS.of("s:olivia") is KINDS.service
-    assert KINDS.of("l:1") is None
+    assert KINDS.of("x:1") is None
     assert KINDS.of("circle") is None
     with pytest.raises(KeyError):
-        KINDS["live"]
+        KINDS["poll"]
 
 
 def test_dm_id_is_the_sorted_pair() -> None:

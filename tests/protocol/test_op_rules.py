@@ -13,15 +13,18 @@ from support import ROOT
 def test_every_op_has_exactly_one_rule() -> None:
     assert RULES.keys() == OPS.keys()
     assert RULES["auth"].scope is Scope.ANYONE
-    scoped = {"auth", "inbox", "service.claim", "service.to_human"}
+    scoped = {"auth", "inbox", "service.claim", "service.to_human", "live.create"}
     assert all(rule.scope is Scope.USER for op, rule in RULES.items() if op not in scoped and not _admin(op))
     assert all(rule.scope is Scope.ADMIN for op, rule in RULES.items() if _admin(op))
     assert RULES["inbox"].scope is Scope.STAFF  # a staff member's groups
     assert RULES["service.claim"].scope is RULES["service.to_human"].scope is Scope.BOT  # bots' arbitration
+    assert RULES["live.create"].scope is Scope.STAFF  # staff with the exec or host role, or a backend
     # a backend also runs these on the admin API; the op decides what it may do
-    assert {op for op, rule in RULES.items() if rule.backend} == {
-        "service.status", "service.requests", "service.close"}
-    assert ADMIN_API_OPS == {op for op in RULES if _admin(op)} | {"service.status", "service.requests", "service.close"}
+    backend = {"service.status", "service.requests", "service.close", "live.create", "live.update", "live.state",
+               "live.moderate", "live.merge", "live.answer", "live.mark", "live.queue", "live.mute",
+               "live.archive", "poll.get"}
+    assert {op for op, rule in RULES.items() if rule.backend} == backend
+    assert ADMIN_API_OPS == {op for op in RULES if _admin(op)} | backend
 
 
 def _admin(op: str) -> bool:
