@@ -100,7 +100,7 @@ class RedisCounter:
 class Viewer:
     user: str
     room: str
-    joined: float  # monotonic
+    joined: int  # wall ms
     staff: bool
     attended: bool = False
 
@@ -174,14 +174,20 @@ class LiveHub:
             topics.append(f"{session}:staff")
         for t in topics:
             self.hub.follow(sink, t)
-        await asyncio.gather(*(self.fanout.conv_ready(t) for t in topics))
-        r = await self._room(session)
+        try:
+            await asyncio.gather(*(self.fanout.conv_ready(t) for t in topics))
+            r = await self._room(session)
+        except BaseException:
+            if self.viewing(sink, session) is None:  # not a viewer after all: follow nothing of it
+                for t in topics:
+                    self.hub.unfollow(sink, t)
+            raise
         old = r.viewers.get(sink)
         if old is not None and old.room != room:
             self.hub.unfollow(sink, f"{session}.{old.room}")
         if old is not None and old.staff and not staff:
             self.hub.unfollow(sink, f"{session}:staff")
-        r.viewers[sink] = Viewer(user, room, old.joined if old else self.clock.monotonic(), staff,
+        r.viewers[sink] = Viewer(user, room, old.joined if old else self.clock.wall_ms(), staff,
                                  old.attended if old else False)
         self._start_counting()
         return r
@@ -296,6 +302,9 @@ class LiveHub:
         qid = q["id"]
         if not r.newer(qid, version):
             return
+        if r.info.get("pinned") == qid and q["state"] not in ("open", "answered"):
+            r.info["pinned"] = None  # the store unpinned it with the change
+            self.hub.publish(r.session, "live.pin", {"session": r.session, "pinned": None})
         if q["state"] == "open":
             r.open[qid] = q
             r.dirty.add(qid)
@@ -393,12 +402,16 @@ class LiveHub:
 
     async def _count(self) -> None:
         try:
-            now = self.clock.monotonic()
+            now = self.clock.wall_ms()
             counts = {s: len(r.viewers) for s, r in self.rooms.items()}
             attend: list[tuple[str, str]] = []
+            after_ms = self.attend_after_s * 1000
             for s, r in self.rooms.items():
+                started = r.info.get("started_ts")
+                if r.info.get("state") != "live" or started is None:
+                    continue  # watching counts while the session is live
                 for v in r.viewers.values():
-                    if not v.attended and now - v.joined >= self.attend_after_s:
+                    if not v.attended and now - max(v.joined, started) >= after_ms:
                         v.attended = True
                         attend.append((s, v.user))
             try:

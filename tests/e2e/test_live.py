@@ -372,3 +372,46 @@ async def test_points_events_attendance_and_the_archive(
     assert arch["figures"]["peak_viewers"] == 1 and arch["figures"]["attended"] == 1
     status, reply = await admin_call(app, "live.archive", {"session": sid})
     assert status == 200 and reply["ok"]["figures"] == arch["figures"]
+
+
+async def test_a_viewer_that_stops_reading_is_dropped_and_rejoins_with_a_snapshot(
+    make_server: Any, clients: Any, fake_clock: FakeClock
+) -> None:
+    from .test_slow_consumer import stalled_client
+
+    app = await make_server(clock=fake_clock, out_buffer=64 * 1024, send_rate=1e5, send_burst=10**5,
+                            request_rate=1e5, request_burst=10**5)
+    _host, mod, sid = await people(app, clients)
+    fast = await clients(app, "fast", "fan", encoding="json")
+    await fast.call("live.join", session=sid)
+    slow = await stalled_client(app, "slow")
+    await slow.call("live.join", session=sid)
+    slow._reader.cancel()  # stop reading: the server's buffer for it fills
+    n = 3000  # lines of 1.5 KB: 13 MB in all, far beyond the socket buffers and the cap
+    for i in range(0, n, 50):
+        await asyncio.gather(*(mod.call("live.chat", session=sid, cid=f"m{k}", text=f"{k} " + "长" * 490)
+                               for k in range(i, i + 50)))
+        assert len(await pushes_of(fast, "msg", 0.05)) <= 50  # the reader keeps up
+        if "slow" not in app.hub.users:
+            break
+    assert "slow" not in app.hub.users  # dropped as a slow consumer (4001), not grown without bound
+    slow._reader = asyncio.get_running_loop().create_task(slow._read())
+    assert await slow.closed() == 4001
+    await slow.close()
+    again = await clients(app, "slow", "owner")
+    snap = await again.call("live.join", session=sid)
+    assert len(snap["lines"]) == 50 and snap["lines"][-1]["seq"] > 50
+
+
+async def test_hiding_the_pinned_question_unpins_it_for_everyone(app: Any, clients: Any) -> None:
+    host, mod, sid = await people(app, clients)
+    a = await clients(app, "alice", "owner")
+    viewer = await clients(app, "viewer", "fan")
+    q = (await a.call("live.ask", session=sid, cid="a1", text="?"))["question"]
+    await viewer.call("live.join", session=sid)
+    await host.call("live.mark", session=sid, id=q["id"], action="pin")
+    assert (await viewer.next_push(kind="live.pin")).d["pinned"] == q["id"]
+    await mod.call("live.moderate", session=sid, id=q["id"], action="hide")
+    assert (await viewer.next_push(kind="live.pin")).d == {"session": sid, "pinned": None}
+    snap = await (await clients(app, "late", "fan")).call("live.join", session=sid)
+    assert snap["pinned"] is None and snap["session"]["pinned"] is None
