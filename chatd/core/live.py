@@ -34,11 +34,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgpack
+from chatd_protocol import Err, RequestError
 
 from ..clock import Clock, Timer
 from ..store import StoreUnavailable
 from ..store.base import LiveSessions
-from ..store.records import question_wire
+from ..store.records import LIVE_MODERATORS, question_wire
 from .fanout import Fanout
 from .hub import Hub, Sink
 from .pipeline import Pipeline
@@ -101,8 +102,9 @@ class Viewer:
     user: str
     room: str
     joined: int  # wall ms
-    staff: bool
+    staff: bool  # follows the staff topic (a host or moderator, or a backend)
     attended: bool = False
+    admin: bool = False
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class Room:
 
     session: str
     info: dict[str, Any]
+    roles: dict[str, str] = field(default_factory=dict)  # user -> host | moderator
     open: dict[int, dict[str, Any]] = field(default_factory=dict)
     answered: dict[int, dict[str, Any]] = field(default_factory=dict)
     versions: dict[int, int] = field(default_factory=dict)  # question -> version of what we hold
@@ -161,22 +164,24 @@ class LiveHub:
 
     # -- joining ------------------------------------------------------------------
 
-    async def join(self, sink: Sink, user: str, session: str, room: str, staff: bool) -> Room:
-        """Follow the session's topics (leaving another room of it), wait until
-        this process gets their envelopes, and return the session as held here."""
+    async def join(self, sink: Sink, user: str, session: str, room: str, admin: bool) -> Room:
+        """Follow the session's topics (leaving another room of it; its staff
+        topic too for its hosts and moderators, and ``admin``), wait until this
+        process gets their envelopes, and return the session as held here."""
         joined = [s for s, r in self.rooms.items() if sink in r.viewers and s != session]
         if len(joined) >= MAX_SESSIONS_PER_SOCKET:
-            from chatd_protocol import Err, RequestError
-
             raise RequestError(Err.LIMIT, f"a socket views at most {MAX_SESSIONS_PER_SOCKET} sessions")
         topics = [session, f"{session}.{room}"]
-        if staff:
-            topics.append(f"{session}:staff")
-        for t in topics:
-            self.hub.follow(sink, t)
         try:
+            for t in topics:
+                self.hub.follow(sink, t)
             await asyncio.gather(*(self.fanout.conv_ready(t) for t in topics))
             r = await self._room(session)
+            staff = admin or r.roles.get(user) in LIVE_MODERATORS
+            if staff:
+                topics.append(f"{session}:staff")
+                self.hub.follow(sink, topics[-1])
+                await self.fanout.conv_ready(topics[-1])
         except BaseException:
             if self.viewing(sink, session) is None:  # not a viewer after all: follow nothing of it
                 for t in topics:
@@ -188,9 +193,14 @@ class LiveHub:
         if old is not None and old.staff and not staff:
             self.hub.unfollow(sink, f"{session}:staff")
         r.viewers[sink] = Viewer(user, room, old.joined if old else self.clock.wall_ms(), staff,
-                                 old.attended if old else False)
+                                 old.attended if old else False, admin)
         self._start_counting()
         return r
+
+    def held(self, session: str) -> Room | None:
+        """The session as this process holds it, if it does (it has viewers here)."""
+        r = self.rooms.get(session)
+        return r if r is not None and r.loaded else None
 
     def leave(self, sink: Sink, session: str) -> bool:
         r = self.rooms.get(session)
@@ -233,11 +243,12 @@ class LiveHub:
         info = await self.repo.session(r.session)
         if info is None:
             raise StoreUnavailable("session vanished")  # ids are never deleted: not reached
+        roles = await self.repo.roles(r.session)
         version = info["version"]
         rows = await self.repo.questions(r.session, ("open",), "id", 100_000)
         answered = await self.repo.questions(r.session, ("answered",), "id", 100_000)
         if version >= r.version:
-            r.info = info
+            r.info, r.roles = info, roles
         for row in rows:
             q = question_wire(row, False)
             if r.newer(q["id"], version):
@@ -291,12 +302,25 @@ class LiveHub:
             if version >= r.version:
                 r.info = item["info"]
                 r.version = max(r.version, version)
+                if "roles" in item:
+                    r.roles = item["roles"]
+                    self._restaff(r)
             self.hub.publish(session, "live.session", item["info"])
         elif what == "pin":
             if version >= r.version:
                 r.info["pinned"] = item["pinned"]
                 r.version = max(r.version, version)
             self.hub.publish(session, "live.pin", {"session": session, "pinned": item["pinned"]})
+
+    def _restaff(self, r: Room) -> None:
+        """The session's hosts and moderators changed: its staff topic follows them
+        (a moderator removed sees no more askers)."""
+        topic = f"{r.session}:staff"
+        for sink, v in r.viewers.items():
+            staff = v.admin or r.roles.get(v.user) in LIVE_MODERATORS
+            if staff != v.staff:
+                v.staff = staff
+                (self.hub.follow if staff else self.hub.unfollow)(sink, topic)
 
     def _question(self, r: Room, q: dict[str, Any], version: int) -> None:
         qid = q["id"]
@@ -345,7 +369,8 @@ class LiveHub:
             return
         changed = {q for q in fresh.open if r.open.get(q, {}).get("votes") != fresh.open[q]["votes"]}
         r.removed |= set(r.open) - set(fresh.open)
-        r.open, r.answered, r.info = fresh.open, fresh.answered, fresh.info
+        r.open, r.answered, r.info, r.roles = fresh.open, fresh.answered, fresh.info, fresh.roles
+        self._restaff(r)
         r.versions, r.version = fresh.versions, max(r.version, fresh.version)
         r.dirty |= changed
         self._start_ranking()

@@ -10,6 +10,7 @@ envelopes (``chatd/core/live.py``) and replies.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from chatd_protocol import Err, RequestError, Scope
@@ -87,7 +88,8 @@ class LiveOps:
         _slow(d)
         fields = {k: v for k, v in d.items() if k != "session"}
         info = await self.commit(self.repo.update(session, caller.user, self._admin(caller), fields))
-        self.live.publish(session, {"k": "session", "ver": info["version"], "info": _public(info)})
+        self.live.publish(session, {"k": "session", "ver": info["version"], "info": _public(info),
+                                    "roles": info["roles"]})
         return info
 
     async def state(self, caller: Caller, d: Args) -> Reply:
@@ -118,38 +120,38 @@ class LiveOps:
     async def join(self, caller: Caller, d: Args) -> Reply:
         if caller.sink is None:
             raise RequestError(Err.BAD_REQUEST, "live.join needs a socket: it streams the session to it")
-        info = await self._exists(d["session"])
-        session = info["session"]
+        session = self.kind.session(d["session"])
+        held = self.live.held(session)  # a session with viewers here is read from memory
+        info = held.info if held is not None else await self._exists(session)
         if info["state"] in ("ended", "archived"):
             raise RequestError(Err.CONFLICT, f"the session has {info['state']}: read it with live.archive")
         room = d.get("room", "main")
         if room not in info["rooms"]:
             raise RequestError(Err.NOT_FOUND, f"no room {room} in {session}")
-        roles = await self.repo.roles(session)
-        role = roles.get(caller.user)
-        staff = role in MODERATORS or self._admin(caller)
-        r = await self.live.join(caller.sink, caller.user, session, room, staff)
+        r = await self.live.join(caller.sink, caller.user, session, room, self._admin(caller))
         pinned_id = r.info.get("pinned")
         pinned = r.open.get(pinned_id) or r.answered.get(pinned_id) if pinned_id is not None else None
-        polls = await self.repo.polls_of(session)
-        mine = await self.repo.my_poll_votes(session, caller.user)
+        (votes, mine, following), polls, lines = await asyncio.gather(
+            self.repo.viewer(session, caller.user), self.repo.polls_of(session),
+            self.repo.lines(self.kind.room(session, room), SNAPSHOT_LINES),
+        )
         return {
             "session": _public(r.info),
-            "role": role,
-            "hosts": sorted(u for u, x in roles.items() if x == "host"),
-            "moderators": sorted(u for u, x in roles.items() if x == "moderator"),
+            "role": r.roles.get(caller.user),
+            "hosts": sorted(u for u, x in r.roles.items() if x == "host"),
+            "moderators": sorted(u for u, x in r.roles.items() if x == "moderator"),
             "room": room,
             "version": r.version,
             "questions": r.ranked(SNAPSHOT_QUESTIONS),
             "open_questions": len(r.open),
             "answered": sorted(r.answered.values(), key=lambda q: -q["id"]),
             "pinned": pinned,
-            "lines": await self.repo.lines(self.kind.room(session, room), SNAPSHOT_LINES),
+            "lines": lines,
             "viewers": self.live.count(session),
-            "my_votes": await self.repo.my_votes(session, caller.user),
+            "my_votes": votes,
             "polls": polls,
             "my_polls": {str(k): v for k, v in mine.items()},
-            "following": await self.repo.following(session, caller.user),
+            "following": following,
         }
 
     async def leave(self, caller: Caller, d: Args) -> Reply:

@@ -415,3 +415,19 @@ async def test_hiding_the_pinned_question_unpins_it_for_everyone(app: Any, clien
     assert (await viewer.next_push(kind="live.pin")).d == {"session": sid, "pinned": None}
     snap = await (await clients(app, "late", "fan")).call("live.join", session=sid)
     assert snap["pinned"] is None and snap["session"]["pinned"] is None
+
+
+async def test_a_moderator_removed_sees_no_more_askers_and_one_added_starts_to(app: Any, clients: Any) -> None:
+    host, mod, sid = await people(app, clients, anonymous=True, ask_interval_s=0)
+    newmod = await clients(app, "newmod", "staff")
+    await mod.call("live.join", session=sid)
+    await newmod.call("live.join", session=sid)
+    await host.call("live.update", session=sid, moderators=["newmod"])
+    a = await clients(app, "alice", "owner")
+    await a.call("live.ask", session=sid, cid="q1", text="匿名问题", anonymous=True)
+    await asyncio.sleep(0.2)
+    old = mod.drain_pushes()
+    assert [p.d["asker"] for p in old if p.type == "live.question"] == [None]
+    assert [p for p in old if p.type == "live.mod"] == []
+    assert [p["asker"] for p in await pushes_of(newmod, "live.mod")] == ["alice"]
+    await mod.fail("live.queue", "forbidden", session=sid)

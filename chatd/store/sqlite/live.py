@@ -654,24 +654,19 @@ class SqliteLive:
         )
         return list(rows)
 
-    async def question(self, session: str, qid: int) -> Any:
-        return await self.db.fetchone(
-            f"SELECT {QUESTION_COLUMNS} FROM live_questions WHERE id = ? AND session = ?", (qid, session)
-        )
-
-    async def open_votes(self, session: str) -> tuple[int, dict[int, int]]:
-        """The session's version and every open question's votes (what a
-        process's ranking is rebuilt from): read in one statement each, the
-        version first, so the counts are at least as new as it."""
-        row = await self.db.fetchone("SELECT version FROM live_sessions WHERE id = ?", (session,))
+    async def viewer(self, session: str, user: str) -> tuple[list[int], dict[int, list[int]], bool]:
+        """What a joining viewer's snapshot says of them: their votes, their poll
+        choices in the session, whether they follow it (one statement)."""
         rows = await self.db.fetchall(
-            "SELECT id, votes FROM live_questions WHERE session = ? AND state = 'open'", (session,)
+            "SELECT 0, question, NULL FROM live_votes WHERE session = ? AND user = ?"
+            " UNION ALL SELECT 1, v.poll, v.options FROM poll_votes v JOIN polls p ON p.id = v.poll"
+            " WHERE p.conv = ? AND v.user = ?"
+            " UNION ALL SELECT 2, 0, NULL FROM live_follows WHERE session = ? AND user = ?",
+            (session, user, session, user, session, user),
         )
-        return (row[0] if row else 0), {q: v for q, v in rows}
-
-    async def my_votes(self, session: str, user: str) -> list[int]:
-        rows = await self.db.fetchall("SELECT question FROM live_votes WHERE session = ? AND user = ?", (session, user))
-        return sorted(r[0] for r in rows)
+        votes = sorted(r[1] for r in rows if r[0] == 0)
+        polls = {r[1]: orjson.loads(r[2]) for r in rows if r[0] == 1}
+        return votes, polls, any(r[0] == 2 for r in rows)
 
     async def lines(self, room: str, limit: int) -> list[dict[str, Any]]:
         from .messages import COLUMNS, row_to_wire
@@ -691,14 +686,6 @@ class SqliteLive:
         row = await self.db.fetchone("SELECT 1 FROM members WHERE conv = ? AND user = ?", (conv, user))
         return row is not None
 
-    async def followers(self, session: str) -> list[str]:
-        rows = await self.db.fetchall("SELECT user FROM live_follows WHERE session = ?", (session,))
-        return [r[0] for r in rows]
-
-    async def following(self, session: str, user: str) -> bool:
-        row = await self.db.fetchone("SELECT 1 FROM live_follows WHERE session = ? AND user = ?", (session, user))
-        return row is not None
-
     async def poll(self, poll: int) -> dict[str, Any] | None:
         row = await self.db.fetchone(f"SELECT {POLL_COLUMNS} FROM polls WHERE id = ?", (poll,))
         if row is None:
@@ -707,20 +694,20 @@ class SqliteLive:
         return poll_wire(row, tally(rows, len(orjson.loads(row[4]))))
 
     async def polls_of(self, conv: str, limit: int = 20) -> list[dict[str, Any]]:
-        ids = await self.db.fetchall("SELECT id FROM polls WHERE conv = ? ORDER BY id DESC LIMIT ?", (conv, limit))
-        out = []
-        for (pid,) in reversed(ids):
-            p = await self.poll(pid)
-            if p is not None:
-                out.append(p)
-        return out
-
-    async def my_poll_votes(self, conv: str, user: str) -> dict[int, list[int]]:
-        rows = await self.db.fetchall(
-            "SELECT v.poll, v.options FROM poll_votes v JOIN polls p ON p.id = v.poll WHERE p.conv = ? AND v.user = ?",
-            (conv, user),
+        """The conversation's last ``limit`` polls with their results, oldest first
+        (two statements)."""
+        rows = await self.db.fetchall(f"SELECT {POLL_COLUMNS} FROM polls WHERE conv = ? ORDER BY id DESC LIMIT ?",
+                                      (conv, limit))
+        if not rows:
+            return []
+        votes = await self.db.fetchall(
+            "SELECT poll, options, weight, type FROM poll_votes WHERE poll >= ? AND poll <= ?"
+            " AND poll IN (SELECT id FROM polls WHERE conv = ?)", (rows[-1][0], rows[0][0], conv),
         )
-        return {p: orjson.loads(o) for p, o in rows}
+        by: dict[int, list[Any]] = {}
+        for pid, options, weight, type_ in votes:
+            by.setdefault(pid, []).append((options, weight, type_))
+        return [poll_wire(r, tally(by.get(r[0], []), len(orjson.loads(r[4])))) for r in reversed(rows)]
 
     async def figures(self, session: str) -> dict[str, int]:
         q = await self.db.fetchone(
