@@ -376,10 +376,12 @@ async def vote_storm(args: argparse.Namespace, viewers: list[Any], session: str,
     audience.recording = False
     acked = audience.acked - a0
     pushes = audience.rank_pushes - p0
-    for _ in range(100):  # the replies still on their way
+    t_end = time.monotonic()
+    for _ in range(1800):  # a backlog the server is still working off
         if not audience.votes:
             break
         await asyncio.sleep(0.1)
+    drain_s = time.monotonic() - t_end
     await asyncio.sleep(1.5)  # the last ranking push
     sample = [c.ctx for c in viewers if c.ctx.sample]
     most = 0
@@ -398,6 +400,7 @@ async def vote_storm(args: argparse.Namespace, viewers: list[Any], session: str,
         "server_us_per_vote": round(1e6 * w.server / max(acked, 1), 1), "server_cpu_pct": w.pct(w.server),
         "gen_cpu_pct": w.pct(w.gen),
         "rank_per_viewer_per_s": round(pushes / len(viewers) / w.elapsed, 2), "rank_most_in_1s": most,
+        "drain_s": round(drain_s, 1), "unanswered": len(audience.votes),
         "sample": len(sample), "sample_wrong": wrong, "errors": dict(audience.errors) or None, "truth": truth,
     }
 
@@ -414,8 +417,8 @@ async def run_chatd(args: argparse.Namespace, nodes: int) -> dict[str, Any]:
     n = per * nodes
     out: dict[str, Any] = {"setup": label, "viewers": n}
     try:
-        await servers.start_chatd(nodes, ["--admin-port", str(admin_port), "--circles-per-hour", "0",
-                                          "--sync", "full"], prefix="bench-live-")
+        await servers.start_chatd(nodes, ["--circles-per-hour", "0", "--sync", "full"], prefix="bench-live-",
+                                  first=["--admin-port", str(admin_port)])
         pids, ports = servers.pids(), servers.ports
         atok = make_token("crm", "bot", scopes=["admin"])
         async with aiohttp.ClientSession() as http:
@@ -509,6 +512,7 @@ async def run_chatd(args: argparse.Namespace, nodes: int) -> dict[str, Any]:
         vs["stored_exact"] = {q["id"]: q["votes"] for q in stored["questions"] if q["votes"]} == truth
         out["storm"] = vs
         print(f"  vote storm: {vs['acks_per_s']:,} votes/s acked (ack p99 {vs['ack_p99_ms']} ms), "
+              f"(the last reply {vs['drain_s']} s after the storm, {vs['unanswered']} unanswered), "
               f"{vs['server_us_per_vote']} µs server CPU per vote ({vs['server_cpu_pct']}% of a core), "
               f"{vs['rank_per_viewer_per_s']} ranking pushes per viewer per second, at most {vs['rank_most_in_1s']} "
               f"in a second (goal ≤ 4); sampled viewers with a wrong ranking after: {vs['sample_wrong']} of "

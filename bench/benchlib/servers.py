@@ -203,18 +203,20 @@ class Servers:
         self.ports.append(port)
         await wait_healthz(port, 30, self.procs[-1])
 
-    async def start_chatd(self, nodes: int = 1, extra: list[str] | None = None, prefix: str = "bench-chatd-") -> None:
+    async def start_chatd(self, nodes: int = 1, extra: list[str] | None = None, prefix: str = "bench-chatd-",
+                          first: list[str] | None = None) -> None:
         """``nodes`` chatd processes on one SQLite file in a fresh temporary directory;
-        with more than one, a redis-server they share. All on core 0."""
+        with more than one, a redis-server they share. All on core 0. ``first``: flags
+        for the first process alone (its admin port, say)."""
         self.tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.db = os.path.join(self.tmp.name, "chatd.db")
         extra = list(extra or [])
         if nodes > 1:
             self.redis, self.redis_port = start_redis(core=0)
             extra += ["--redis-url", f"redis://{HOST}:{self.redis_port}/0"]
-        for _ in range(nodes):  # one after the other: the first one creates the schema
+        for i in range(nodes):  # one after the other: the first one creates the schema
             port = free_port()
-            proc = start_chatd(port, self.db, extra)
+            proc = start_chatd(port, self.db, extra + (first or [] if i == 0 else []))
             self.procs.append(proc)
             self.ports.append(port)
             await wait_healthz(port, 30, proc)

@@ -50,6 +50,7 @@ Event: TypeAlias = Push  # what events() yields: Event.type ("msg", "read", ...)
 #: op table (``send`` is one because the server deduplicates on its ``cid``;
 #: ``read`` never moves back).
 IDEMPOTENT_OPS = RETRY_SAFE
+LIVE_PREFIX = "l:"  # a live session's conversations: nothing is replayed, nothing is ordered
 TEMPORARY_CODES = frozenset({"rate_limited", "unavailable", "internal"})
 
 _END = object()
@@ -119,6 +120,7 @@ class Client:
         self._pos: int | None = None  # sync position from the last auth (first) / sync
         self._epoch: str | None = None  # the store epoch self._pos belongs to
         self._deliverer: asyncio.Task[None] | None = None
+        self._live: dict[str, str] = {}  # session -> room this client views
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -387,6 +389,117 @@ class Client:
     async def campaign_claim(self, campaign: int) -> dict[str, Any]:
         return await self.request("campaign.claim", id=campaign)
 
+    # -- live sessions and polls (protocol/README.md §4 "Live sessions", §5) -------------
+    #
+    # A viewer's socket follows a session after live.join; nothing is replayed to it.
+    # After a reconnect (or a ``resync`` push) the client joins its sessions again and
+    # hands the application each fresh snapshot as a ``live.snapshot`` event (or
+    # ``live.left`` with the error code when the session can no longer be joined).
+    # Audience chat lines come as ``msg`` events for the room (``l:<n>.<room>``) as
+    # they arrive: no order or gap filling, since a room has no history to fill from.
+
+    async def live_create(self, title: str, cid: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Make a session (staff with the ``exec`` or ``host`` role): ``fields`` are
+        ``description``, ``hosts``, ``moderators``, ``starts_ts``, ``approval``,
+        ``anonymous``, ``slow_s``, ``ask_interval_s``, ``rooms``."""
+        return await self.request("live.create", cid=cid or uuid.uuid4().hex, title=title, **fields)
+
+    async def live_update(self, session: str, **fields: Any) -> dict[str, Any]:
+        return await self.request("live.update", session=session, **fields)
+
+    async def live_state(self, session: str, state: str) -> dict[str, Any]:
+        """``live``, ``ended`` or ``archived`` (a session's hosts)."""
+        return await self.request("live.state", session=session, state=state)
+
+    async def live_list(self, state: str | None = None, after: str | None = None,
+                        limit: int | None = None) -> dict[str, Any]:
+        return await self.request("live.list", state=state, after=after, limit=limit)
+
+    async def live_follow(self, session: str, on: bool = True) -> dict[str, Any]:
+        """Get a ``live.started`` push when the session goes live."""
+        return await self.request("live.follow", session=session, on=on)
+
+    async def live_join(self, session: str, room: str | None = None) -> dict[str, Any]:
+        """View a session (its ``room``, ``main`` by default): the snapshot; live
+        pushes follow, and the client rejoins after a reconnect."""
+        snap = await self.request("live.join", session=session, room=room)
+        self._live[session] = snap.get("room", room or "main")
+        return snap
+
+    async def live_leave(self, session: str) -> dict[str, Any]:
+        self._live.pop(session, None)
+        return await self.request("live.leave", session=session)
+
+    async def live_ask(self, session: str, text: str, *, anonymous: bool | None = None, room: str | None = None,
+                       cid: str | None = None) -> dict[str, Any]:
+        return await self.request("live.ask", session=session, text=text, anonymous=anonymous, room=room,
+                                  cid=cid or uuid.uuid4().hex)
+
+    async def live_vote(self, session: str, id: int, on: bool = True) -> dict[str, Any]:
+        """Vote for a question (``on`` False: withdraw the vote)."""
+        return await self.request("live.vote", session=session, id=id, on=on)
+
+    async def live_chat(self, session: str, text: str, *, room: str | None = None,
+                        cid: str | None = None) -> dict[str, Any]:
+        return await self.request("live.chat", session=session, text=text, room=room, cid=cid or uuid.uuid4().hex)
+
+    async def live_moderate(self, session: str, id: int, action: str) -> dict[str, Any]:
+        """``approve``, ``reject``, ``hide`` or ``unhide`` (hosts and moderators)."""
+        return await self.request("live.moderate", session=session, id=id, action=action)
+
+    async def live_merge(self, session: str, id: int, into: int) -> dict[str, Any]:
+        return await self.request("live.merge", session=session, id=id, into=into)
+
+    async def live_answer(self, session: str, id: int, text: str | None = None,
+                          live: bool | None = None) -> dict[str, Any]:
+        """Answer in ``text``, or ``live=True``: answered on stage (hosts)."""
+        return await self.request("live.answer", session=session, id=id, text=text, live=live)
+
+    async def live_mark(self, session: str, id: int, action: str) -> dict[str, Any]:
+        """``dismiss``, ``reopen``, ``pin`` or ``unpin`` (hosts)."""
+        return await self.request("live.mark", session=session, id=id, action=action)
+
+    async def live_queue(self, session: str, state: str | None = None, after: int | None = None,
+                         limit: int | None = None) -> dict[str, Any]:
+        """The questions with their askers, pending and open by default (hosts and moderators)."""
+        return await self.request("live.queue", session=session, state=state, after=after, limit=limit)
+
+    async def live_mute(self, session: str, user: str, seconds: int) -> dict[str, Any]:
+        """Mute ``user`` in the session's chat for ``seconds`` (0: unmute)."""
+        return await self.request("live.mute", session=session, user=user, seconds=seconds)
+
+    async def live_archive(self, session: str) -> dict[str, Any]:
+        """An ended session's answered questions, polls and figures."""
+        return await self.request("live.archive", session=session)
+
+    async def poll_create(self, conv: str, question: str, options: list[str], closes_ts: int, *,
+                          multi: bool | None = None, weighted: bool | None = None,
+                          cid: str | None = None) -> dict[str, Any]:
+        """A poll in a live session or a circle; ``weighted``: votes weigh by contribution value."""
+        return await self.request("poll.create", conv=conv, question=question, options=options,
+                                  closes_ts=closes_ts, multi=multi, weighted=weighted, cid=cid or uuid.uuid4().hex)
+
+    async def poll_vote(self, poll: int, options: list[int]) -> dict[str, Any]:
+        """Choose ``options`` (their indexes); a later vote replaces it until the poll closes."""
+        return await self.request("poll.vote", poll=poll, options=options)
+
+    async def poll_close(self, poll: int) -> dict[str, Any]:
+        return await self.request("poll.close", poll=poll)
+
+    async def poll_get(self, poll: int) -> dict[str, Any]:
+        return await self.request("poll.get", poll=poll)
+
+    async def _rejoin(self) -> None:
+        """Join the sessions this client views again: a fresh snapshot each."""
+        for session, room in list(self._live.items()):
+            try:
+                snap = await self._call("live.join", {"session": session, "room": room}, idempotent=True)
+            except ChatError as exc:
+                self._live.pop(session, None)
+                self._events.put_nowait(Push("live.left", {"session": session, "reason": exc.code}))
+                continue
+            self._events.put_nowait(Push("live.snapshot", snap))
+
     async def _call(self, op: str, d: dict[str, Any], *, idempotent: bool) -> dict[str, Any]:
         try:
             check_args(op, d)  # refuse locally what the server would refuse
@@ -442,6 +555,9 @@ class Client:
                     else:
                         self._pos = await self._delivery.catch_up(self._pos, fallback=self._conn.auth_pos)
                     self._epoch = self._conn.epoch
+                    await self._rejoin()
+                elif item.type == "msg" and str(item.d.get("conv", "")).startswith(LIVE_PREFIX):
+                    self._events.put_nowait(item)  # an audience chat line: as it comes (nothing to fill from)
                 elif item.type == "msg":
                     await self._delivery.offer([item.d])
                 elif item.type == "resync":
@@ -452,6 +568,7 @@ class Client:
                     if since is not None:
                         self._pos = await self._delivery.catch_up(since, fallback=self._conn.auth_pos)
                     self._events.put_nowait(item)
+                    await self._rejoin()  # live pushes may be missing too: fresh snapshots
                 else:
                     self._events.put_nowait(item)
             except ClientClosed:
