@@ -45,6 +45,7 @@ import struct
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -370,9 +371,20 @@ async def vote_storm(args: argparse.Namespace, viewers: list[Any], session: str,
     await pace(args.warmup)
     a0, p0 = audience.acked, audience.rank_pushes
     audience.recording = True
+    spies = []
+    if args.profile:
+        for i, pid in enumerate(pids):
+            out = Path(args.profile) / f"votes-p{i}.txt"
+            spies.append((pid, out, benchlib.start_profile(benchlib.py_spy_bin(args.py_spy), pid, args.storm, out)))
     w = benchlib.Window(pids).start()
     await pace(args.storm)
     w.stop()
+    for pid, out, spy in spies:
+        await asyncio.to_thread(spy.wait, args.storm + 30)
+        summ = benchlib.profile_summary(out, 30)
+        print(f"  profile of process {pid} during the storm: {summ['samples']} samples -> {out}")
+        for name, pct in summ["inclusive"]:
+            print(f"    {pct:5.1f}%  {name}")
     audience.recording = False
     acked = audience.acked - a0
     pushes = audience.rank_pushes - p0
@@ -550,7 +562,12 @@ def main() -> None:
     ap.add_argument("--vote-rate", type=int, default=10_000)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--storm", type=float, default=15.0)
+    ap.add_argument("--profile", metavar="DIR", help="py-spy profiles of the servers during the vote storm "
+                    "(py-spy shares core 1 with the generator: the run's figures are not saved)")
+    ap.add_argument("--py-spy", help="the py-spy binary (default: $PY_SPY or on PATH)")
     args = ap.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.viewers, args.viewers2, args.answers, args.storm, args.warmup = 1_500, 800, 4, 5.0, 1.0
         args.vote_rate = 3_000
@@ -576,6 +593,9 @@ def main() -> None:
                                            ("join storm snapshot", "join"), ("memory", "memory"),
                                            ("vote storm", "votes")])
     print(table)
+    if args.profile:
+        print(f"  profiled run: not saved (profiles in {args.profile})")
+        return
     benchlib.save_result({"bench": "live", "args": {k: v for k, v in vars(args).items() if k != "targets"},
                           "rows": rows}, "live sessions (bench/live.py)", table, chatd=True)
 
