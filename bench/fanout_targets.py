@@ -14,12 +14,15 @@ import benchlib
 import orjson
 import wsload
 
-NODES = {"floor": 1, "chatd": 1, "chatd2": 2}  # chatd processes per target
+NODES = {"floor": 1, "node": 1, "chatd": 1, "chatd2": 2}  # server processes per target
+FLOORS = ("floor", "node")  # bare websockets (Python), Node's ws
 TARGETS = {
-    "both": ["floor", "chatd"],
-    "all": ["floor", "chatd", "chatd2"],
+    "both": ["floor", "node", "chatd"],
+    "all": ["floor", "node", "chatd", "chatd2"],
     "cluster": ["chatd", "chatd2"],
     "floor": ["floor"],
+    "node": ["node"],
+    "floors": ["floor", "node"],
     "chatd": ["chatd"],
     "chatd2": ["chatd2"],
 }
@@ -78,7 +81,7 @@ def push_like(conv: str, seq: int, user: str, text: str, cid: str) -> bytes:
 
 
 async def setup_floor(t: Target, circles: int, members: int, size: int) -> None:
-    await t.start_floor()
+    await t.start_floor(node=t.name == "node")
     t0 = time.monotonic()
     conns = await wsload.connect_many(
         circles * members,

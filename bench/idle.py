@@ -1,4 +1,4 @@
-"""Server memory per idle connection: chatd against the bare websockets floor.
+"""Server memory per idle connection: chatd against two floors, bare websockets and Node's ws.
 
 For each server: start it (pinned to core 0), open ``--warm`` connections and take
 the baseline RSS (VmRSS of the server and its children, /proc/<pid>/status), then
@@ -6,7 +6,7 @@ open ``--conns`` more in batches (chatd: each authenticates with its own user an
 waits for the reply; floor: each joins a room by URL path), let them sit idle
 for a few seconds, and take RSS again. Reported: (RSS after - baseline) / conns.
 
-    .venv/bin/python bench/idle.py            # 10,000 connections, ~1 min
+    .venv/bin/python bench/idle.py            # 10,000 connections, ~1.5 min
     .venv/bin/python bench/idle.py --quick    # 1,000 connections
 """
 
@@ -22,7 +22,7 @@ import wsload
 
 
 async def open_conns(kind: str, st: wsload.Stats, port: int, n: int, offset: int, tokens: Any) -> list[Any]:
-    if kind == "floor":
+    if kind in ("floor", "node"):
         return await wsload.connect_many(
             n, lambda i: wsload.connect(st, benchlib.HOST, port, f"/room/{(offset + i) % 100}"), concurrency=200
         )
@@ -37,8 +37,8 @@ async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]
     servers = benchlib.Servers()
     conns: list[Any] = []
     try:
-        if kind == "floor":
-            await servers.start_floor()
+        if kind in ("floor", "node"):
+            await servers.start_floor(node=kind == "node")
         else:
             await servers.start_chatd(1, prefix="bench-idle-")
         proc, port = servers.proc, servers.port
@@ -88,13 +88,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1,000 connections")
-    ap.add_argument("--target", choices=["both", "floor", "chatd"], default="both")
+    ap.add_argument("--target", choices=["both", "floor", "node", "chatd"], default="both",
+                    help="both = floor (bare websockets) + node (Node's ws) + chatd")
     ap.add_argument("--conns", type=int)
     ap.add_argument("--warm", type=int, default=100, help="connections opened before the baseline")
     ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before the reading")
     args = ap.parse_args()
     args.conns = args.conns or (1000 if args.quick else 10_000)
-    args.targets = ["floor", "chatd"] if args.target == "both" else [args.target]
+    args.targets = ["floor", "node", "chatd"] if args.target == "both" else [args.target]
     if "chatd" in args.targets and not benchlib.chatd_available():
         print("chatd is not installed yet: floor only")
         args.targets.remove("chatd")
@@ -113,14 +114,15 @@ def main() -> None:
             ("closes", "closes"),
         ],
     )
-    f = next((r for r in rows if r["server"] == "floor"), None)
     c = next((r for r in rows if r["server"] == "chatd"), None)
     note = ""
-    if f and c:
-        note = (
-            f"\n- chatd/floor memory per idle connection = {c['kib_per_conn'] / max(f['kib_per_conn'], 1e-9):.2f} "
-            "(goal ≤ 1.0)\n"
-        )
+    for floor in ("floor", "node"):
+        f = next((r for r in rows if r["server"] == floor), None)
+        if f and c:
+            note += (f"\n- chatd/{floor} memory per idle connection = "
+                     f"{c['kib_per_conn'] / max(f['kib_per_conn'], 1e-9):.2f}")
+    if c:
+        note += f"\n- chatd: {c['kib_per_conn']} KiB per authenticated idle connection (goal ≤ 10 KiB)\n"
     text = (
         f"{args.conns:,} idle connections after {args.warm} warm-up ones, server on core 0; "
         "chatd connections authenticated (one user each)\n\n" + table + "\n" + note

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -172,6 +173,21 @@ def scrape_metrics(port: int, timeout: float = 3.0) -> dict[str, float]:
     return out
 
 
+def node_floor_argv() -> list[str]:
+    """``node bench/node/floor_server.js``, with its one package (``ws``, pinned in
+    bench/node/package-lock.json) installed from the npm registry on first use."""
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if node is None or npm is None:
+        raise SystemExit("the Node floor needs node and npm (Debian: apt-get install nodejs npm)")
+    folder = BENCH / "node"
+    if not (folder / "node_modules" / "ws").is_dir():
+        print("  installing the Node floor's ws package (npm ci) ...", flush=True)
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--prefix", str(folder)], check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)
+    return [node, str(folder / "floor_server.js")]
+
+
 # -- one setup's processes -------------------------------------------------------------
 
 
@@ -196,10 +212,14 @@ class Servers:
     def port(self) -> int:
         return self.ports[0]
 
-    async def start_floor(self) -> None:
+    async def start_floor(self, node: bool = False) -> None:
+        """The bare websockets floor, or (``node``) Node's ``ws`` one."""
         port = free_port()
-        argv = [sys.executable, str(BENCH / "floor_server.py"), "--port", str(port)]
-        self.procs.append(start_server(argv, core=0, name="floor"))
+        if node:
+            argv = [*node_floor_argv(), "--port", str(port)]
+        else:
+            argv = [sys.executable, str(BENCH / "floor_server.py"), "--port", str(port)]
+        self.procs.append(start_server(argv, core=0, name="node" if node else "floor"))
         self.ports.append(port)
         await wait_healthz(port, 30, self.procs[-1])
 
