@@ -13,7 +13,7 @@ from chatd_client import ChatError, Client
 
 from chatd.auth import make_token
 
-from .test_client_e2e import Inbox, Server
+from .test_client_e2e import Inbox, Server, hold_reconnects
 
 
 @pytest.fixture
@@ -38,6 +38,15 @@ async def connect(server: Server) -> AsyncIterator[Callable[..., Any]]:
     yield make
     for client in clients:
         await client.close()
+
+
+def drop(client: Client) -> asyncio.Event:
+    """Drop ``client``'s socket and keep it offline until the event is set."""
+    release = hold_reconnects(client)
+    ws = client._conn._ws
+    assert ws is not None
+    ws.transport.abort()
+    return release
 
 
 async def live_session(host: Client, **fields: Any) -> str:
@@ -88,10 +97,9 @@ async def test_a_reconnect_rejoins_with_a_fresh_snapshot(connect: Callable[..., 
     session = await live_session(host)
     await viewer.live_join(session)
     inbox = Inbox(viewer)
-    ws = viewer._conn._ws
-    assert ws is not None
-    ws.transport.abort()  # dropped: pushes while away are not replayed
+    release = drop(viewer)  # pushes while away are not replayed
     await asker.live_ask(session, "while you were away")
+    release.set()
     await inbox.wait_for(lambda: any(e.type == "live.snapshot" for e in inbox.others))
     snap = next(e.d for e in inbox.others if e.type == "live.snapshot")
     assert [x["text"] for x in snap["questions"]] == ["while you were away"]
@@ -106,17 +114,7 @@ async def test_a_session_that_ended_while_away_is_left(connect: Callable[..., An
     session = await live_session(host)
     await viewer.live_join(session)
     inbox = Inbox(viewer)
-    ws = viewer._conn._ws
-    assert ws is not None
-    release = asyncio.Event()
-    real_open = viewer._conn._open
-
-    async def held_open(new_token: bool) -> Any:
-        await release.wait()
-        return await real_open(new_token)
-
-    viewer._conn._open = held_open  # type: ignore[method-assign]
-    ws.transport.abort()
+    release = drop(viewer)
     await host.live_state(session, "ended")
     release.set()
     await inbox.wait_for(lambda: any(e.type == "live.left" for e in inbox.others))
