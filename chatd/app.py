@@ -12,6 +12,7 @@ from typing import Any
 
 from .auth import Verifier
 from .bus import make_bus
+from .clock import Deadlines
 from .config import DEV_SECRET, Config
 from .core.desk import CampaignPosts, InboxPushes, ServiceClocks
 from .core.directory import Directory
@@ -160,7 +161,7 @@ class App:
         users = UserBook(pipeline, store.users, clock)
         auth_failures = Throttled(logging.getLogger("chatd.auth"), clock)
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
-                  metrics, output, life, users, auth_failures, verifier)
+                  metrics, output, life, users, auth_failures, verifier, Deadlines(clock))
         self.server = SocketServer(env, Routes(health_routes(life, bus, metrics, pipeline), life))
         self.admin = (
             AdminServer(

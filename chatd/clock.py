@@ -16,9 +16,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+log = logging.getLogger("chatd.clock")
 
 
 class Timer(Protocol):
@@ -132,3 +136,92 @@ class ManualClock:
     def pending(self) -> int:
         """Timers and sleepers still waiting."""
         return sum(1 for _, _, t in self._due if not t.cancelled)
+
+
+class _Deadline:
+    __slots__ = ("fn", "owner")
+
+    def __init__(self, fn: Callable[[], None], owner: Deadlines) -> None:
+        self.fn = fn
+        self.owner = owner
+
+    def cancel(self) -> None:
+        if self.fn is not _nothing:
+            self.fn = _nothing  # what it would have called is freed at once
+            self.owner._cancelled_one()
+
+
+class Deadlines:
+    """Many one-shot timers on one clock timer, for a timer per socket (the
+    auth timeout, the token's expiry): a heap of (deadline, order, entry) costs
+    ~0.17 KiB per timer where an event-loop timer costs ~0.6 KiB (its handle,
+    libuv's timer and their context). Only the earliest deadline holds a timer
+    of ``clock``; cancelled entries are dropped when they come due, or all at
+    once when they are most of the heap (as asyncio does with its own).
+
+    ``call_later`` has the clock's semantics: ``fn`` runs on the event loop once
+    ``seconds`` have passed on ``clock`` (tests drive a ManualClock)."""
+
+    COMPACT_MIN = 64  # cancelled entries before a rebuild is considered
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._heap: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        self._timer: Timer | None = None
+        self._armed = math.inf  # the deadline self._timer fires at
+        self._cancelled = 0
+
+    def __len__(self) -> int:
+        """Deadlines still to come (cancelled ones not counted)."""
+        return len(self._heap) - self._cancelled
+
+    def call_later(self, seconds: float, fn: Callable[[], None]) -> Timer:
+        entry = _Deadline(fn, self)
+        when = self.clock.monotonic() + max(0.0, seconds)
+        heapq.heappush(self._heap, (when, next(self._order), entry))
+        if when < self._armed:
+            self._arm(when)
+        return entry
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._armed = math.inf
+        for _, _, entry in self._heap:
+            entry.fn = _nothing
+        self._heap.clear()
+        self._cancelled = 0
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed = when
+        self._timer = self.clock.call_later(when - self.clock.monotonic(), self._run)
+
+    def _run(self) -> None:
+        self._timer = None
+        self._armed = math.inf
+        heap = self._heap
+        now = self.clock.monotonic()
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)[2]
+            fn = entry.fn
+            if fn is _nothing:
+                self._cancelled -= 1
+                continue
+            entry.fn = _nothing
+            try:
+                fn()
+            except Exception:
+                log.exception("timer callback failed")
+        if heap:
+            self._arm(heap[0][0])
+
+    def _cancelled_one(self) -> None:
+        self._cancelled += 1
+        if self._cancelled >= self.COMPACT_MIN and self._cancelled * 2 > len(self._heap):
+            self._heap = [item for item in self._heap if item[2].fn is not _nothing]
+            heapq.heapify(self._heap)
+            self._cancelled = 0

@@ -4,11 +4,12 @@ told, firing what fell due in deadline order; SystemClock is the real one."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import pytest
 
-from chatd.clock import ManualClock, SystemClock
+from chatd.clock import Deadlines, ManualClock, SystemClock
 
 
 def test_call_later_fires_in_deadline_order_not_call_order() -> None:
@@ -168,3 +169,77 @@ async def test_system_clock_waits_on_the_event_loop() -> None:
     await clock.sleep(0.01)
     assert loop.time() - t0 >= 0.009
     assert cancelled == []
+
+
+# -- Deadlines: many one-shot timers on one clock timer ----------------------------
+
+
+def test_deadlines_fire_in_order_on_one_clock_timer() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[str] = []
+    for name, after in [("c", 30.0), ("a", 10.0), ("b", 20.0), ("a2", 10.0)]:
+        timers.call_later(after, functools.partial(fired.append, name))
+    assert clock.pending == 1  # one clock timer, armed for the earliest
+    clock.advance(9.9)
+    assert fired == []
+    clock.advance(0.1)
+    assert fired == ["a", "a2"]
+    clock.advance(20)
+    assert fired == ["a", "a2", "b", "c"]
+    assert len(timers) == 0 and clock.pending == 0
+
+
+def test_an_earlier_deadline_rearms_the_clock_timer() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[str] = []
+    timers.call_later(60, lambda: fired.append("late"))
+    timers.call_later(5, lambda: fired.append("early"))
+    assert clock.pending == 1
+    clock.advance(5)
+    assert fired == ["early"]
+    clock.advance(55)
+    assert fired == ["early", "late"]
+
+
+def test_cancelled_deadlines_do_not_fire_and_are_compacted() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[int] = []
+    handles = [timers.call_later(100 + i, functools.partial(fired.append, i)) for i in range(200)]
+    for h in handles[:150]:
+        h.cancel()
+        h.cancel()  # twice is once
+    assert len(timers) == 50
+    assert len(timers._heap) < 200  # rebuilt once most of it was cancelled, not kept for 100 s
+    clock.advance(400)
+    assert fired == list(range(150, 200))
+    handles[160].cancel()  # after it fired: nothing
+    assert len(timers) == 0
+
+
+def test_a_failing_callback_does_not_stop_the_others() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    timers.call_later(1, boom)
+    timers.call_later(1, lambda: fired.append("after"))
+    timers.call_later(2, lambda: fired.append("later"))
+    clock.advance(3)
+    assert fired == ["after", "later"]
+
+
+def test_stopped_deadlines_never_fire() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[str] = []
+    h = timers.call_later(1, lambda: fired.append("x"))
+    timers.stop()
+    h.cancel()
+    clock.advance(5)
+    assert fired == [] and len(timers) == 0 and clock.pending == 0

@@ -42,7 +42,7 @@ from websockets.protocol import State as WsState
 
 from ..auth import AuthError, Verifier
 from ..bus import Bus
-from ..clock import Clock, Timer
+from ..clock import Clock, Deadlines, Timer
 from ..config import Config
 from ..core.caller import Caller
 from ..core.fanout import Fanout
@@ -57,11 +57,14 @@ from ..presence import Presence
 from ..store import StoreUnavailable
 from ..store.base import Members, Messages
 from . import wsframe
+from .heartbeat import PINGED, RX
 from .inbox import Inbox
 from .sink import Output, SocketSink
 from .state import Event, SessionState, State
 
 log = logging.getLogger("chatd.session")
+
+KEEPALIVE_TIMEOUT = 1011  # as websockets' own keepalive closes (RFC 6455: internal error)
 
 _NO_FAST: Mapping[str, FastHandler] = MappingProxyType({})  # until authenticated
 
@@ -108,6 +111,7 @@ class Env:
     users: UserBook
     auth_failures: Throttled  # failed authentications, logged a few a second at most
     verifier: Verifier  # which tokens are accepted
+    timers: Deadlines  # the sockets' own timers (auth timeout, token expiry) on one clock timer
 
 
 class Session(SessionState):
@@ -119,8 +123,10 @@ class Session(SessionState):
         "bucket",
         "caller",
         "codec",
+        "ended",
         "env",
         "fast",
+        "hb",
         "inbox",
         "inflight",
         "issued",
@@ -154,30 +160,54 @@ class Session(SessionState):
         self.auth_timer: Timer | None = None
         self.issued = 0  # the iat (unix s) of the token authenticated or being authenticated
         self.began = 0  # when its auth began (ms): a kick after it closes the socket
+        self.hb = 0  # the shared heartbeat's state: heartbeat.RX | heartbeat.PINGED
+        self.ended: asyncio.Future[None] | None = None  # what the handler waits on while the socket is open
 
     # -- lifecycle -------------------------------------------------------------
 
-    async def serve(self) -> None:
-        """The websockets handler's body: arm the auth timer, wait for the end,
-        and log one line for the connection (locals of this frame, not slots:
-        nothing more is kept per socket)."""
+    def begin(self) -> tuple[float, str]:
+        """The socket is open: arm the auth timer. Returns what ``end`` logs
+        (kept in the handler's frame, not in slots: nothing more per socket)."""
         clock = self.env.clock
-        started, remote = clock.monotonic(), _address(self.ws)
-        self.auth_timer = clock.call_later(self.env.config.auth_timeout, self._auth_expired)
-        try:
-            await self.ws.wait_closed()
-        finally:
-            self._leave()
-            if self.auth_timer is not None:
-                self.auth_timer.cancel()
-                self.auth_timer = None
-            code = self.ws.close_code or 1006
-            duration = round(clock.monotonic() - started, 3)
-            log.info(
-                "connection closed: user=%s remote=%s duration=%.1fs code=%d",
-                self.user or "-", remote, duration, code,
-                extra={"user": self.user or None, "remote": remote, "duration_s": duration, "code": code},
-            )
+        self.auth_timer = self.env.timers.call_later(self.env.config.auth_timeout, self._auth_expired)
+        return clock.monotonic(), _address(self.ws)
+
+    def lost(self) -> None:
+        """The connection is lost: wake the handler waiting on ``ended``."""
+        ended = self.ended
+        if ended is not None and not ended.done():
+            ended.set_result(None)
+
+    def heartbeat(self) -> bool:
+        """One keepalive check (``heartbeat.py``)."""
+        proto = self.proto
+        if proto.state is not WsState.OPEN:
+            return False
+        hb = self.hb
+        if hb == RX:  # it talked, unasked: alive without a ping
+            self.hb = 0
+            return True
+        if hb == PINGED:  # nothing since the last ping
+            self.close_soon(KEEPALIVE_TIMEOUT, "keepalive ping timeout")
+            return False
+        self.hb = PINGED
+        proto.send_ping(b"")
+        self.ws.send_data()
+        return True
+
+    def end(self, started: float, remote: str) -> None:
+        """The connection is gone: leave everything, and log one line for it."""
+        self._leave()
+        if self.auth_timer is not None:
+            self.auth_timer.cancel()
+            self.auth_timer = None
+        code = self.ws.close_code or 1006
+        duration = round(self.env.clock.monotonic() - started, 3)
+        log.info(
+            "connection closed: user=%s remote=%s duration=%.1fs code=%d",
+            self.user or "-", remote, duration, code,
+            extra={"user": self.user or None, "remote": remote, "duration_s": duration, "code": code},
+        )
 
     def _leave(self) -> None:
         env = self.env
@@ -352,7 +382,7 @@ class Session(SessionState):
             self.sink.open = True
             if self.auth_timer is not None:
                 self.auth_timer.cancel()
-            self.auth_timer = env.clock.call_later(expires_in, self._token_expired)
+            self.auth_timer = env.timers.call_later(expires_in, self._token_expired)
             env.metrics.connections.inc()
             env.presence.opened(self.sink, user)
             self.reply(
@@ -413,7 +443,7 @@ class Session(SessionState):
         self.issued = identity.iat
         if self.auth_timer is not None:
             self.auth_timer.cancel()
-        self.auth_timer = env.clock.call_later(
+        self.auth_timer = env.timers.call_later(
             max(0.0, identity.exp - env.clock.wall_ms() / 1000), self._token_expired
         )
         self.reply(req.id, {"user": identity.user(), "exp": identity.exp})

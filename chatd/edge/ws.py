@@ -17,6 +17,7 @@ from websockets.protocol import Protocol as WsProtocol
 from websockets.protocol import State as WsState
 from websockets.typing import Subprotocol
 
+from .heartbeat import RX, Heartbeat
 from .http import Routes
 from .proxy import forwarded_for, trusted_networks
 from .session import Env, Session
@@ -24,13 +25,37 @@ from .session import Env, Session
 log = logging.getLogger("chatd.server")
 
 
+class _NoMessages:
+    """Stands in for websockets' per-connection message queue (``Assembler``,
+    ~0.9 KiB with its deque), which chatd never reads: data frames go to the
+    session as they are parsed (``process_event``). Frames of a socket without
+    a chatd subprotocol, closed at once, are dropped here."""
+
+    __slots__ = ()
+
+    def put(self, frame: Frame) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+_NO_MESSAGES = _NoMessages()
+
+
 class ChatdConnection(ServerConnection):
     """websockets' server connection with data frames handed to chatd as they
-    are parsed. ``env`` is set on a subclass made per server."""
+    are parsed. ``env`` is set on a subclass made per server; the rest are
+    class defaults, set on the instance only when they change (a new instance
+    attribute can grow the instance's dict by ~1.5 KiB)."""
 
     env: Env
     chatd: Session | None = None
     forwarded: str | None = None  # the client's address a trusted proxy named (set on the instance)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.recv_messages = _NO_MESSAGES  # type: ignore[assignment]
 
     def attach(self) -> Session | None:
         """The session of this socket (made on first use), or None when no chatd
@@ -78,13 +103,20 @@ class ChatdConnection(ServerConnection):
         connection, the HTTP requests (healthz, metrics) too."""
         super().connection_lost(exc)
         _unlink_protocol(self.protocol)
+        session = self.chatd
+        if session is not None:
+            session.lost()
 
     def process_event(self, event: WsEvent) -> None:
-        if isinstance(event, Frame) and event.opcode <= Opcode.BINARY:  # CONT, TEXT, BINARY
-            session = self.attach()
-            if session is not None:
-                session.on_frame(event)
-                return
+        if isinstance(event, Frame):
+            if event.opcode <= Opcode.BINARY:  # CONT, TEXT, BINARY
+                session = self.attach()
+                if session is not None:
+                    session.hb |= RX
+                    session.on_frame(event)
+                    return
+            elif self.chatd is not None:  # a pong (or a ping) is a sign of life too
+                self.chatd.hb |= RX
         super().process_event(event)
 
 
@@ -97,6 +129,8 @@ class SocketServer:
         self.routes = routes
         self.server: Server | None = None
         self.trusted = trusted_networks(env.config.trusted_proxies)
+        interval = env.config.ping_interval
+        self.heartbeat = Heartbeat(env.clock, interval) if interval else None
 
     async def start(self) -> int:
         cfg = self.env.config
@@ -110,8 +144,7 @@ class SocketServer:
             process_request=self._process_request,
             compression=None,
             max_size=cfg.max_frame,
-            ping_interval=cfg.ping_interval,
-            ping_timeout=cfg.ping_interval,
+            ping_interval=None,  # one shared heartbeat instead of a task per socket (heartbeat.py)
             close_timeout=2,
             server_header="chatd",
             reuse_address=True,
@@ -139,14 +172,27 @@ class SocketServer:
             await ws.close(Close.UNSUPPORTED_SUBPROTOCOL, "offer chatd.v1.msgpack or chatd.v1.json")
             return
         # The handshake's headers (~3 KB) are not needed once the socket is open;
-        # websockets would keep them for the socket's lifetime.
+        # websockets would keep them for the socket's lifetime, and the closure
+        # that chose the subprotocol too.
         if ws.request is not None:
             ws.request.headers.clear()
         if ws.response is not None:
             ws.response.headers.clear()
+        vars(ws.protocol).pop("select_subprotocol", None)
+        # This coroutine is the socket's one task frame while it is open (the
+        # session's timers are the clock's, its pings the shared heartbeat's):
+        # it waits for the end on a plain future rather than wait_closed()'s
+        # shield (two more futures and callbacks per socket).
+        started, remote = session.begin()
         try:
-            await session.serve()
+            if not ws.connection_lost_waiter.done():
+                if self.heartbeat is not None:
+                    self.heartbeat.add(session)
+                session.ended = ws.loop.create_future()  # resolved by connection_lost
+                await session.ended
         finally:
+            session.ended = None
+            session.end(started, remote)
             # connection <-> session, session <-> sink (and the caller, via its
             # sink): freed by reference counting once broken
             session.sink.detach()
@@ -157,6 +203,8 @@ class SocketServer:
         pushed, then close every socket with 4000 (reconnect)."""
         env = self.env
         env.life.draining = True
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         if self.server is None:
             return
         self.server.close(close_connections=False)
@@ -179,6 +227,7 @@ class SocketServer:
             await asyncio.wait_for(self.server.wait_closed(), env.config.drain_timeout)
         except TimeoutError:
             log.warning("connections did not close within %.1fs", env.config.drain_timeout)
+        env.timers.stop()
 
 
 def _unlink_protocol(protocol: WsProtocol) -> None:
