@@ -1,10 +1,14 @@
-"""Server memory per idle connection: chatd against two floors, bare websockets and Node's ws.
+"""Server memory and CPU per idle connection: chatd against two floors, bare websockets and Node's ws.
 
 For each server: start it (pinned to core 0), open ``--warm`` connections and take
 the baseline RSS (VmRSS of the server and its children, /proc/<pid>/status), then
 open ``--conns`` more in batches (chatd: each authenticates with its own user and
 waits for the reply; floor: each joins a room by URL path), let them sit idle
 for a few seconds, and take RSS again. Reported: (RSS after - baseline) / conns.
+Then the server's CPU over ``--cpu-window`` seconds of idleness (default 45 s:
+two of chatd's 20 s keepalive rounds), as a share of one core: what keeping
+the sockets alive costs (chatd's shared heartbeat, bare websockets' keepalive
+task per socket, Node ws without pings).
 
     .venv/bin/python bench/idle.py            # 10,000 connections, ~1.5 min
     .venv/bin/python bench/idle.py --quick    # 1,000 connections
@@ -32,7 +36,7 @@ async def open_conns(kind: str, st: wsload.Stats, port: int, n: int, offset: int
     )
 
 
-async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]:
+async def measure(kind: str, n: int, warm: int, idle_s: float, cpu_window: float) -> dict[str, Any]:
     st = wsload.Stats()
     servers = benchlib.Servers()
     conns: list[Any] = []
@@ -54,6 +58,12 @@ async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]
         open_s = time.monotonic() - t0
         await asyncio.sleep(idle_s)
         rss1 = benchlib.rss_kb(proc.pid)
+        cpu_share = None
+        if cpu_window > 0:
+            u0, s0 = benchlib.cpu_times(proc.pid)
+            await asyncio.sleep(cpu_window)
+            u1, s1 = benchlib.cpu_times(proc.pid)
+            cpu_share = round((u1 - u0 + s1 - s0) / cpu_window * 100, 2)
         alive = sum(1 for c in conns if not c.closed)
         res = {
             "server": kind,
@@ -64,6 +74,7 @@ async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]
             "kib_per_conn": round((rss1 - rss0) / n, 2),
             "kb_per_conn": round((rss1 - rss0) * 1.024 / n, 2),
             "open_s": round(open_s, 1),
+            "idle_cpu_pct": cpu_share,
             "alive": alive,
             "closes": dict(st.closes) or None,
             "lost": st.lost or None,
@@ -71,7 +82,7 @@ async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]
         print(
             f"  {kind:5}: {n:,} idle conns: RSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB = "
             f"{res['kib_per_conn']} KiB/conn ({res['kb_per_conn']} kB); opened in {open_s:.1f} s; "
-            f"{alive:,} of {len(conns):,} still open",
+            f"idle CPU {cpu_share}% of a core; {alive:,} of {len(conns):,} still open",
             flush=True,
         )
         return res
@@ -82,7 +93,7 @@ async def measure(kind: str, n: int, warm: int, idle_s: float) -> dict[str, Any]
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [await measure(k, args.conns, args.warm, args.idle) for k in args.targets]
+    return [await measure(k, args.conns, args.warm, args.idle, args.cpu_window) for k in args.targets]
 
 
 def main() -> None:
@@ -93,13 +104,15 @@ def main() -> None:
     ap.add_argument("--conns", type=int)
     ap.add_argument("--warm", type=int, default=100, help="connections opened before the baseline")
     ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before the reading")
+    ap.add_argument("--cpu-window", type=float, default=45.0,
+                    help="seconds of idleness over which the server's CPU is read (0: skip)")
     args = ap.parse_args()
     args.conns = args.conns or (1000 if args.quick else 10_000)
     args.targets = ["floor", "node", "chatd"] if args.target == "both" else [args.target]
     if "chatd" in args.targets and not benchlib.chatd_available():
         print("chatd is not installed yet: floor only")
         args.targets.remove("chatd")
-    rows = benchlib.run_pinned(run(args), watchdog=200, fds=args.conns + args.warm + 100)
+    rows = benchlib.run_pinned(run(args), watchdog=int(200 + 3 * args.cpu_window), fds=args.conns + args.warm + 100)
     table = benchlib.md_table(
         rows,
         [
@@ -110,6 +123,7 @@ def main() -> None:
             ("KiB/conn", "kib_per_conn"),
             ("kB/conn", "kb_per_conn"),
             ("open s", "open_s"),
+            ("idle CPU % of a core", "idle_cpu_pct"),
             ("still open", "alive"),
             ("closes", "closes"),
         ],
@@ -122,7 +136,10 @@ def main() -> None:
             note += (f"\n- chatd/{floor} memory per idle connection = "
                      f"{c['kib_per_conn'] / max(f['kib_per_conn'], 1e-9):.2f}")
     if c:
-        note += f"\n- chatd: {c['kib_per_conn']} KiB per authenticated idle connection (goal ≤ 10 KiB)\n"
+        note += f"\n- chatd: {c['kib_per_conn']} KiB per authenticated idle connection (goal ≤ 10 KiB)"
+        if c.get("idle_cpu_pct") is not None:
+            note += f"\n- chatd: idle CPU {c['idle_cpu_pct']}% of a core for {c['conns']:,} connections (goal < 3% at 15,000)"
+        note += "\n"
     text = (
         f"{args.conns:,} idle connections after {args.warm} warm-up ones, server on core 0; "
         "chatd connections authenticated (one user each)\n\n" + table + "\n" + note
