@@ -36,7 +36,9 @@ async def open_conns(kind: str, st: wsload.Stats, port: int, n: int, offset: int
     )
 
 
-async def measure(kind: str, n: int, warm: int, idle_s: float, cpu_window: float) -> dict[str, Any]:
+async def measure(
+    kind: str, n: int, warm: int, idle_s: float, cpu_window: float, chatd_args: list[str]
+) -> dict[str, Any]:
     st = wsload.Stats()
     servers = benchlib.Servers()
     conns: list[Any] = []
@@ -44,7 +46,7 @@ async def measure(kind: str, n: int, warm: int, idle_s: float, cpu_window: float
         if kind in ("floor", "node"):
             await servers.start_floor(node=kind == "node")
         else:
-            await servers.start_chatd(1, prefix="bench-idle-")
+            await servers.start_chatd(1, extra=chatd_args, prefix="bench-idle-")
         proc, port = servers.proc, servers.port
         tokens = benchlib.Tokens() if kind == "chatd" else None
         await benchlib.wait_quiet(30, server_pid=proc.pid)
@@ -93,7 +95,9 @@ async def measure(kind: str, n: int, warm: int, idle_s: float, cpu_window: float
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [await measure(k, args.conns, args.warm, args.idle, args.cpu_window) for k in args.targets]
+    return [
+        await measure(k, args.conns, args.warm, args.idle, args.cpu_window, args.chatd_arg) for k in args.targets
+    ]
 
 
 def main() -> None:
@@ -106,6 +110,8 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=3.0, help="seconds idle before the reading")
     ap.add_argument("--cpu-window", type=float, default=45.0,
                     help="seconds of idleness over which the server's CPU is read (0: skip)")
+    ap.add_argument("--chatd-arg", action="append", default=[],
+                    help="a flag for chatd serve (repeat; e.g. --chatd-arg=--ping-interval --chatd-arg=0)")
     args = ap.parse_args()
     args.conns = args.conns or (1000 if args.quick else 10_000)
     args.targets = ["floor", "node", "chatd"] if args.target == "both" else [args.target]

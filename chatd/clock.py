@@ -160,9 +160,17 @@ class Deadlines:
     once when they are most of the heap (as asyncio does with its own).
 
     ``call_later`` has the clock's semantics: ``fn`` runs on the event loop once
-    ``seconds`` have passed on ``clock`` (tests drive a ManualClock)."""
+    ``seconds`` have passed on ``clock`` (tests drive a ManualClock), give or
+    take the two tolerances below, which keep a burst of deadlines (a
+    reconnect storm's auth timeouts, one every millisecond) from waking the
+    loop once each: the timer is never armed less than ``GAP`` ahead (what
+    falls due meanwhile runs up to that much late), and deadlines within
+    ``GRACE`` of now run at once (the event loop's millisecond timers may
+    fire that much early; re-arming for the remainder would spin)."""
 
     COMPACT_MIN = 64  # cancelled entries before a rebuild is considered
+    GAP = 0.02  # s: the shortest arming, at most 50 wake-ups a second
+    GRACE = 0.002  # s
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -205,7 +213,8 @@ class Deadlines:
         self._armed = math.inf
         heap = self._heap
         now = self.clock.monotonic()
-        while heap and heap[0][0] <= now:
+        due = now + self.GRACE
+        while heap and heap[0][0] <= due:
             entry = heapq.heappop(heap)[2]
             fn = entry.fn
             if fn is _nothing:
@@ -216,8 +225,13 @@ class Deadlines:
                 fn()
             except Exception:
                 log.exception("timer callback failed")
+        while heap and heap[0][2].fn is _nothing:  # cancelled: no wake-up for them
+            heapq.heappop(heap)
+            self._cancelled -= 1
         if heap:
-            self._arm(heap[0][0])
+            when = max(heap[0][0], now + self.GAP)
+            if when < self._armed:  # (a callback may have armed it already, for later)
+                self._arm(when)
 
     def _cancelled_one(self) -> None:
         self._cancelled += 1

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 
 import pytest
 
-from chatd.clock import Deadlines, ManualClock, SystemClock
+from chatd.clock import Deadlines, ManualClock, SystemClock, Timer
 
 
 def test_call_later_fires_in_deadline_order_not_call_order() -> None:
@@ -243,3 +244,57 @@ def test_stopped_deadlines_never_fire() -> None:
     h.cancel()
     clock.advance(5)
     assert fired == [] and len(timers) == 0 and clock.pending == 0
+
+
+def test_a_burst_of_deadlines_wakes_the_clock_a_few_times_not_once_each() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[int] = []
+    wakeups = 0
+    real_call_later = clock.call_later
+
+    def counting(seconds: float, fn: Callable[[], None]) -> Timer:
+        def wake() -> None:
+            nonlocal wakeups
+            wakeups += 1
+            fn()
+
+        return real_call_later(seconds, wake)
+
+    clock.call_later = counting  # type: ignore[method-assign]
+    for i in range(1000):  # a reconnect storm's auth timeouts, one every millisecond
+        timers.call_later(10 + i / 1000, functools.partial(fired.append, i))
+    for _ in range(120):
+        clock.advance(0.1)
+    assert fired == list(range(1000))
+    assert wakeups <= 60  # 1 s of deadlines: at most one wake-up per GAP (20 ms)
+
+
+def test_a_callback_that_sets_a_later_deadline_does_not_delay_an_earlier_one() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[str] = []
+    def first() -> None:
+        timers.call_later(10, lambda: fired.append("later"))
+
+    timers.call_later(1, first)
+    timers.call_later(2, lambda: fired.append("second"))
+    clock.advance(1)
+    clock.advance(1)
+    assert fired == ["second"]
+    clock.advance(10)
+    assert fired == ["second", "later"]
+
+
+def test_cancelled_deadlines_at_the_front_arm_no_wakeup() -> None:
+    clock = ManualClock()
+    timers = Deadlines(clock)
+    fired: list[str] = []
+    timers.call_later(1, lambda: fired.append("first"))
+    early = [timers.call_later(2 + i, lambda: fired.append("cancelled")) for i in range(10)]
+    timers.call_later(100, lambda: fired.append("last"))
+    for h in early:
+        h.cancel()
+    clock.advance(1)
+    assert fired == ["first"]
+    assert clock.pending == 1 and clock._due[0][0] == clock.monotonic() + 99  # armed for the live one
