@@ -3,7 +3,6 @@ migrations, WAL, savepoints, the counters on disk, recalled bytes gone."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from chatd_protocol import Err, RequestError
 from storekit import AUTHOR, TS, concurrent_sends, join, new_circle, one, sqlite_engine, text
 from support import read_db
 
-from chatd.store import Store, StoreUnavailable, Write
+from chatd.store import Store, Write
 from chatd.store.records import TEXT, pack
 from chatd.store.sqlite import SqliteStore
 from chatd.store.sqlite.engine import Tx
@@ -134,72 +133,3 @@ async def test_recalled_content_is_gone_from_the_file(store: SqliteStore, db_pat
     assert b"ABC123" not in data and b"secret" not in data
     raw = b"".join(r[0] for r in read_db(db_path, "SELECT data FROM messages"))
     assert b"ABC123" not in raw
-
-
-# -- where a batch runs: statements on the loop, COMMIT on the writer thread -----------
-
-
-async def test_a_batch_is_staged_on_the_loop_and_committed_durably(store: SqliteStore, db_path: Path) -> None:
-    conv = await new_circle(store)
-    engine = store.engine
-    staged = engine.staged
-    results, head = await store.run_batch([text(store, conv, "alice", f"s{i}") for i in range(3)])
-    assert engine.staged == staged + 1 and engine.handed == 0
-    assert [r.seq for r in results] == [2, 3, 4]
-    # committed: another connection sees it
-    assert seqs(db_path, conv) == [1, 2, 3, 4] and head == results[-1].pos
-
-
-async def test_a_batch_waits_on_the_writer_thread_while_another_process_holds_the_lock(
-    store: SqliteStore, db_path: Path
-) -> None:
-    """Several processes on one file: BEGIN IMMEDIATE on the loop must not wait
-    (it would stall every socket); the batch goes to the writer thread, which
-    waits for the lock there, and commits once the other writer is done."""
-    conv = await new_circle(store)
-    other = sqlite3.connect(db_path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process's batch holds the write lock
-    try:
-        task = asyncio.ensure_future(store.run_batch([text(store, conv, "alice", "waited")]))
-        ticks = 0
-        while ticks < 20:  # the loop keeps running meanwhile
-            await asyncio.sleep(0.01)
-            ticks += 1
-        assert not task.done() and ticks == 20
-    finally:
-        other.execute("COMMIT")
-        other.close()
-    results, _ = await asyncio.wait_for(task, 10)
-    assert results[0].seq == 2
-    assert store.engine.handed == 1
-    assert seqs(db_path, conv) == [1, 2]
-    # and the next batch is staged on the loop again
-    results, _ = await store.run_batch([text(store, conv, "alice", "after")])
-    assert results[0].seq == 3 and store.engine.handed == 1
-
-
-async def test_a_caller_that_stops_waiting_leaves_the_commit_whole(store: SqliteStore, db_path: Path) -> None:
-    """The pipeline cancelled while a COMMIT is on the writer thread: that batch
-    still commits, and the next batch starts only after it."""
-    conv = await new_circle(store)
-    task = asyncio.ensure_future(store.run_batch([text(store, conv, "alice", f"c{i}") for i in range(50)]))
-    await asyncio.sleep(0)  # staged, COMMIT handed over
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    results, _ = await store.run_batch([text(store, conv, "alice", "next")])
-    assert results[0].seq == 52  # the cancelled batch's 50 committed first
-    assert seqs(db_path, conv) == list(range(1, 53))
-
-
-async def test_a_batch_that_fails_while_staged_commits_nothing(store: SqliteStore, db_path: Path) -> None:
-    conv = await new_circle(store)
-
-    def boom(tx: Tx) -> None:
-        raise sqlite3.OperationalError("disk I/O error")
-
-    with pytest.raises(StoreUnavailable):
-        await store.run_batch([text(store, conv, "alice", "lost"), Write(boom, (), savepoint=False)])
-    assert seqs(db_path, conv) == [1]
-    results, _ = await store.run_batch([text(store, conv, "alice", "fine")])
-    assert results[0].seq == 2  # the connection is usable again, no transaction left open

@@ -1,28 +1,17 @@
 """SQLite engine: one writer thread running batched transactions, aiosqlite readers.
 
 A :class:`~chatd.store.base.Write` made by this engine's repositories holds a
-plain function ``fn(tx, *args) -> result`` that runs inside the batch's
-transaction (see :class:`Tx`), synchronously, without awaiting. :meth:`Engine.run_batch` runs a whole list of them in one
+plain function ``fn(tx, *args) -> result`` that runs on the writer thread (see
+:class:`Tx`). :meth:`Engine.run_batch` runs a whole list of them in one
 transaction, each inside a savepoint so that one refused operation (a domain
 error) rolls back alone while the others commit. The caller is told the outcome
 only after COMMIT returned, which is what lets chatd ack a message only once it
 is durable while still committing thousands of messages per transaction.
 
-Where a batch runs: its statements (BEGIN IMMEDIATE, the savepoints, every
-op) run on the event loop, and only its COMMIT, which waits for the fsync, goes
-to the writer thread. Statements are microseconds each; run on the writer
-thread, each one handed the GIL back and forth with the loop (a context switch
-or two per statement: 9.7 per message at 20,000 deliveries/s, 5.9 with the
-batch staged on the loop; bench/results/2026-12-03-issue13-speed.md). When
-another process holds the write lock (several processes on one file), BEGIN
-IMMEDIATE does not wait on the loop: the whole batch goes to the writer thread,
-which waits for the lock there as before. Nothing else uses the writer
-connection, and a batch starts only once the previous COMMIT has returned, so
-the connection is never used from two threads at once.
-
-Why a dedicated thread and not aiosqlite for writes: group commit needs the
-commit in one hop; aiosqlite would take one hop per statement. Reads go through
-aiosqlite (WAL lets them run beside the writer).
+Why a dedicated thread and not aiosqlite for writes: group commit needs the whole
+batch (savepoints, statements, commit) in one hop to the SQLite thread; aiosqlite
+would take one hop per statement. Reads go through aiosqlite (WAL lets them run
+beside the writer).
 """
 
 from __future__ import annotations
@@ -32,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -145,10 +134,6 @@ def set_wal(conn: sqlite3.Connection, wait: float = 10.0) -> None:
             time.sleep(0.02)
 
 
-# How long the writer thread waits for another process's write lock (sqlite3's default).
-BUSY_TIMEOUT_MS = 5000
-
-
 def read_pos(conn: sqlite3.Connection) -> int:
     """The highest committed message position."""
     return int(conn.execute("SELECT value FROM counters WHERE name = 'pos'").fetchone()[0])
@@ -163,10 +148,6 @@ class Engine:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="chatd-writer")
         self._local = threading.local()
         self._reader: aiosqlite.Connection | None = None
-        self._conn: sqlite3.Connection | None = None  # the writer connection
-        self._committing: Future[None] | None = None  # the last COMMIT handed to the writer thread
-        self.staged = 0  # batches whose statements ran on the loop
-        self.handed = 0  # batches run wholly on the writer thread (the write lock was taken)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -177,17 +158,13 @@ class Engine:
         await self._reader.execute(f"PRAGMA cache_size = {CACHE_KIB}")
 
     def _open_writer(self) -> None:
-        # used from the loop (a batch's statements) and this thread (its COMMIT),
-        # never at once: see the module docstring
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         set_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.sync.upper()}")
         conn.execute("PRAGMA foreign_keys = OFF")
         conn.execute(f"PRAGMA cache_size = {CACHE_KIB}")
         migrate(conn)
-        conn.execute("PRAGMA busy_timeout = 0")  # BEGIN on the loop never waits (_batch_thread does)
         self._local.conn = conn
-        self._conn = conn
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -203,7 +180,6 @@ class Engine:
         if conn is not None:
             conn.close()
             self._local.conn = None
-        self._conn = None
 
     async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -217,70 +193,19 @@ class Engine:
         highest committed message ``pos``. Raises StoreUnavailable when the
         transaction as a whole failed: then nothing was committed."""
         try:
-            committing = self._committing
-            if committing is not None and not committing.done():
-                # a batch whose caller stopped waiting: its COMMIT still holds the connection
-                await asyncio.wait([asyncio.wrap_future(committing)])
-            conn = self._conn
-            if conn is None:
-                raise StoreUnavailable("store is closed")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                self.handed += 1
-                return await self._in_writer(self._batch_thread, ops)
-            try:
-                done = self._stage(conn, ops)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            self.staged += 1
-            committing = self._committing = self._executor.submit(self._commit, conn)
-            # shielded: a caller that stops waiting must not cancel a COMMIT not
-            # yet started, which would leave the transaction open
-            await asyncio.shield(asyncio.wrap_future(committing))
-            return done
+            return await self._in_writer(self._batch, ops)
         except StoreUnavailable:
             raise
         except (sqlite3.Error, RuntimeError) as exc:
             raise StoreUnavailable(str(exc)) from exc
 
-    @staticmethod
-    def _commit(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _batch_thread(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
-        """The whole batch on the writer thread, waiting there for the write lock."""
+    def _batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             raise StoreUnavailable("store is closed")
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        finally:
-            conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            done = self._stage(conn, ops)
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        self._commit(conn)
-        return done
-
-    @staticmethod
-    def _stage(conn: sqlite3.Connection, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
-        """Every op of the batch in the transaction just begun; COMMIT is the caller's."""
         results: list[Any] = []
         tx = Tx(conn)
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
                 if not op.savepoint:
@@ -300,6 +225,7 @@ class Engine:
                 conn.execute("RELEASE op")
             tx.flush()
             head = read_pos(conn)
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
