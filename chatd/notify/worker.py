@@ -77,6 +77,7 @@ class NotifyWorker:
         self.hooks = hooks.states(hook_list, "notification")
         self.cursor = 0
         self._fresh = True
+        self._full = False  # the last round read a whole batch somewhere (a backlog): run again at once
         self._pruned_at: float | None = None
 
     async def init(self) -> None:
@@ -94,6 +95,7 @@ class NotifyWorker:
             for h in self.hooks:
                 h.cursors = {"notifications": cursors.get(h.name, 0)}
             self._fresh = False
+        self._full = False
         busy = await self._plan()
         for h in self.hooks:
             busy |= await self._deliver(h)
@@ -102,7 +104,9 @@ class NotifyWorker:
             self._pruned_at = mono
             now = self.clock.wall_ms()
             await self.pipeline.write(self.repo.prune(now - RETAIN_MS, now - self.window_ms))
-        if not busy:
+        if not busy or not self._full:
+            # caught up: the next round waits a poll interval, so what comes
+            # meanwhile shares one round of reads and one commit (points/worker.py)
             return self.idle_poll
         # chat writes waiting go first (a notification a few ms later is no loss)
         return YIELD_S if self.pipeline.backlog else 0.0
@@ -120,6 +124,8 @@ class NotifyWorker:
         now = self.clock.wall_ms()
         due = await self.repo.due(now - self.window_ms, BATCH)
         last, sources = await self.repo.sources(self.cursor, BATCH)
+        if len(sources) >= BATCH or len(due) >= BATCH:
+            self._full = True
         if not due and last == self.cursor:
             return False
         notified: dict[int, Collection[str] | None] = {}  # by source position: whom the kind has it notify
@@ -156,6 +162,8 @@ class NotifyWorker:
         notes = await self.repo.after(h.cursors["notifications"], BATCH)
         if not notes:
             return False
+        if len(notes) >= BATCH:
+            self._full = True
         results = await hooks.call(h, notes, self.hook_timeout, _ignore)
         last = h.cursors["notifications"]
         failure: HookFailure | None = None

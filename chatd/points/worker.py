@@ -64,6 +64,7 @@ class PointsWorker:
         self.lag_ms = 0  # the most behind hook's lag at its last batch
         self.hooks = states(hook_list, "points")
         self._fresh = True  # cursors to (re)read: first run, or the lease came back
+        self._full = False  # a hook's last read filled a whole batch (a backlog)
         self.awards = 0
         self.failures = 0
         self.calls = 0
@@ -85,10 +86,16 @@ class PointsWorker:
                 h.cursors = await self.repo.cursors(h.name)
             self._fresh = False
         busy = False
+        self._full = False
         for h in self.hooks:
             busy |= await self._step(h)
         self.lag_ms = max((h.lag_ms for h in self.hooks), default=0)
-        if not busy:
+        if not busy or not self._full:
+            # Caught up (nothing, or less than a full batch, was waiting): the
+            # next round waits a poll interval, so the events of that interval
+            # share one read and one commit. Running again at once chased each
+            # new event with its own read and its own durable commit: at 200
+            # messages/s, as many points commits as chat ones.
             return self.idle_poll
         if self.yield_s and self.pipeline.backlog and self.lag_ms < MAX_LAG_MS:
             # chat writes are waiting: they go first. Under a saturating load the
@@ -102,6 +109,8 @@ class PointsWorker:
         if self.clock.monotonic() < h.retry_at:
             return False
         batch = await self.outbox.read(h.cursors.get("messages", 0), h.cursors.get("events", 0), BATCH)
+        if len(batch) >= BATCH:
+            self._full = True  # more may be waiting: the next round runs at once
         first = next((ev for _, _, ev in batch if ev is not None), None)
         h.lag_ms = max(0, self.clock.wall_ms() - first.ts) if first is not None else 0
         if not batch:
