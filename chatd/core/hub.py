@@ -55,7 +55,9 @@ class Hub:
         self.metrics = metrics
         self.frame = frame
         self.topics: dict[str, Topic] = {}
-        self.users: dict[str, set[Sink]] = {}
+        # a user's sockets on this process: a tuple (a user has one to three; a
+        # set costs 216 bytes however few it holds), replaced on every change
+        self.users: dict[str, tuple[Sink, ...]] = {}
         self._follows: dict[Sink, set[str]] = {}  # registered sink -> conversations it follows
         # sinks whose user's memberships are being read (auth): conversations
         # left meanwhile, so the snapshot does not re-follow them
@@ -85,9 +87,10 @@ class Hub:
         :meth:`settle`, conversations it is made to leave are remembered."""
         peers = self.users.get(user)
         if peers is None:
-            peers = self.users[user] = set()
+            self.users[user] = (sink,)
             self.on_user(user, True)
-        peers.add(sink)
+        elif sink not in peers:
+            self.users[user] = (*peers, sink)
         self._follows[sink] = set()
         self._left[sink] = set()
 
@@ -107,14 +110,16 @@ class Hub:
             self._leave_topic(sink, conv)
         self._left.pop(sink, None)
         peers = self.users.get(user)
-        if peers is not None:
-            peers.discard(sink)
-            if not peers:
+        if peers is not None and sink in peers:
+            rest = tuple(s for s in peers if s is not sink)
+            if rest:
+                self.users[user] = rest
+            else:
                 del self.users[user]
                 self.on_user(user, False)
 
     def sign_out(self, user: str, before: int, kicked: int) -> None:
-        for sink in tuple(self.users.get(user, ())):
+        for sink in self.users.get(user, ()):
             sink.sign_out(before, kicked)
 
     def follows(self, sink: Sink) -> set[str]:
@@ -153,7 +158,7 @@ class Hub:
 
     def user_follow(self, user: str, conv: str, on: bool = True) -> None:
         """All of ``user``'s local sinks start (or stop) following ``conv``."""
-        for sink in tuple(self.users.get(user, ())):
+        for sink in self.users.get(user, ()):
             if on:
                 self.follow(sink, conv)
             else:

@@ -92,7 +92,7 @@ class Fanout:
             return
         skip = self.hub.users.get(user)
         if skip:
-            topic = (topic[0] - skip, topic[1] - skip)
+            topic = (topic[0].difference(skip), topic[1].difference(skip))
         if topic[0] or topic[1]:
             self.hub.deliver(topic, body, obj)
 
