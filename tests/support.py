@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
+import os
 import socket
 import sqlite3
 import time
@@ -230,3 +232,25 @@ async def admin_call(
     ):
         payload = await resp.read()
         return resp.status, orjson.loads(payload) if payload else None
+
+
+# -- raw WebSocket bytes, for tests that must send what no client library would ----
+
+
+def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """One client frame (masked, RFC 6455 §5.3), payload under 64 KiB."""
+    key = os.urandom(4)
+    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    n = len(payload)
+    length = bytes((0x80 | n,)) if n < 126 else bytes((0x80 | 126,)) + n.to_bytes(2, "big")
+    return bytes(((0x80 if fin else 0) | opcode,)) + length + key + body
+
+
+def ws_upgrade(subprotocol: str = "chatd.v1.json") -> bytes:
+    """A WebSocket opening handshake request for ``/``."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {subprotocol}\r\n\r\n"
+    ).encode()

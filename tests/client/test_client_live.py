@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,14 +13,7 @@ from chatd_client import ChatError, Client
 from chatd.auth import make_token
 
 from .test_client_e2e import Inbox, Server, hold_reconnects
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = Server(tmp_path)
-    await srv.start()
-    yield srv
-    await srv.stop()
+from .test_client_e2e import server as server  # the same server process per test
 
 
 @pytest.fixture

@@ -8,23 +8,13 @@ check after it (at most an interval later) sends no ping, the next one does."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 from typing import Any
 
 import orjson
 import pytest
-from support import FakeClock, token
+from support import FakeClock, masked, token, ws_upgrade
 
 INTERVAL = 20.0
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    n = len(payload)
-    length = bytes((0x80 | n,)) if n < 126 else bytes((0x80 | 126,)) + n.to_bytes(2, "big")
-    return bytes((0x80 | opcode,)) + length + key + body
 
 
 class Raw:
@@ -36,14 +26,7 @@ class Raw:
     @classmethod
     async def open(cls, port: int) -> Raw:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: chatd.v1.json\r\n\r\n"
-            ).encode()
-        )
+        writer.write(ws_upgrade())
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
         return cls(reader, writer)

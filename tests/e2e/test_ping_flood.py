@@ -6,8 +6,6 @@ off, before or after auth."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import socket
 import threading
 import time
@@ -15,19 +13,10 @@ from typing import Any
 
 import orjson
 import pytest
-from support import token
+from support import masked, token, ws_upgrade
 
 CAP = 64 * 1024
 FLOOD_S = 10.0  # s of pings at full speed: hundreds of MB of pongs if the server kept them
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    """A client frame (masked, RFC 6455 §5.3), payload under 64 KiB."""
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    n = len(payload)
-    length = bytes((0x80 | n,)) if n < 126 else bytes((0x80 | 126,)) + n.to_bytes(2, "big")
-    return bytes((0x80 | opcode,)) + length + key + body
 
 
 def open_raw(port: int) -> socket.socket:
@@ -36,14 +25,7 @@ def open_raw(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
-        (
-            "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: chatd.v1.json\r\n\r\n"
-        ).encode()
-    )
+    sock.sendall(ws_upgrade())
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(4096)

@@ -7,13 +7,11 @@ debits."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
 import struct
 from typing import Any
 
 import pytest
-from support import FakeClock, circle
+from support import FakeClock, circle, masked, ws_upgrade
 
 from chatd.points import Award
 
@@ -33,11 +31,7 @@ async def test_text_length_is_counted_in_code_points(make_server: Any, clients: 
 async def ws_close_code(port: int, frames: list[bytes]) -> int:
     """Send raw frames after a handshake; the close code the server answers with."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-        "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chatd.v1.json\r\n\r\n".encode()
-    )
+    writer.write(ws_upgrade())
     await reader.readuntil(b"\r\n\r\n")
     for f in frames:
         writer.write(f)
@@ -45,13 +39,6 @@ async def ws_close_code(port: int, frames: list[bytes]) -> int:
     writer.close()
     assert data[0] & 0x0F == 0x8, data  # a close frame
     return int(struct.unpack("!H", data[2:4])[0])
-
-
-def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    key = os.urandom(4)
-    return bytes(((0x80 if fin else 0) | opcode, 0x80 | len(payload))) + key + bytes(
-        b ^ key[i % 4] for i, b in enumerate(payload)
-    )
 
 
 @pytest.mark.parametrize(
