@@ -91,7 +91,7 @@ async def phase(
             out = Path(args.profile) / f"{t.name}-{rate}-p{i}.txt"
             spies.append((p, out, benchlib.start_profile(args.py_spy, p, window, out)))
     perf = None
-    if args is not None and args.perf and t.name.startswith("chatd"):
+    if args is not None and args.perf:
         perf_out = Path(args.perf) / f"{t.name}-{rate}.data"
         perf = benchlib.start_perf(t.all_pids(), window, perf_out)
     await asyncio.sleep(window)
@@ -252,7 +252,8 @@ def parse_args() -> argparse.Namespace:
         choices=list(TARGETS),
         default="both",
         help="both = floor + node + chatd; all = floor + node + chatd + chatd2 (2 processes + Redis); "
-        "cluster = chatd + chatd2; floors = floor + node (floor: bare Python websockets, node: Node's ws)",
+        "cluster = chatd + chatd2; floors = floor + node (floor: bare Python websockets, node: Node's ws); "
+        "bound = both + raw (raw: bench/raw_floor.py, the least a Python server on uvloop does per delivery)",
     )
     ap.add_argument("--circles", type=int)
     ap.add_argument("--members", type=int)
@@ -336,6 +337,14 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, l
         c = next((r for r in rows if r["server"] == "chatd" and r["target_dps"] == rate), None)
         c2 = next((r for r in rows if r["server"] == "chatd2" and r["target_dps"] == rate), None)
         nd = next((r for r in rows if r["server"] == "node" and r["target_dps"] == rate), None)
+        raw = next((r for r in rows if r["server"] == "raw" and r["target_dps"] == rate), None)
+        if raw and nd:
+            ratios.append(
+                f"- {rate:,}/s: Python lower bound (raw_floor.py)/Node ws CPU per delivery = "
+                f"{raw['server_us_per_delivery'] / max(nd['server_us_per_delivery'], 1e-9):.2f}, user time "
+                f"{raw['server_user_us'] / max(nd['server_user_us'], 1e-9):.2f}, kernel time "
+                f"{raw['server_sys_us'] / max(nd['server_sys_us'], 1e-9):.2f}"
+            )
         for floor, label in ((f, "floor (bare websockets)"), (nd, "Node ws")):
             if floor and c:
                 ratio = c["server_us_per_delivery"] / max(floor["server_us_per_delivery"], 1e-9)

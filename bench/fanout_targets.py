@@ -14,8 +14,8 @@ import benchlib
 import orjson
 import wsload
 
-NODES = {"floor": 1, "node": 1, "chatd": 1, "chatd2": 2}  # server processes per target
-FLOORS = ("floor", "node")  # bare websockets (Python), Node's ws
+NODES = {"floor": 1, "node": 1, "raw": 1, "chatd": 1, "chatd2": 2}  # server processes per target
+FLOORS = ("floor", "node", "raw")  # bare websockets (Python), Node's ws, bare uvloop (raw_floor.py)
 TARGETS = {
     "both": ["floor", "node", "chatd"],
     "all": ["floor", "node", "chatd", "chatd2"],
@@ -23,6 +23,7 @@ TARGETS = {
     "floor": ["floor"],
     "node": ["node"],
     "floors": ["floor", "node"],
+    "bound": ["floor", "node", "raw", "chatd"],  # with the Python lower bound, raw_floor.py
     "chatd": ["chatd"],
     "chatd2": ["chatd2"],
 }
@@ -81,7 +82,7 @@ def push_like(conv: str, seq: int, user: str, text: str, cid: str) -> bytes:
 
 
 async def setup_floor(t: Target, circles: int, members: int, size: int) -> None:
-    await t.start_floor(node=t.name == "node")
+    await t.start_floor(node=t.name == "node", raw=t.name == "raw")
     t0 = time.monotonic()
     conns = await wsload.connect_many(
         circles * members,

@@ -212,14 +212,15 @@ class Servers:
     def port(self) -> int:
         return self.ports[0]
 
-    async def start_floor(self, node: bool = False) -> None:
-        """The bare websockets floor, or (``node``) Node's ``ws`` one."""
+    async def start_floor(self, node: bool = False, raw: bool = False) -> None:
+        """The bare websockets floor, or (``node``) Node's ``ws`` one, or (``raw``) the
+        lower bound of a Python server, bench/raw_floor.py."""
         port = free_port()
         if node:
             argv = [*node_floor_argv(), "--port", str(port)]
         else:
-            argv = [sys.executable, str(BENCH / "floor_server.py"), "--port", str(port)]
-        self.procs.append(start_server(argv, core=0, name="node" if node else "floor"))
+            argv = [sys.executable, str(BENCH / ("raw_floor.py" if raw else "floor_server.py")), "--port", str(port)]
+        self.procs.append(start_server(argv, core=0, name="node" if node else "raw" if raw else "floor"))
         self.ports.append(port)
         await wait_healthz(port, 30, self.procs[-1])
 
