@@ -22,6 +22,7 @@ TARGETS = {
     "cluster": ["chatd", "chatd2"],
     "floor": ["floor"],
     "node": ["node"],
+    "raw": ["raw"],
     "floors": ["floor", "node"],
     "bound": ["floor", "node", "raw", "chatd"],  # with the Python lower bound, raw_floor.py
     "chatd": ["chatd"],
