@@ -27,8 +27,6 @@ def start_profile(exe: str, pid: int, seconds: float, out: Path, rate: int = 100
     cmd = ["taskset", "-c", "1"] if shutil.which("taskset") else []
     cmd += [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate)]
     cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
-    if os.environ.get("PY_SPY_NATIVE"):  # C frames (uvloop, libpython, sqlite) under the Python ones
-        cmd += ["--native"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
