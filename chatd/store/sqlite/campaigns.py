@@ -20,7 +20,7 @@ from chatd_protocol import Err, RequestError
 
 from ..base import Write
 from ..records import Entry, SystemMessage
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .events import add_event
 from .ledger import POINTS, _credit, _insert, balances_push
 from .messages import system
@@ -94,7 +94,7 @@ def post_chunk(tx: Tx, ts: int, limit: int) -> tuple[list[SystemMessage], bool]:
     for conv in convs:
         event = system(tx, conv, actor, author_d, ts, {"type": "card", "card": card_d, "campaign": cid})
         events.append(event)
-    tx.conn.executemany("INSERT INTO campaign_posts VALUES (?, ?, ?)",
+    tx.executemany("INSERT INTO campaign_posts VALUES (?, ?, ?)",
                         [(cid, e.msg["conv"], e.msg["seq"]) for e in events])
     done = len(convs) < limit
     tx.execute(
@@ -138,7 +138,7 @@ def claim(
 
 
 class SqliteCampaigns:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def create(

@@ -16,7 +16,7 @@ from chatd_protocol import Err, RequestError
 
 from ..base import AdminCheck, Write
 from ..records import ConvRecord, ConvSnapshot, Quota, SystemMessage
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .messages import kind_of, role_of, system
 from .quotas import charge
 
@@ -63,7 +63,7 @@ def open_dm(
         if quota is not None:
             charge(tx, quota, ts)
         tx.execute("INSERT INTO conversations(id, kind, created_ts, member_count) VALUES (?, ?, ?, 2)", (conv, kind, ts))
-        tx.conn.executemany("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", ((conv, a), (conv, b)))
+        tx.executemany("INSERT INTO members(conv, user, role) VALUES (?, ?, 'member')", ((conv, a), (conv, b)))
     return get(tx, conv)
 
 
@@ -121,7 +121,7 @@ def set_block(tx: Tx, blocker: str, blocked: str, on: bool) -> None:
 
 
 class SqliteConversations:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def open_dm(
@@ -210,7 +210,7 @@ def kick(tx: Tx, user: str, at_ms: int) -> int:
 
 
 class SqliteUsers:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def revoke(self, user: str, before: int) -> Write[int]:
@@ -231,7 +231,7 @@ class SqliteUsers:
 
 
 class SqliteBlocks:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def set(self, blocker: str, blocked: str, on: bool) -> Write[None]:

@@ -19,7 +19,7 @@ from ...policy import credit, report_rows
 from ..base import DeskActor, KindCheck, Write
 from ..records import TEXT, SystemMessage, unpack
 from .clocks import BOT, FELLOW, OWNER, STAFF, STATE_COLUMNS, open_episode, start_waiting
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .events import add_event
 from .messages import kind_of, role_of, system
 
@@ -204,7 +204,7 @@ def rate(
         " GROUP BY user", (conv, episode),
     ).fetchall())
     shares = credit(fellow, replies)
-    tx.conn.executemany("INSERT INTO service_credit VALUES (?, ?, ?, ?)",
+    tx.executemany("INSERT INTO service_credit VALUES (?, ?, ?, ?)",
                         [(conv, episode, u, share) for u, share in shares.items()])
     tx.execute("UPDATE service_episodes SET stars = ?, comment = ?, rated_ts = ? WHERE conv = ? AND episode = ?",
                (stars, comment, ts, conv, episode))
@@ -329,7 +329,7 @@ def _preview(row: Sequence[Any] | None) -> dict[str, Any] | None:
 
 
 class SqliteDesk:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def open_request(

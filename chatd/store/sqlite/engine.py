@@ -20,9 +20,9 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 from chatd_protocol import Err, RequestError
@@ -33,8 +33,32 @@ from .schema import migrate
 T = TypeVar("T")
 
 
+class Cursor(Protocol):
+    """What a write op reads back from :meth:`Tx.execute` (sqlite3's cursor, or the
+    PostgreSQL engine's stand-in)."""
+
+    @property
+    def rowcount(self) -> int: ...
+    @property
+    def lastrowid(self) -> int | None: ...
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Reader(Protocol):
+    """What the repositories read through: committed data only (both engines)."""
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]: ...
+    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
+
+
 class Tx:
     """One batch transaction as the write ops see it.
+
+    The write ops use only ``execute``, ``executemany``, ``head`` and the counter
+    methods below; the PostgreSQL engine's transaction overrides the first three
+    (chatd/store/postgres/engine.py) and runs the same ops.
 
     ``alloc(conv)`` hands out the next (seq, pos) from counters held in memory for
     the batch: the conversation's ``last_seq`` is read once per batch and written
@@ -45,7 +69,7 @@ class Tx:
 
     __slots__ = ("_pos", "_pos_dirty", "_reads", "_seqs", "_undo", "conn")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self._pos: int | None = None
         self._pos_dirty = False
@@ -53,19 +77,26 @@ class Tx:
         self._reads: dict[tuple[str, str], int] = {}  # (conv, user) -> read_seq
         self._undo: tuple[str, int, int, int] | None = None
 
-    def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self.conn.execute(sql, args)
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
+        return self.conn.execute(sql, args)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def head(self) -> int:
+        """The highest message position committed or written in this transaction."""
+        return read_pos(self.conn)
 
     def alloc(self, conv: str) -> tuple[int, int]:
         """Next (seq, pos) for a message in ``conv``. NOT_FOUND if no such conversation."""
         entry = self._seqs.get(conv)
         if entry is None:
-            row = self.conn.execute("SELECT last_seq, last_pos FROM conversations WHERE id = ?", (conv,)).fetchone()
+            row = self.execute("SELECT last_seq, last_pos FROM conversations WHERE id = ?", (conv,)).fetchone()
             if row is None:
                 raise RequestError(Err.NOT_FOUND, f"no conversation {conv}")
             entry = self._seqs[conv] = [row[0], row[1]]
         if self._pos is None:
-            self._pos = read_pos(self.conn)
+            self._pos = self.head()
         self._pos_dirty = True
         self._undo = (conv, entry[0], entry[1], self._pos)
         self._pos += 1
@@ -88,16 +119,16 @@ class Tx:
     def flush(self) -> None:
         """Write the batch's counters back (before any op that reads them via SQL)."""
         if self._pos_dirty:
-            self.conn.execute("UPDATE counters SET value = ? WHERE name = 'pos'", (self._pos,))
+            self.execute("UPDATE counters SET value = ? WHERE name = 'pos'", (self._pos,))
             self._pos_dirty = False
         if self._seqs:
-            self.conn.executemany(
+            self.executemany(
                 "UPDATE conversations SET last_seq = ?, last_pos = ? WHERE id = ?",
                 [(seq, pos, conv) for conv, (seq, pos) in self._seqs.items()],
             )
             self._seqs.clear()
         if self._reads:
-            self.conn.executemany(
+            self.executemany(
                 "UPDATE members SET read_seq = MAX(read_seq, ?) WHERE conv = ? AND user = ?",
                 [(seq, conv, user) for (conv, user), seq in self._reads.items()],
             )

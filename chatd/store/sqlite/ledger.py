@@ -18,7 +18,7 @@ from chatd_protocol import Err, RequestError
 
 from ..base import Write
 from ..records import TEXT, Entry, SystemMessage
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .events import add_event
 from .messages import system
 
@@ -259,7 +259,7 @@ def balances_push(tx: Tx, entries: list[Entry]) -> dict[str, dict[str, Any]]:
 
 
 class SqliteLedger:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def apply_awards(self, awards: Sequence[Any], ts: int) -> Write[list[Entry]]:

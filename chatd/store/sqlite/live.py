@@ -22,7 +22,7 @@ from chatd_protocol import Err, RequestError
 from ..base import Write
 from ..records import LIVE_MODERATORS as MODERATORS
 from ..records import TEXT, message_wire, pack
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .events import add_event
 from .ledger import CV
 from .messages import append, system
@@ -126,7 +126,7 @@ def create(tx: Tx, creator: str, cid: str, spec: dict[str, Any], host: bool, ts:
          int(spec.get("approval", False)), int(spec.get("anonymous", False)), spec.get("slow_s", 0),
          spec.get("ask_interval_s", 60), orjson.dumps(rooms).decode(), ts),
     )
-    tx.conn.executemany(
+    tx.executemany(
         "INSERT INTO conversations(id, kind, name, owner, created_ts, member_count) VALUES (?, 'live', ?, ?, ?, 0)",
         [(f"{sid}.{room}", spec["title"], creator, ts) for room in rooms],
     )
@@ -547,7 +547,7 @@ def poll_close(tx: Tx, poll: int, actor: str, admin: bool, ts: int) -> tuple[dic
 
 
 class SqliteLive:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     # -- writes

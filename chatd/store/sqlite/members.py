@@ -10,7 +10,7 @@ from chatd_protocol import Err, RequestError
 from ..base import AdminCheck, KindCheck, RoleCheck, Write
 from ..records import ConvRecord, MemberView, SystemMessage
 from .conversations import CONV_COLUMNS, CONV_WIDTH, get, record
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .messages import kind_of, role_of, system
 
 
@@ -87,7 +87,7 @@ def _member(user: str, role: str, muted_until: int, badges: str | None) -> dict[
 
 
 class SqliteMembers:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def join(

@@ -7,7 +7,6 @@ see engine.py); the repository's methods wrap them in a
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from chatd_protocol import Err, RequestError
@@ -27,7 +26,7 @@ from ..records import (
     unpack,
 )
 from .clocks import on_text
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 
 COLUMNS = "conv, seq, pos, sender, cid, ts, kind, data, recalled"
 
@@ -54,20 +53,22 @@ def append(
     nothing before it can fail with RequestError (a ``savepoint=False`` op).
     """
     seq, pos = tx.alloc(conv)
-    try:
-        tx.execute(
-            "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (pos, conv, seq, sender, cid, ts, kind, data),
-        )
-    except sqlite3.IntegrityError:
+    # ON CONFLICT DO NOTHING, not an exception: on PostgreSQL a failed statement
+    # aborts the whole batch's transaction, and this op runs without a savepoint
+    cur = tx.execute(
+        "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        (pos, conv, seq, sender, cid, ts, kind, data),
+    )
+    if cur.rowcount == 0:
         tx.unalloc(conv)
         row = None
         if cid is not None:
             row = tx.execute(
                 "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
             ).fetchone()
-        if row is None:
-            raise
+        if row is None:  # a (conv, seq) or pos conflict: the counters are wrong, never a client's retry
+            raise RuntimeError(f"message {conv}/{seq} at {pos} conflicts with a stored one")
         return Appended(row[0], row[1], row[2], row[3], True)
     for effect in effects:
         if effect is SENDER_READS:
@@ -135,7 +136,7 @@ def _within_budget(rows: list[Any], limit: int) -> tuple[list[Any], bool]:
 
 
 class SqliteMessages:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def append(

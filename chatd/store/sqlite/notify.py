@@ -9,7 +9,7 @@ import msgpack
 
 from ..base import Write
 from ..records import TEXT, HookFailure, Notification, NotifyContext, NotifyPrefs, NotifySource, NotifyState
-from .engine import Engine, Tx, read_pos
+from .engine import Reader, Tx
 
 PLANNER = "notify"  # the planner's cursor (hook_cursors: 'notify' / 'messages')
 CHUNK = 500  # ids per IN (...) list, under SQLite's variable limit
@@ -34,7 +34,7 @@ def _marks(n: int) -> str:
 def init(tx: Tx, names: Sequence[str]) -> None:
     """First run: the planner starts at the head (no notifications for history)
     and a hook seen for the first time at the newest notification."""
-    tx.execute("INSERT OR IGNORE INTO hook_cursors VALUES (?, 'messages', ?)", (PLANNER, read_pos(tx.conn)))
+    tx.execute("INSERT OR IGNORE INTO hook_cursors VALUES (?, 'messages', ?)", (PLANNER, tx.head()))
     last = tx.execute("SELECT COALESCE(MAX(id), 0) FROM notifications").fetchone()[0]
     for name in names:
         tx.execute("INSERT OR IGNORE INTO hook_cursors VALUES (?, 'notifications', ?)", (hook_cursor(name), last))
@@ -115,7 +115,7 @@ def set_conv_mute(tx: Tx, user: str, conv: str, until: int) -> int:
 
 
 class SqliteNotifications:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     # -- the planner ----------------------------------------------------------

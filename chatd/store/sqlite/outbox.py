@@ -12,14 +12,14 @@ import msgpack
 
 from ..base import Write
 from ..records import TEXT, EventRow, HookFailure, MessageRow
-from .engine import Engine, Tx, read_pos
+from .engine import Reader, Tx
 from .ledger import apply_awards, balances_push
 
 
 def init_cursors(tx: Tx, names: Sequence[str]) -> None:
     """A consumer seen for the first time starts at the current head: it is not
     run over history that predates it."""
-    head = read_pos(tx.conn)
+    head = tx.head()
     last_event = tx.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
     for name in names:
         tx.execute("INSERT OR IGNORE INTO hook_cursors VALUES (?, 'messages', ?)", (name, head))
@@ -41,7 +41,7 @@ def commit(
 
 
 class SqliteOutbox:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     async def messages_after(self, pos: int, limit: int) -> list[MessageRow]:

@@ -17,7 +17,7 @@ from chatd_protocol import Err, RequestError
 from ..base import KindCheck, Write
 from ..records import SYSTEM, Appended, ConvRecord, SystemMessage, message_wire, pack
 from .conversations import get
-from .engine import Engine, Tx
+from .engine import Reader, Tx
 from .messages import append, kind_of, system
 
 Member = tuple[str, str, tuple[str, ...] | None]  # user, role, badges (None: none given)
@@ -31,7 +31,7 @@ def _badges(badges: tuple[str, ...] | None) -> str | None:
 
 def _known(tx: Tx, users: Sequence[tuple[str, str]], ts: int) -> None:
     """Provisioned members are users this server knows (a DM may be opened to them)."""
-    tx.conn.executemany(
+    tx.executemany(
         "INSERT OR IGNORE INTO users VALUES (?, ?, ?, ?)", [(u, USER_TYPE[role], u, ts) for u, role in users]
     )
 
@@ -40,7 +40,7 @@ def _set_tags(tx: Tx, conv: str, tags: dict[str, str], new: bool = False) -> Non
     tx.execute("UPDATE conversations SET tags = ? WHERE id = ?", (orjson.dumps(tags).decode(), conv))
     if not new:
         tx.execute("DELETE FROM service_tags WHERE conv = ?", (conv,))
-    tx.conn.executemany("INSERT INTO service_tags VALUES (?, ?, ?)", [(k, v, conv) for k, v in tags.items()])
+    tx.executemany("INSERT INTO service_tags VALUES (?, ?, ?)", [(k, v, conv) for k, v in tags.items()])
 
 
 def _current(tx: Tx, conv: str) -> dict[str, tuple[str, str | None]]:
@@ -88,8 +88,8 @@ def _apply(
         removed.append(user)
     if not added and not removed:
         return None, [], []
-    tx.conn.executemany("DELETE FROM members WHERE conv = ? AND user = ?", [(conv, u) for u in removed])
-    tx.conn.executemany(
+    tx.executemany("DELETE FROM members WHERE conv = ? AND user = ?", [(conv, u) for u in removed])
+    tx.executemany(
         "INSERT INTO members(conv, user, role, badges) VALUES (?, ?, ?, ?)",
         [(conv, u, r, _badges(b)) for u, r, b in joining],
     )
@@ -103,7 +103,7 @@ def _apply(
 
 def _joined_at(tx: Tx, conv: str, users: Sequence[str], event: SystemMessage) -> None:
     seq = event.msg["seq"]
-    tx.conn.executemany(
+    tx.executemany(
         "UPDATE members SET joined_seq = ?, read_seq = ? WHERE conv = ? AND user = ?", [(seq, seq, conv, u) for u in users]
     )
 
@@ -134,7 +134,7 @@ def provision(
         )
         _set_tags(tx, conv, tags or {}, new=True)
         tx.execute("INSERT INTO service_state(conv) VALUES (?)", (conv,))
-        tx.conn.executemany(
+        tx.executemany(
             "INSERT INTO members(conv, user, role, badges) VALUES (?, ?, ?, ?)",
             [(conv, u, r, _badges(b)) for u, r, b in members],
         )
@@ -213,7 +213,7 @@ def post(
 
 
 class SqliteService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Reader) -> None:
         self.db = engine
 
     def provision(
