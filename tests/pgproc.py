@@ -95,7 +95,7 @@ class PgProc:
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
-        log = open(self.log, "ab")  # noqa: SIM115 - the server's stderr, closed with the process
+        log = open(self.log, "ab")
         argv = [
             str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",

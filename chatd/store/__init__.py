@@ -1,6 +1,7 @@
 """The store: repository Protocols and the invariants every engine keeps
 (``base.py``), engine-neutral records (``records.py``), and the engines
-(``sqlite/``; chosen by :func:`open_store`)."""
+(``sqlite/``, ``postgres/``; chosen by :func:`open_store` from the location's form:
+a file path or ``sqlite:<path>`` is SQLite, ``postgresql://...`` PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ def sqlite_path(location: str) -> str:
     """The file of a SQLite location (a path, or ``sqlite:<path>``); ValueError
     for a URL of an engine this server does not have."""
     if "://" in location:
-        raise ValueError(f"--db {location.split('://', 1)[0]}:// is not supported: give a SQLite file path")
+        raise ValueError(
+            f"--db {location.split('://', 1)[0]}:// is not supported: give a SQLite file path or a postgresql:// URL"
+        )
     return location.removeprefix("sqlite:")
 
 
 def open_store(location: str, *, sync: str = "full") -> Store:
-    """The store at ``location`` (the engine is chosen by its form; SQLite only today)."""
+    """The store at ``location`` (the engine is chosen by its form). ``sync`` is
+    SQLite's; PostgreSQL's durability is the server's ``synchronous_commit``."""
+    from .postgres import PostgresStore, is_postgres
+
+    if is_postgres(location):
+        return PostgresStore(location)
     from .sqlite import SqliteStore
 
     return SqliteStore(sqlite_path(location), sync=sync)
@@ -24,6 +32,11 @@ def open_store(location: str, *, sync: str = "full") -> Store:
 
 def prepare(location: str) -> None:
     """Create or migrate the store before processes fork (``--workers``)."""
+    from .postgres import is_postgres, prepare_postgres
+
+    if is_postgres(location):
+        prepare_postgres(location)
+        return
     from .sqlite import prepare as prepare_sqlite
 
     prepare_sqlite(sqlite_path(location))

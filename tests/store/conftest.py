@@ -1,4 +1,6 @@
-"""Store fixtures: one store per engine in ENGINES (storekit.py)."""
+"""Store fixtures: one store per engine in ENGINES (storekit.py), each on a real
+database: a SQLite file in the test's folder, or a fresh database on the session's
+PostgreSQL server (tests/pgproc.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +8,29 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from pgproc import PgProc, pg_server  # noqa: F401  (the fixture: one real PostgreSQL per run)
 from storekit import ENGINES
 
 from chatd.store import Store
+from chatd.store.postgres import PostgresStore
 
 
-@pytest.fixture(params=sorted(ENGINES))
+@pytest.fixture(params=sorted([*ENGINES, "postgresql"]))
 def engine(request: pytest.FixtureRequest) -> Callable[[Path, str], Store]:
     """A factory of stores of one engine: ``engine(tmp_path, name)`` (unopened).
     Two stores made with the same name share one database, as two processes do."""
-    return ENGINES[str(request.param)]
+    if request.param != "postgresql":
+        return ENGINES[str(request.param)]
+    server: PgProc = request.getfixturevalue("pg_server")
+    server.start()  # a test may have killed it
+    dbs: dict[tuple[Path, str], str] = {}
+
+    def make(tmp: Path, name: str = "chatd.db") -> Store:
+        if (tmp, name) not in dbs:
+            dbs[(tmp, name)] = server.create_db()
+        return PostgresStore(dbs[(tmp, name)])
+
+    return make
 
 
 @pytest.fixture

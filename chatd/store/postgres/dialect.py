@@ -126,11 +126,15 @@ def translate(sql: str, catalog: Catalog, ddl: bool = False) -> Statement:
     insert_cols: list[str] | None = None
     returning = False
     first = next((t.lower() for k, t in toks if k == "word"), "")
+    in_set = False  # inside an upsert's DO UPDATE SET: the table's columns are qualified
+    after: dict[int, str] = {}  # token index -> text to put after it
     depth = 0
     i = 0
     while i < len(toks):
         kind, text = toks[i]
         low = text.lower()
+        if i - 1 in after:
+            out.append(after.pop(i - 1))
         if kind == "param":
             n += 1
             out.append(f"${n}")
@@ -162,6 +166,13 @@ def translate(sql: str, catalog: Catalog, ddl: bool = False) -> Statement:
                 insert_cols = [t.lower() for kk, t in toks[k:end] if kk == "word"]
             i = j + 1
             continue
+        elif low == "sum" and not ddl and toks[_next_word(toks, i)][1] == "(":
+            # SUM of a BIGINT is NUMERIC in PostgreSQL (a Decimal in Python): keep it an integer
+            after[_close(toks, _next_word(toks, i))[0]] = " AS BIGINT)"
+            out.append("CAST(SUM")
+        elif low == "cross" and _cross_join_on(toks, i):
+            i = _next_word(toks, i)  # SQLite's CROSS JOIN ... ON is an inner join; PostgreSQL's takes no ON
+            continue
         elif low in ("max", "min") and not ddl:
             j = _next_word(toks, i)
             if j < len(toks) and toks[j][1] == "(" and _close(toks, j)[1]:
@@ -179,9 +190,21 @@ def translate(sql: str, catalog: Catalog, ddl: bool = False) -> Statement:
             out.append(text)
         elif low in TYPES:
             out.append(TYPES[low])
+        elif low == "set" and first == "insert" and _prev_word(out) == "update":
+            in_set = True
+            out.append(text)
+        elif low in ("where", "returning") and in_set and depth == 0:
+            in_set = low == "where"
+            returning = returning or low == "returning"
+            out.append(text)
+        elif in_set and _is_column(low, insert_table, catalog) and not _assigned(toks, i, out):
+            # "SET n = n + 1": PostgreSQL reads a bare n as ambiguous (the row or EXCLUDED's)
+            out.append(f"{insert_table}.{_ident(text)}")
         else:
             out.append(_ident(text))
         i += 1
+    if len(toks) - 1 in after:
+        out.append(after.pop(len(toks) - 1))
     text = "".join(out)
     if ddl:
         text = _ddl_fixups(text)
@@ -209,6 +232,35 @@ def translate(sql: str, catalog: Catalog, ddl: bool = False) -> Statement:
     if rowid:
         text = text.rstrip().rstrip(";") + f" RETURNING {_ident(rowid)}"
     return Statement(text, rowid, n)
+
+
+def _cross_join_on(toks: list[tuple[str, str]], i: int) -> bool:
+    """``CROSS JOIN table [alias] ON``: whether the CROSS at ``i`` joins with an ON."""
+    j = _next_word(toks, i)
+    if j >= len(toks) or toks[j][1].lower() != "join":
+        return False
+    for _ in range(3):  # the table, maybe an alias, then ON or not
+        j = _next_word(toks, j)
+        if j >= len(toks) or toks[j][0] != "word":
+            return False
+        if toks[j][1].lower() == "on":
+            return True
+    return False
+
+
+def _is_column(word: str, table: str | None, catalog: Catalog) -> bool:
+    t = catalog.tables.get(table or "")
+    return t is not None and word in t.columns
+
+
+def _assigned(toks: list[tuple[str, str]], i: int, out: list[str]) -> bool:
+    """Whether the word at ``i`` is an assignment's target (after SET or a comma, before "="),
+    or already qualified (after a ".")."""
+    prev = next((t for t in reversed(out) if not t.isspace()), "")
+    if prev == ".":
+        return True
+    j = _next_word(toks, i)
+    return j < len(toks) and toks[j][1] == "=" and prev.lower() in ("set", ",")
 
 
 def _prev_word(out: list[str]) -> str:

@@ -30,7 +30,7 @@ from ..base import Write
 from .campaigns import SqliteCampaigns
 from .conversations import SqliteBlocks, SqliteConversations, SqliteUsers
 from .desk import SqliteDesk
-from .engine import Engine, set_wal
+from .engine import Engine, Reader, set_wal
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
 from .live import SqliteLive
@@ -42,23 +42,31 @@ from .schema import migrate
 from .service import SqliteService
 
 
-class SqliteStore:
+class Repositories:
+    """Every repository, reading through ``reader``; their write ops run in either
+    engine's batch transaction (the PostgreSQL store reuses them: one copy of the SQL)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.messages = SqliteMessages(reader)
+        self.conversations = SqliteConversations(reader)
+        self.members = SqliteMembers(reader)
+        self.users = SqliteUsers(reader)
+        self.blocks = SqliteBlocks(reader)
+        self.ledger = SqliteLedger(reader)
+        self.outbox = SqliteOutbox(reader)
+        self.leases = SqliteLeases()
+        self.notify = SqliteNotifications(reader)
+        self.service = SqliteService(reader)
+        self.desk = SqliteDesk(reader)
+        self.campaigns = SqliteCampaigns(reader)
+        self.live = SqliteLive(reader)
+
+
+class SqliteStore(Repositories):
     def __init__(self, path: str, *, sync: str = "full") -> None:
         self.path = path
         self.engine = Engine(path, sync=sync)
-        self.messages = SqliteMessages(self.engine)
-        self.conversations = SqliteConversations(self.engine)
-        self.members = SqliteMembers(self.engine)
-        self.users = SqliteUsers(self.engine)
-        self.blocks = SqliteBlocks(self.engine)
-        self.ledger = SqliteLedger(self.engine)
-        self.outbox = SqliteOutbox(self.engine)
-        self.leases = SqliteLeases()
-        self.notify = SqliteNotifications(self.engine)
-        self.service = SqliteService(self.engine)
-        self.desk = SqliteDesk(self.engine)
-        self.campaigns = SqliteCampaigns(self.engine)
-        self.live = SqliteLive(self.engine)
+        super().__init__(self.engine)
 
     async def open(self) -> None:
         await self.engine.open()
@@ -98,4 +106,4 @@ def new_epoch(path: str) -> str:
         conn.close()
 
 
-__all__ = ["SqliteStore", "new_epoch", "prepare"]
+__all__ = ["Repositories", "SqliteStore", "new_epoch", "prepare"]

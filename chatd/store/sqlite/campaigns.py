@@ -52,7 +52,7 @@ def _matching(tx: Tx, tags: dict[str, str], after: str, limit: int | None) -> li
             args += [k, v]
         col = "t.conv"
     if limit is None:
-        return int(tx.execute(f"SELECT COUNT(*) FROM ({base})", args).fetchone()[0])
+        return int(tx.execute(f"SELECT COUNT(*) FROM ({base}) t", args).fetchone()[0])
     return [r[0] for r in tx.execute(f"{base} ORDER BY {col} LIMIT ?", [*args, limit]).fetchall()]
 
 

@@ -102,5 +102,5 @@ def _on_text(tx: Tx, conv: str, sender: str, seq: int, ts: int, policy: Any) -> 
     if stops:
         sets += ", waiting_since = NULL, waiting_seq = NULL, due = NULL, alerted = 0, answered = 1"
     if human:  # the episode is a human's now; the customer's next message runs the next-response clock
-        sets += ", state = 'human', answered = 1, last_staff = ?"
+        sets += ", state = 'human', last_staff = ?" + ("" if stops else ", answered = 1")  # one assignment each
     tx.execute(f"UPDATE service_state SET rev = rev + 1, {sets} WHERE conv = ?", (ts, ts, conv) if human else (ts, conv))

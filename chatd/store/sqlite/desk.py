@@ -374,7 +374,9 @@ class SqliteDesk:
         who, credit_who, reply_who = ("e.conv", "e.conv", "r.conv") if group else ("e.fellow", "c.user", "r.user")
         # one statement: one snapshot of the three (a rating committing meanwhile is in all or none)
         rows = await self.db.fetchall(
-            f"SELECT 'e', {who}, e.stars, NULL, NULL, NULL FROM service_episodes e"
+            # typed NULLs: PostgreSQL resolves a UNION's column types from its first branch
+            f"SELECT 'e', {who}, e.stars, CAST(NULL AS INTEGER), CAST(NULL AS INTEGER), CAST(NULL AS TEXT)"
+            " FROM service_episodes e"
             " WHERE e.closed_ts >= ? AND e.closed_ts < ?"
             f" UNION ALL SELECT 'c', {credit_who}, SUM(c.share), NULL, NULL, NULL FROM service_episodes e"
             " JOIN service_credit c ON c.conv = e.conv AND c.episode = e.episode"

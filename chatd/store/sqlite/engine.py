@@ -165,6 +165,31 @@ def set_wal(conn: sqlite3.Connection, wait: float = 10.0) -> None:
             time.sleep(0.02)
 
 
+def run_ops(tx: Tx, ops: Sequence[Write[Any]]) -> list[Any]:
+    """Run a batch's ops in its open transaction (both engines): each op's result, or
+    the exception it raised. An op with a savepoint that fails is rolled back alone;
+    a ``savepoint=False`` op may only refuse (RequestError) before writing."""
+    results: list[Any] = []
+    for op in ops:
+        if not op.savepoint:
+            try:
+                results.append(op.fn(tx, *op.args))
+            except RequestError as exc:  # refused before writing anything
+                results.append(exc)
+            continue
+        tx.flush()
+        tx.execute("SAVEPOINT op")
+        try:
+            results.append(op.fn(tx, *op.args))
+        except Exception as exc:  # a refused op: undo it alone
+            tx.execute("ROLLBACK TO op")
+            tx.forget()
+            results.append(exc)
+        tx.execute("RELEASE op")
+    tx.flush()
+    return results
+
+
 def read_pos(conn: sqlite3.Connection) -> int:
     """The highest committed message position."""
     return int(conn.execute("SELECT value FROM counters WHERE name = 'pos'").fetchone()[0])
@@ -234,27 +259,10 @@ class Engine:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             raise StoreUnavailable("store is closed")
-        results: list[Any] = []
         tx = Tx(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for op in ops:
-                if not op.savepoint:
-                    try:
-                        results.append(op.fn(tx, *op.args))
-                    except RequestError as exc:  # refused before writing anything
-                        results.append(exc)
-                    continue
-                tx.flush()
-                conn.execute("SAVEPOINT op")
-                try:
-                    results.append(op.fn(tx, *op.args))
-                except Exception as exc:  # a refused op: undo it alone
-                    conn.execute("ROLLBACK TO op")
-                    tx.forget()
-                    results.append(exc)
-                conn.execute("RELEASE op")
-            tx.flush()
+            results = run_ops(tx, ops)
             head = read_pos(conn)
             conn.execute("COMMIT")
         except BaseException:

@@ -1,0 +1,232 @@
+"""PostgreSQL engine: the same batched transactions as SQLite's, on asyncpg.
+
+The write ops are the SQLite engine's (``chatd/store/sqlite/``): plain functions
+``fn(tx, *args)`` that run one after the other inside a batch transaction. Here they
+run on one writer thread that owns a private event loop and one asyncpg connection:
+each ``tx.execute`` runs its statement there (the statement translated once by
+``dialect.pg`` and prepared once per connection) and returns when PostgreSQL
+answered. The caller's event loop is free meanwhile; the batch is one hop to the
+writer thread, as on SQLite. Reads go through an asyncpg pool on the caller's loop
+and see committed data only.
+
+Positions (invariants 2 and 3 of ``chatd/store/base.py``). PostgreSQL runs writers
+on several connections and machines at once, and a sequence number is not commit
+ordered: a reader could see pos 11 commit before pos 10 and skip 10 forever. So a
+batch takes the ``counters`` row ``pos`` with ``SELECT ... FOR UPDATE`` as its first
+statement and holds it to COMMIT: batches that write (from every chatd process)
+commit one at a time, in position order, as SQLite's ``BEGIN IMMEDIATE`` makes them.
+Taking it first, not at the first message, also orders every other row lock after
+it, so two batches cannot deadlock on a conversation row and the counter. The cost
+is that writing batches never overlap; group commit is what pays for it (one
+batch carries many messages), and reads are not serialised at all. The reasoning
+and the alternative (per-writer positions with a "persisted up to" watermark, as
+Synapse's multi-writer streams do) are in docs/design.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import asyncpg
+
+from ..base import StoreUnavailable, Write
+from ..sqlite.engine import Tx, run_ops
+from .dialect import pg
+from .schema import migrate
+
+T = TypeVar("T")
+_CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
+POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
+ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+class PgCursor:
+    """The part of sqlite3's cursor the write ops use."""
+
+    __slots__ = ("_i", "_rows", "lastrowid", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int, lastrowid: int | None) -> None:
+        self._rows = rows
+        self._i = 0
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+    def fetchone(self) -> Any:
+        if self._i >= len(self._rows):
+            return None
+        self._i += 1
+        return self._rows[self._i - 1]
+
+    def fetchall(self) -> list[Any]:
+        rest = self._rows[self._i :]
+        self._i = len(self._rows)
+        return rest
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+def _count(status: str | None) -> int:
+    """Rows affected, from a command tag ("INSERT 0 1", "UPDATE 3", "SELECT 2")."""
+    if not status:
+        return -1
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+class PgTx(Tx):
+    """One batch transaction on the writer's connection (see sqlite's Tx for the counters)."""
+
+    __slots__ = ("_loop", "_stmts")
+
+    def __init__(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop, stmts: dict[str, Any]) -> None:
+        super().__init__(conn)
+        self._loop = loop
+        self._stmts = stmts
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_until_complete(coro)
+
+    def _prepared(self, sql: str) -> Any:
+        stmt = self._stmts.get(sql)
+        if stmt is None:
+            stmt = self._stmts[sql] = self._run(self.conn.prepare(sql))
+        return stmt
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> PgCursor:
+        if not args and sql.lstrip()[:9].upper().startswith(_CONTROL):
+            self._run(self.conn.execute(sql))
+            return PgCursor([], -1, None)
+        st = pg(sql)
+        stmt = self._prepared(st.sql)
+        rows = self._run(stmt.fetch(*args))
+        count = _count(stmt.get_statusmsg())
+        if st.rowid is not None:
+            return PgCursor([], count, rows[0][0] if rows else None)
+        return PgCursor(rows, count, None)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self._run(self.conn.executemany(pg(sql).sql, rows))
+
+    def head(self) -> int:
+        return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))
+
+
+class PgEngine:
+    """A PostgreSQL database: the writer thread and the reader pool."""
+
+    def __init__(self, url: str, *, readers: int = 4) -> None:
+        self.url = url
+        self.readers = readers
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="chatd-pg-writer")
+        self._local = threading.local()
+        self._pool: asyncpg.Pool | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await self._in_writer(self._open_writer)
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.readers)
+        except ERRORS as exc:
+            raise StoreUnavailable(f"cannot open {_safe(self.url)}: {exc}") from exc
+
+    def _open_writer(self) -> None:
+        loop = getattr(self._local, "loop", None)
+        if loop is None:
+            loop = self._local.loop = asyncio.new_event_loop()
+        conn = loop.run_until_complete(asyncpg.connect(self.url))
+        loop.run_until_complete(migrate(conn))
+        self._local.conn = conn
+        self._local.stmts = {}
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        try:
+            await self._in_writer(self._close_writer)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    def _close_writer(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        loop = getattr(self._local, "loop", None)
+        if conn is not None and loop is not None:
+            try:
+                loop.run_until_complete(conn.close(timeout=5))
+            except ERRORS:
+                conn.terminate()
+        self._local.conn = None
+        if loop is not None:
+            loop.close()
+            self._local.loop = None
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- writes ------------------------------------------------------------
+
+    async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
+        """As the SQLite engine's: every op's result (or the exception it raised after
+        its savepoint rolled back) and the highest committed ``pos``; StoreUnavailable
+        when the transaction as a whole failed and nothing was committed."""
+        try:
+            return await self._in_writer(self._batch, ops)
+        except StoreUnavailable:
+            raise
+        except (*ERRORS, RuntimeError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
+        conn: asyncpg.Connection | None = getattr(self._local, "conn", None)
+        loop: asyncio.AbstractEventLoop | None = getattr(self._local, "loop", None)
+        if loop is None:
+            raise StoreUnavailable("store is closed")
+        if conn is None or conn.is_closed():
+            self._open_writer()  # the server restarted, or the connection broke in an earlier batch
+            conn = self._local.conn
+        tx = PgTx(conn, loop, self._local.stmts)
+        try:
+            tx.execute("BEGIN")
+            tx._pos = int(tx._run(tx._prepared(POS_LOCK).fetchval()))
+            results = run_ops(tx, ops)
+            head = tx.head()
+            tx.execute("COMMIT")
+        except BaseException:
+            if not conn.is_closed() and conn.is_in_transaction():
+                try:
+                    tx.execute("ROLLBACK")
+                except ERRORS:
+                    conn.terminate()
+            raise
+        return results, head
+
+    # -- reads -------------------------------------------------------------
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        if self._pool is None:
+            raise StoreUnavailable("store is closed")
+        try:
+            return list(await self._pool.fetch(pg(sql).sql, *args))
+        except ERRORS as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = await self.fetchall(sql, args)
+        return rows[0] if rows else None
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':', 1)[0]}@{host}"
+    return url

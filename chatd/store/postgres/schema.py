@@ -1,0 +1,36 @@
+"""PostgreSQL migrations: the one versioned list of ``chatd/store/sqlite/schema.py``,
+each script translated by ``dialect.pg_migration``. ``chatd_schema.version`` holds
+the applied version (SQLite keeps it in ``PRAGMA user_version``)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from ..sqlite.schema import MIGRATIONS
+from .dialect import pg_migration
+
+LOCK = 727_100  # pg_advisory_xact_lock key: one process migrates at a time
+
+
+async def version(conn: asyncpg.Connection) -> int:
+    exists = await conn.fetchval("SELECT to_regclass('chatd_schema') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT version FROM chatd_schema"))
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply pending migrations, each in its own transaction; returns the version.
+    Several processes starting at once: the advisory lock lets one migrate while
+    the others wait, then find the work done."""
+    while True:
+        async with conn.transaction():
+            await conn.execute(f"SELECT pg_advisory_xact_lock({LOCK})")
+            await conn.execute("CREATE TABLE IF NOT EXISTS chatd_schema(version BIGINT NOT NULL)")
+            await conn.execute("INSERT INTO chatd_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM chatd_schema)")
+            v = await version(conn)
+            if v >= len(MIGRATIONS):
+                return len(MIGRATIONS)
+            for stmt in pg_migration(MIGRATIONS[v]):
+                await conn.execute(stmt)
+            await conn.execute("UPDATE chatd_schema SET version = $1", v + 1)
