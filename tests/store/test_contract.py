@@ -16,7 +16,7 @@ from storekit import AUTHOR, KINDS, TS, concurrent_sends, join, new_circle, one,
 
 from chatd.points import Award
 from chatd.points.split import split_amounts
-from chatd.store import Store, StoreUnavailable
+from chatd.store import Store, StoreUnavailable, Write
 from chatd.store.records import Appended, HookFailure
 
 CIRCLE = KINDS.circle
@@ -195,15 +195,18 @@ async def test_since_returns_what_changed_after_a_position_from_each_join(store:
 async def test_no_committed_message_is_missed_by_a_reader_following_pos(
     engine: Callable[[Path, str], Store], tmp_path: Path
 ) -> None:
-    """Two stores on one database (two processes) write concurrently while a
-    reader follows ``pos`` the way sync and the points worker do: every committed
-    message is seen exactly once, in pos order (invariant 2)."""
-    writers = [engine(tmp_path, "shared.db") for _ in range(2)]
+    """Four stores on one database (four processes, each its own connections)
+    write concurrently into three shared circles, texts mixed with joins (which
+    write the conversation rows the texts' counters live in), while a reader
+    follows ``pos`` the way sync and the points worker do: every committed message
+    is seen exactly once, in pos order (invariant 2), and each circle's seqs are
+    gapless with pos rising with seq (invariants 1 and 3)."""
+    writers = [engine(tmp_path, "shared.db") for _ in range(4)]
     reader = engine(tmp_path, "shared.db")
     for s in (*writers, reader):
         await s.open()
     try:
-        conv = await new_circle(writers[0])
+        convs = [await new_circle(writers[0], name=f"c{i}") for i in range(3)]
         done = asyncio.Event()
         seen: list[int] = []
 
@@ -219,22 +222,35 @@ async def test_no_committed_message_is_missed_by_a_reader_following_pos(
                     return
                 await asyncio.sleep(0)
 
-        async def write(s: Store, tag: str) -> list[int]:
+        async def write(w: int) -> list[int]:
+            s = writers[w]
             out = []
-            for batch in range(20):
-                results, _ = await s.run_batch([text(s, conv, tag, f"{tag}{batch}.{i}") for i in range(10)])
-                out += [r.pos for r in results]
+            for batch in range(15):
+                ops: list[Write[Any]] = [
+                    text(s, convs[(w + batch + i) % 3], f"w{w}", f"w{w}.{batch}.{i}") for i in range(8)
+                ]
+                ops.insert(4, join(s, convs[(w + batch) % 3], f"j{w}.{batch}"))
+                results, _ = await s.run_batch(ops)
+                for r in results:
+                    assert not isinstance(r, BaseException), r
+                    out.append(r.pos if isinstance(r, Appended) else r[1].msg["pos"])
             return out
 
         follower = asyncio.create_task(follow())
-        written = await asyncio.gather(write(writers[0], "w0"), write(writers[1], "w1"))
+        written = await asyncio.gather(*(write(w) for w in range(4)))
         done.set()
-        await asyncio.wait_for(follower, 10)
-        committed = sorted(written[0] + written[1])
+        await asyncio.wait_for(follower, 30)
+        committed = sorted(p for ps in written for p in ps)
+        assert len(committed) == 4 * 15 * 9
         assert [p for p in seen if p in set(committed)] == committed
         assert seen == sorted(seen) and len(seen) == len(set(seen))
-        every = await reader.messages.between(conv, 0, 10**9)
-        assert [m["seq"] for m in every] == list(range(1, 402))  # the two writers' seqs interleave, gapless
+        total = 0
+        for conv in convs:
+            every = await reader.messages.between(conv, 0, 10**9)
+            assert [m["seq"] for m in every] == list(range(1, len(every) + 1))  # gapless
+            assert [m["pos"] for m in every] == sorted(m["pos"] for m in every)  # pos rises with seq
+            total += len(every) - 1  # the circle's creation message
+        assert total == len(committed)
     finally:
         for s in (*writers, reader):
             await s.close()
