@@ -206,13 +206,31 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _new_epoch(args: argparse.Namespace) -> int:
-    from .store import new_epoch
+    import asyncpg
+
+    from .store import StoreUnavailable, new_epoch
 
     try:
         print(new_epoch(args.db))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         print(f"chatd new-epoch: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    import asyncpg
+
+    from .store import StoreUnavailable, migrate
+
+    try:
+        version = migrate(args.db)
+    except (ValueError, OSError, sqlite3.Error, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"chatd migrate: {exc}", file=sys.stderr)
+        return 2
+    print(f"chatd migrate: {args.db.split('@')[-1]} is at schema version {version}")
     return 0
 
 
@@ -264,8 +282,16 @@ def main(argv: list[str] | None = None) -> int:
         "new-epoch",
         help="give a store a new epoch after restoring it from a backup (clients then start over)",
     )
-    e.add_argument("--db", required=True, help="the SQLite file (not serving)")
+    e.add_argument("--db", required=True, help="the SQLite file or postgresql:// URL (not serving)")
     e.set_defaults(fn=_new_epoch)
+
+    m = sub.add_parser(
+        "migrate",
+        help="apply the store's pending schema migrations and exit (run before deploying a new chatd on "
+        "PostgreSQL; a SQLite store also migrates when the server starts)",
+    )
+    m.add_argument("--db", required=True, help="the SQLite file or postgresql:// URL")
+    m.set_defaults(fn=_migrate)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))

@@ -14,7 +14,7 @@ DEV_SECRET = "chatd-development-secret-loopback-only"
 class Config:
     host: str = "127.0.0.1"
     port: int = 8765
-    db_path: str = "chatd.db"  # the store: a SQLite file path (or sqlite:<path>)
+    db_path: str = "chatd.db"  # the store: a SQLite file path (or sqlite:<path>), or a postgresql:// URL
     secret: str | None = None  # HS256 secret; None: the development secret (loopback, no other key)
     token_public_key: str | None = None  # PEM file: RS256 or EdDSA tokens signed by a backend
     token_jwks: str | None = None  # JWKS file of public keys, chosen by the token's kid
@@ -110,9 +110,9 @@ class Config:
             raise ValueError("--points-yield-ms must be 0 (never pause) or more")
         if self.sync not in ("full", "normal"):
             raise ValueError("sync must be 'full' or 'normal'")
-        from .store import sqlite_path
+        from .store import check_location
 
-        sqlite_path(self.db_path)  # a URL of an engine this server does not have is refused here
+        check_location(self.db_path)  # a URL of an engine this server does not have is refused here
 
 
 def is_loopback(host: str) -> bool:

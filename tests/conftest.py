@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgproc import pg_server  # noqa: F401  (the fixture: one real PostgreSQL server per run)
 from redisproc import redis_proc  # noqa: F401  (the fixture: a real redis-server per test)
 from support import FakeClock, stop_app, token, url
 from wsclient import WsClient
@@ -21,8 +22,36 @@ ServerFactory = Callable[..., Awaitable[App]]
 ClientFactory = Callable[..., Awaitable[WsClient]]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the engine of the servers the tests start: a SQLite file in the test's folder (default), "
+        "or a fresh database on one real PostgreSQL server for the run (tests/pgproc.py)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--store postgresql``, a test marked ``sqlite_only`` (it reads the SQLite
+    file itself, or tests SQLite's own behaviour) is deselected and listed, not skipped."""
+    if config.getoption("--store") != "postgresql":
+        return
+    keep = [i for i in items if i.get_closest_marker("sqlite_only") is None]
+    dropped = [i for i in items if i.get_closest_marker("sqlite_only") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Where the test's server keeps its store: a SQLite file (a Path), or with
+    ``--store postgresql`` the URL of a fresh database (a str)."""
+    if request.config.getoption("--store") == "postgresql":
+        server = request.getfixturevalue("pg_server")
+        server.start()
+        return server.create_db(migrated=True)
     return tmp_path / "chatd.db"
 
 

@@ -3,8 +3,10 @@
 ``PgProc`` runs ``initdb`` into a temporary folder and ``postgres`` in the
 foreground on 127.0.0.1, as the Debian package's ``postgres`` user when the tests
 run as root (PostgreSQL refuses to run as root), with trust authentication for the
-role ``chatd`` and ``fsync`` on (the store's durability is what is tested). It can
-be killed (SIGKILL) and started again on the same port and data.
+role ``chatd``. It can be killed (SIGKILL) and started again on the same port and
+data. ``fsync`` is off, as the SQLite server tests run with ``--sync normal``: a
+killed process loses nothing the OS has (what the kill tests do); what a power cut
+would lose is PostgreSQL's own tested property, not chatd's.
 
 ``pg_server`` (session-scoped) is one server for the whole run; ``pg_url`` (per
 test) a fresh, empty database on it. Missing binaries fail the test with what to
@@ -67,6 +69,7 @@ class PgProc:
         self.log = self.root / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.user: str | None = None
+        self._template = False
         if os.geteuid() == 0:
             try:
                 pw = pwd.getpwnam("postgres")
@@ -77,11 +80,9 @@ class PgProc:
         self._run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "chatd", "--auth=trust", "-E", "UTF8",
                    "--locale=C", "--no-sync"])
 
-    def _as_user(self, argv: list[str]) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *argv] if self.user else argv
-
     def _run(self, argv: list[str]) -> None:
-        r = subprocess.run(self._as_user(argv), capture_output=True, text=True, timeout=120)
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120, user=self.user, group=self.user,
+                           extra_groups=[] if self.user else None)  # fmt: skip
         if r.returncode != 0:
             raise PgProcError(f"{argv[0]} failed ({r.returncode}): {r.stderr[-2000:] or r.stdout[-2000:]}")
 
@@ -99,13 +100,16 @@ class PgProc:
         argv = [
             str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-            "-c", "max_connections=300", "-c", "shared_buffers=64MB", "-c", "fsync=on",
-            "-c", "synchronous_commit=on", "-c", "log_min_messages=warning",
+            "-c", "max_connections=300", "-c", "shared_buffers=64MB", "-c", "fsync=off",
+            "-c", "synchronous_commit=on", "-c", "full_page_writes=off", "-c", "log_min_messages=warning",
         ]  # fmt: skip
         if self.user:
             pw = pwd.getpwnam(self.user)
             os.chown(self.log, pw.pw_uid, pw.pw_gid)
-        self.proc = subprocess.Popen(self._as_user(argv), stdout=log, stderr=log, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=log, stderr=log, start_new_session=True,
+            user=self.user, group=self.user, extra_groups=[] if self.user else None,
+        )  # fmt: skip
         log.close()
         self.wait_ready()
 
@@ -115,7 +119,7 @@ class PgProc:
             if self.proc is not None and self.proc.poll() is not None:
                 raise PgProcError(f"postgres exited with {self.proc.returncode}: {self.log_tail()}")
             r = subprocess.run(
-                [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "chatd"],
+                [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "chatd", "-d", "postgres"],
                 capture_output=True,
                 timeout=10,
             )
@@ -160,10 +164,20 @@ class PgProc:
             raise PgProcError(f"psql failed: {r.stderr}")
         return r.stdout
 
-    def create_db(self) -> str:
-        """A new empty database; its URL."""
+    def create_db(self, migrated: bool = False) -> str:
+        """A new empty database, or (``migrated``) one with chatd's schema applied as
+        ``chatd migrate`` does, copied from a template migrated once per server; its URL."""
         name = "t_" + uuid.uuid4().hex[:16]
-        self.psql(f"CREATE DATABASE {name}")
+        if migrated:
+            if not self._template:
+                from chatd.store.postgres import prepare_postgres
+
+                self.psql("CREATE DATABASE chatd_template")
+                prepare_postgres(self.db_url("chatd_template"))
+                self._template = True
+            self.psql(f"CREATE DATABASE {name} TEMPLATE chatd_template")
+        else:
+            self.psql(f"CREATE DATABASE {name}")
         return self.db_url(name)
 
     def close(self) -> None:

@@ -80,10 +80,43 @@ def token(user: str, type: str = "owner", **kw: Any) -> str:
 
 
 def read_db(path: Path | str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-    """A fresh connection to the SQLite file (not the server's): what is on disk."""
+    """A fresh connection to the store (not the server's): what is committed. The
+    SQL is SQLite's; on a ``postgresql://`` store it is translated as the
+    repositories' is, and run on a connection of its own, in a thread (this is
+    called from tests running on the event loop)."""
+    if str(path).startswith("postgresql://"):
+        import concurrent.futures
+
+        import asyncpg
+
+        from chatd.store.postgres.dialect import pg
+
+        async def run() -> list[Any]:
+            conn = await asyncpg.connect(str(path))
+            try:
+                return [tuple(r) for r in await conn.fetch(pg(sql).sql, *args)]
+            finally:
+                await conn.close()
+
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, run()).result(timeout=30)
     conn = sqlite3.connect(str(path))
     try:
         return conn.execute(sql, args).fetchall()
+    finally:
+        conn.close()
+
+
+def write_db(path: Path | str, sql: str, args: tuple[Any, ...] = ()) -> None:
+    """Write to the store behind the server's back (a test setting up a state no op
+    makes), committed; either engine, as read_db."""
+    if str(path).startswith("postgresql://"):
+        read_db(path, sql, args)  # autocommit
+        return
+    conn = sqlite3.connect(str(path))
+    try:
+        with conn:
+            conn.execute(sql, args)
     finally:
         conn.close()
 

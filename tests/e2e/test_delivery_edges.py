@@ -158,6 +158,7 @@ async def test_a_socket_closed_while_auth_reads_the_head_leaves_nothing_register
     assert "ghost" not in app.hub.users and not app.hub.sinks()
 
 
+@pytest.mark.sqlite_only  # the sqlite: form of a location
 async def test_the_store_may_be_named_with_its_engine(make_server: Any, clients: Any, db_path: Any) -> None:
     app = await make_server(db_path=f"sqlite:{db_path}")
     alice = await clients(app, "alice")

@@ -7,11 +7,10 @@ the tests move where time matters."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from typing import Any
 
 import pytest
-from support import FakeClock, admin_call, read_db
+from support import FakeClock, admin_call, read_db, write_db
 
 
 @pytest.fixture
@@ -292,10 +291,7 @@ async def test_polls_weighted_by_contribution_value_broken_down_by_identity_type
     viewer = await clients(app, "viewer", "deposit")
     await viewer.call("live.join", session=sid)
     # olivia has earned 99 cv: her weighted vote counts 1 + floor(sqrt(99)) = 10
-    conn = sqlite3.connect(str(db_path))
-    with conn:
-        conn.execute("INSERT INTO balances(user, currency, amount) VALUES ('olivia', 'cv', 99)")
-    conn.close()
+    write_db(db_path, "INSERT INTO balances(user, currency, amount) VALUES ('olivia', 'cv', 99)")
     closes = fake_clock.wall_ms() + 600_000
     await owner.fail("poll.create", "forbidden", conv=sid, cid="p", question="?", options=["a", "b"],
                      closes_ts=closes)

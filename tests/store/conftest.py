@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from pgproc import PgProc, pg_server  # noqa: F401  (the fixture: one real PostgreSQL per run)
+from pgproc import PgProc
 from storekit import ENGINES
 
 from chatd.store import Store
@@ -27,7 +27,7 @@ def engine(request: pytest.FixtureRequest) -> Callable[[Path, str], Store]:
 
     def make(tmp: Path, name: str = "chatd.db") -> Store:
         if (tmp, name) not in dbs:
-            dbs[(tmp, name)] = server.create_db()
+            dbs[(tmp, name)] = server.create_db(migrated=True)  # as `chatd migrate` leaves it
         return PostgresStore(dbs[(tmp, name)])
 
     return make

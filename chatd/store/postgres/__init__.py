@@ -47,7 +47,40 @@ def prepare_postgres(url: str) -> int:
         finally:
             await conn.close()
 
+    try:
+        asyncio.get_running_loop()
+        running = True
+    except RuntimeError:
+        running = False
+    if not running:
+        return asyncio.run(run())
+    # called from code running on a loop (a test): a loop of its own in a thread
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, run()).result()
+
+
+def new_postgres_epoch(url: str) -> str:
+    """A new epoch for the store (after restoring it from a backup)."""
+    import asyncio
+    import os
+
+    import asyncpg
+
+    from .schema import check_version
+
+    async def run() -> str:
+        conn = await asyncpg.connect(url)
+        try:
+            await check_version(conn)
+            epoch = os.urandom(8).hex()
+            await conn.execute("UPDATE meta SET value = $1 WHERE name = 'epoch'", epoch)
+            return epoch
+        finally:
+            await conn.close()
+
     return asyncio.run(run())
 
 
-__all__ = ["PostgresStore", "is_postgres", "prepare_postgres"]
+__all__ = ["PostgresStore", "is_postgres", "new_postgres_epoch", "prepare_postgres"]

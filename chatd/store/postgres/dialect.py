@@ -181,6 +181,7 @@ def translate(sql: str, catalog: Catalog, ddl: bool = False) -> Statement:
                 out.append(text)
         elif low == "returning" and depth == 0:
             returning = True
+            in_set = False
             out.append(text)
         elif low == "without" and ddl:
             j = _next_word(toks, i)
@@ -193,10 +194,8 @@ def translate(sql: str, catalog: Catalog, ddl: bool = False) -> Statement:
         elif low == "set" and first == "insert" and _prev_word(out) == "update":
             in_set = True
             out.append(text)
-        elif low in ("where", "returning") and in_set and depth == 0:
-            in_set = low == "where"
-            returning = returning or low == "returning"
-            out.append(text)
+        elif low == "where" and in_set and depth == 0:
+            out.append(text)  # the upsert's condition: its columns are qualified too
         elif in_set and _is_column(low, insert_table, catalog) and not _assigned(toks, i, out):
             # "SET n = n + 1": PostgreSQL reads a bare n as ambiguous (the row or EXCLUDED's)
             out.append(f"{insert_table}.{_ident(text)}")

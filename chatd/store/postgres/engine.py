@@ -36,12 +36,21 @@ import asyncpg
 from ..base import StoreUnavailable, Write
 from ..sqlite.engine import Tx, run_ops
 from .dialect import pg
-from .schema import migrate
+from .schema import check_version
 
 T = TypeVar("T")
 _CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+
+def lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the connection is gone (the server restarted, a network
+    failure), rather than that a statement failed on a working connection."""
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", "") or ""
+        return state.startswith(("08", "57"))  # connection exception, operator intervention (shutdown)
+    return isinstance(exc, (asyncpg.InterfaceError, OSError, asyncio.TimeoutError))
 
 
 class PgCursor:
@@ -142,7 +151,11 @@ class PgEngine:
         if loop is None:
             loop = self._local.loop = asyncio.new_event_loop()
         conn = loop.run_until_complete(asyncpg.connect(self.url))
-        loop.run_until_complete(migrate(conn))
+        try:
+            loop.run_until_complete(check_version(conn))
+        except BaseException:
+            _close(loop, conn)
+            raise
         self._local.conn = conn
         self._local.stmts = {}
 
@@ -159,10 +172,7 @@ class PgEngine:
         conn = getattr(self._local, "conn", None)
         loop = getattr(self._local, "loop", None)
         if conn is not None and loop is not None:
-            try:
-                loop.run_until_complete(conn.close(timeout=5))
-            except ERRORS:
-                conn.terminate()
+            _close(loop, conn)
         self._local.conn = None
         if loop is not None:
             loop.close()
@@ -190,6 +200,8 @@ class PgEngine:
         if loop is None:
             raise StoreUnavailable("store is closed")
         if conn is None or conn.is_closed():
+            if conn is not None:
+                _close(loop, conn)
             self._open_writer()  # the server restarted, or the connection broke in an earlier batch
             conn = self._local.conn
         tx = PgTx(conn, loop, self._local.stmts)
@@ -199,12 +211,16 @@ class PgEngine:
             results = run_ops(tx, ops)
             head = tx.head()
             tx.execute("COMMIT")
-        except BaseException:
-            if not conn.is_closed() and conn.is_in_transaction():
+        except BaseException as exc:
+            broken = lost(exc) or conn.is_closed()
+            if not broken and conn.is_in_transaction():
                 try:
                     tx.execute("ROLLBACK")
                 except ERRORS:
-                    conn.terminate()
+                    broken = True
+            if broken:  # the next batch connects again
+                _close(loop, conn)
+                self._local.conn = None
             raise
         return results, head
 
@@ -213,14 +229,31 @@ class PgEngine:
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         if self._pool is None:
             raise StoreUnavailable("store is closed")
+        sql = pg(sql).sql
         try:
-            return list(await self._pool.fetch(pg(sql).sql, *args))
+            try:
+                return list(await self._pool.fetch(sql, *args))
+            except ERRORS as exc:
+                if not lost(exc):
+                    raise
+                # a pooled connection from before a server restart: the pool drops it; once more on a new one
+                return list(await self._pool.fetch(sql, *args))
         except ERRORS as exc:
             raise StoreUnavailable(str(exc)) from exc
 
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any:
         rows = await self.fetchall(sql, args)
         return rows[0] if rows else None
+
+
+def _close(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
+    """Close the writer's connection on its loop; a broken one is aborted, and the loop
+    runs once more so that the transport is really gone."""
+    try:
+        loop.run_until_complete(conn.close(timeout=5))
+    except ERRORS:
+        conn.terminate()
+        loop.run_until_complete(asyncio.sleep(0))
 
 
 def _safe(url: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from ..base import StoreUnavailable
 from ..sqlite.schema import MIGRATIONS
 from .dialect import pg_migration
 
@@ -34,3 +35,17 @@ async def migrate(conn: asyncpg.Connection) -> int:
             for stmt in pg_migration(MIGRATIONS[v]):
                 await conn.execute(stmt)
             await conn.execute("UPDATE chatd_schema SET version = $1", v + 1)
+
+
+async def check_version(conn: asyncpg.Connection) -> None:
+    """A server does not migrate a PostgreSQL store (an operator runs ``chatd migrate``
+    before a deploy, so that a rolling deploy never has two versions migrating): it
+    refuses a schema that is not the one it was built for."""
+    v = await version(conn)
+    want = len(MIGRATIONS)
+    if v < want:
+        raise StoreUnavailable(
+            f"the store's schema is at version {v}, this chatd needs {want}: run `chatd migrate --db <url>` first"
+        )
+    if v > want:
+        raise StoreUnavailable(f"the store's schema is at version {v}, newer than this chatd's {want}: upgrade chatd")

@@ -628,7 +628,7 @@ class SqliteLive:
 
     async def listing(self, state: str | None, after: str | None, limit: int) -> list[dict[str, Any]]:
         # ids are l:<n>: page by the number, newest first
-        where, args = "WHERE 1", list[Any]()
+        where, args = "WHERE 1 = 1", list[Any]()
         if state is not None:
             where += " AND state = ?"
             args.append(state)
@@ -711,7 +711,7 @@ class SqliteLive:
 
     async def figures(self, session: str) -> dict[str, int]:
         q = await self.db.fetchone(
-            "SELECT COUNT(*), COALESCE(SUM(state = 'answered'), 0), COALESCE(SUM(votes), 0)"
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state = 'answered' THEN 1 ELSE 0 END), 0), COALESCE(SUM(votes), 0)"
             " FROM live_questions WHERE session = ?", (session,),
         )
         votes = await self.db.fetchone("SELECT COUNT(*) FROM live_votes WHERE session = ?", (session,))
