@@ -287,3 +287,70 @@ async def test_a_bus_reset_during_start_abandons_it(net: Net) -> None:
     sub.live.set()
     await net.filled()
     assert net.seen() == [5]  # the socket was told to resync; nothing late
+
+
+def newcomer(net: Net, user: str = "late") -> tuple[FakeSink, Any]:
+    """A user's socket, registered but not following CONV yet, and the ``add`` a
+    remote follow hands to ``OrderGate.join``."""
+    sink = FakeSink(0)
+    net.hub.register(user, sink)
+
+    def add() -> Any:
+        net.hub.user_follow(user, CONV, True)
+        return net.hub.user_sinks(user)
+
+    return sink, add
+
+
+def seqs(sink: FakeSink) -> list[int]:
+    return [p["d"]["seq"] for p in sink.pushes() if p["push"] == "msg"]
+
+
+async def test_a_remote_joiner_after_the_baseline_gets_what_was_pushed_since_their_join_once(net: Net) -> None:
+    net.commit(1, 2, 3)
+    for seq in (1, 2, 3):
+        net.push(seq)
+    late, add = newcomer(net)
+    assert net.gate.settled(CONV)
+    await net.gate.join(CONV, 1, add)  # they joined at seq 2
+    assert seqs(late) == [2, 3]
+    net.push(4)
+    assert seqs(late) == [2, 3, 4] and net.seen() == [1, 2, 3, 4]  # the others got nothing twice
+
+
+async def test_pushes_arriving_while_the_joiner_is_read_for_reach_them_in_order(net: Net) -> None:
+    net.commit(1, 2)
+    net.push(1)
+    net.push(2)
+    late, add = newcomer(net)
+    net.release.clear()
+    joining = asyncio.get_running_loop().create_task(net.gate.join(CONV, 0, add))
+    await asyncio.sleep(0)
+    net.commit(3)
+    net.push(3)  # live, while the joiner's read is in flight: not theirs yet
+    net.release.set()
+    await joining
+    assert seqs(late) == [1, 2, 3]  # a second read covered 3, then the topic took them
+    net.push(4)
+    assert seqs(late) == [1, 2, 3, 4] and net.seen() == [1, 2, 3, 4]
+
+
+async def test_a_joiner_unfollowed_meanwhile_is_not_added(net: Net) -> None:
+    net.commit(1)
+    net.push(1)
+    late = FakeSink(0)
+    net.hub.register("late", late)
+    await net.gate.join(CONV, 0, lambda: None)
+    net.push(2)
+    assert seqs(late) == []
+
+
+async def test_a_joiner_is_added_when_the_store_cannot_be_read(net: Net) -> None:
+    net.commit(1)
+    net.push(1)
+    late, add = newcomer(net)
+    net.fail = True
+    await net.gate.join(CONV, 0, add)
+    net.fail = False
+    net.push(2)
+    assert seqs(late) == [2]  # live from now; the missed seq is the client's catch-up

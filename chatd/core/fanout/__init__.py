@@ -24,7 +24,7 @@ from ...metrics import Metrics
 from ...store import StoreUnavailable
 from ...store.base import Members, Messages
 from ..directory import Directory
-from ..hub import Hub, Sink
+from ..hub import Hub, Sink, Topic
 from . import envelope as env
 from .gate import OrderGate
 from .resync import Resync
@@ -218,19 +218,33 @@ class Fanout:
     async def _remote_follow(self, user: str, conv: str, version: int) -> None:
         """A join or DM opened on another node: follow after checking the store
         (follow/unfollow envelopes from different nodes can arrive out of order;
-        the store says which came last)."""
-        joined: int | None = None
+        the store says which came last). Where the conversation already has local
+        followers, the joiner is given what they were pushed since the join first
+        (``OrderGate.join``): the envelope of the join event may have crossed the bus
+        before this follow did."""
         try:
-            joined = await self.members.joined_seq(conv, user)
-        except StoreUnavailable:
-            pass
+            try:
+                joined = await self.members.joined_seq(conv, user)
+            except StoreUnavailable:
+                return
+            if joined is None or self._follow_versions[(user, conv)][0] != version:
+                return
+            if self.bus.shared and conv in self.hub.topics and self.gate.settled(conv):
+
+                def add() -> Topic | None:
+                    if self._follow_versions[(user, conv)][0] != version:
+                        return None  # an unfollow came meanwhile
+                    self.hub.user_follow(user, conv, True)
+                    return self.hub.user_sinks(user)
+
+                await self.gate.join(conv, max(joined - 1, 0), add)
+            else:
+                self._follow(user, conv, True, joined)
         finally:
             entry = self._follow_versions[(user, conv)]
             entry[1] -= 1
             if not entry[1]:
                 del self._follow_versions[(user, conv)]
-        if joined is not None and entry[0] == version:
-            self._follow(user, conv, True, joined)
 
     # -- interest ------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ...store import StoreUnavailable
-from ..hub import Hub
+from ..hub import Hub, Topic
 
 log = logging.getLogger("chatd.fanout")
 
@@ -85,6 +85,37 @@ class OrderGate:
         held: list[Held] = []
         self.held[conv] = held
         self.spawn(self._start(conv, after, ready, held))
+
+    def settled(self, conv: str) -> bool:
+        """Whether ``conv`` has a baseline and no fill running: a newcomer to its topic
+        has missed what was pushed since their join (see :meth:`join`)."""
+        return conv in self.last and conv not in self.held
+
+    async def join(self, conv: str, after: int, add: Callable[[], Topic | None]) -> None:
+        """Another local user starts following ``conv``, which this node already
+        follows, for a join made on another node (seqs above ``after`` are theirs).
+        The topic's followers have had everything up to the baseline, the newcomer
+        nothing: read from the store what was pushed since their join, then, with no
+        await in between, ``add()`` their sinks to the topic and push it to them
+        alone. Every seq reaches them once, in order; nobody else sees it twice."""
+        pushed = after
+        stash: list[dict[str, Any]] = []
+        while self.settled(conv) and self.last[conv] > pushed:
+            try:
+                missing = await self.between(conv, pushed, self.last[conv] + 1)
+            except StoreUnavailable as exc:
+                log.warning("fan-out: cannot read %s after seq %d for a joiner: %s", conv, pushed, exc)
+                break
+            fresh = [m for m in missing if m["seq"] > pushed]
+            if not fresh:
+                break  # the store does not have them: the joiner's catch-up will
+            stash += fresh
+            pushed = fresh[-1]["seq"]
+        sinks = add()
+        if sinks is None:
+            return
+        for msg in stash:
+            self.hub.deliver(sinks, self.hub.body("msg", msg), {"push": "msg", "d": msg})
 
     def forget(self, conv: str) -> None:
         """No local follower any more."""
