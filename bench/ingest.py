@@ -91,21 +91,29 @@ def points_lag(db: str) -> tuple[int, int]:
         conn.close()
 
 
-async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | None = None) -> dict[str, Any]:
+async def run_mode(
+    args: argparse.Namespace, sync: str | None, points: bool | None = None, store: str = "sqlite", nodes: int = 1
+) -> dict[str, Any]:
     ing = Ingest(args.outstanding, args.size)
     st = ing.stats
     servers = benchlib.Servers()
-    extra = (["--sync", sync] if sync else []) + (["--no-points"] if points is False else [])
+    pg = store == "postgresql"
+    extra = (["--sync", sync] if sync and not pg else []) + (["--no-points"] if points is False else [])
     conns: list[wsload.WSConn] = []
-    label = f"sync={sync or 'default'}" + ("" if points is None else f" points={'on' if points else 'off'}")
+    label = (
+        (f"postgresql x{nodes}" if pg else f"sqlite x{nodes} sync={sync or 'default'}")
+        + ("" if points is None else f" points={'on' if points else 'off'}")
+    )
     try:
-        await servers.start_chatd(1, extra, prefix="bench-ingest-")
-        proc, port, db = servers.proc, servers.port, servers.db
+        await servers.start_chatd(nodes, extra, prefix="bench-ingest-", store=store)
+        proc, db = servers.proc, servers.db
         tokens = benchlib.Tokens()
         users = [f"ing{i}" for i in range(args.conns)]
-        conns = await wsload.connect_many(
+        conns = await wsload.connect_many(  # spread over the processes
             args.conns,
-            lambda i: benchlib.chatd_client(st, port, users[i], tokens.get(users[i]), args.proto, ing.on_other),
+            lambda i: benchlib.chatd_client(
+                st, servers.ports[i % nodes], users[i], tokens.get(users[i]), args.proto, ing.on_other
+            ),
         )
         for c in conns:
             c.ctx = {}
@@ -131,10 +139,13 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
         await asyncio.sleep(args.warmup)
         a0, s0 = ing.acks, ing.sent
         ing.recording = True
-        w = benchlib.Window([proc.pid]).start()
+        pg_pid = servers.pg_pid()
+        pg0 = sum(benchlib.cpu_times([pg_pid])) if pg_pid else 0.0
+        w = benchlib.Window(servers.pids(), redis=servers.redis.pid if servers.redis else None).start()
         await asyncio.sleep(args.window)
         ing.recording = False
         w.stop()
+        pg_cpu = sum(benchlib.cpu_times([pg_pid])) - pg0 if pg_pid else 0.0
         acks = ing.acks - a0
         sent = ing.sent - s0
         ing.running = False
@@ -143,7 +154,7 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
             if not any(c.ctx for c in conns if not c.closed):
                 break
             await asyncio.sleep(0.1)
-        if points:
+        if points and not pg:
             # the worker yields to chat under load: how long it takes to catch up once the load stops
             t_stop = time.monotonic()
             total, left = points_lag(db)
@@ -170,6 +181,9 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
             **wsload.lat_summary_ms(ing.lat),
             "server_us_per_ack": round(1e6 * w.server / a, 1),
             "server_cpu_pct": w.pct(w.server),
+            "db_us_per_ack": round(1e6 * pg_cpu / a, 1) if pg else None,
+            "db_cpu_pct": w.pct(pg_cpu) if pg else None,
+            "redis_cpu_pct": w.pct(w.redis_cpu) if servers.redis else None,
             "gen_cpu_pct": w.pct(w.gen),
             "other_pct": w.other_pct,
             "steal_pct": w.steal_pct,
@@ -182,7 +196,9 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
         print(
             f"  {label}: {row['acks_per_s']:,} acks/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
             f"server {row['server_us_per_ack']} µs/ack ({row['server_cpu_pct']}% core)  "
-            f"generator {row['gen_cpu_pct']}%  others {w.other_pct}%"
+            + (f"PostgreSQL {row['db_us_per_ack']} µs/ack ({row['db_cpu_pct']}%)  " if pg else "")
+            + (f"Redis {row['redis_cpu_pct']}%  " if servers.redis else "")
+            + f"generator {row['gen_cpu_pct']}%  others {w.other_pct}%"
             + (f"  errors {row['errors']}" if row["errors"] else "")
             + (f"  closes {row['closes']}" if row["closes"] else ""),
             flush=True,
@@ -192,7 +208,7 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
         for c in conns:
             c.abort()
         servers.stop()
-        if points is not None and "row" in locals():
+        if points is not None and not pg and "row" in locals():
             total, left = points_lag(servers.db)
             row["messages"], row["awards_pending"] = total, left
             print(f"  {label}: {total:,} messages stored, {left:,} not yet through the rules hook at stop")
@@ -200,7 +216,14 @@ async def run_mode(args: argparse.Namespace, sync: str | None, points: bool | No
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    return [await run_mode(args, sync, points) for sync, points in args.modes]
+    rows = []
+    for store in args.stores:
+        if store == "sqlite":
+            rows += [await run_mode(args, sync, points) for sync, points in args.modes]
+        else:  # --sync is SQLite's; PostgreSQL commits with fsync on
+            for nodes in args.pg_nodes:
+                rows += [await run_mode(args, None, points, "postgresql", nodes) for points in args.pts]
+    return rows
 
 
 def main() -> None:
@@ -220,6 +243,12 @@ def main() -> None:
     ap.add_argument(
         "--catch-up-limit", type=float, default=120.0, help="s to wait for the points worker after the load (120)"
     )
+    ap.add_argument(
+        "--store",
+        default="sqlite",
+        help="comma list of sqlite, postgresql (a server of its own on a free port, fsync on, on core 0 with chatd)",
+    )
+    ap.add_argument("--pg-nodes", default="1,3", help="chatd processes on PostgreSQL, comma list (1,3)")
     ap.add_argument("--warmup", type=float)
     ap.add_argument("--window", type=float)
     args = ap.parse_args()
@@ -237,6 +266,11 @@ def main() -> None:
     if args.points and "--no-points" in benchlib.chatd_help():
         pts = [False, True] if args.points == "both" else [args.points == "on"]
     args.modes = [(s, p) for s in syncs for p in pts]
+    args.pts = pts
+    args.stores = [x.strip() for x in args.store.split(",") if x.strip()]
+    if not set(args.stores) <= {"sqlite", "postgresql"}:
+        raise SystemExit("--store takes sqlite and/or postgresql")
+    args.pg_nodes = [int(x) for x in args.pg_nodes.split(",")]
     rows = benchlib.run_pinned(run(args), watchdog=200)
     table = benchlib.md_table(
         rows,
@@ -251,6 +285,9 @@ def main() -> None:
             ("max ms", "max_ms"),
             ("server µs/ack", "server_us_per_ack"),
             ("server core %", "server_cpu_pct"),
+            ("PostgreSQL µs/ack", "db_us_per_ack"),
+            ("PostgreSQL core %", "db_cpu_pct"),
+            ("Redis core %", "redis_cpu_pct"),
             ("generator CPU %", "gen_cpu_pct"),
             ("others %", "other_pct"),
             ("errors", "errors"),

@@ -16,7 +16,7 @@ from wsclient import WsClient
 
 from chatd.app import App
 from chatd.config import Config
-from chatd.store.sqlite import SqliteStore
+from chatd.store import Store, open_store
 
 ServerFactory = Callable[..., Awaitable[App]]
 ClientFactory = Callable[..., Awaitable[WsClient]]
@@ -56,10 +56,11 @@ def db_path(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    """An opened SQLite store on the test's file, without a server (tests of the
-    core over a real engine). tests/store/ has its own: one per engine."""
-    s = SqliteStore(str(db_path), sync="normal")
+async def store(db_path: Any) -> AsyncIterator[Store]:
+    """An opened store on the test's database (SQLite, or PostgreSQL with ``--store
+    postgresql``), without a server (tests of the core over a real engine).
+    tests/store/ has its own: one per engine."""
+    s = open_store(str(db_path), sync="normal")
     await s.open()
     yield s
     await s.close()

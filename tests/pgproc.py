@@ -61,7 +61,9 @@ def bin_dir() -> Path:
 class PgProc:
     """One PostgreSQL cluster in a temporary folder, served on 127.0.0.1:``port``."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, durable: bool = False) -> None:
+        """``durable``: fsync on (the benchmarks' server); the tests' runs with it off."""
+        self.durable = durable
         self.bin = bin_dir()
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="chatd-pg-"))
@@ -100,8 +102,9 @@ class PgProc:
         argv = [
             str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
-            "-c", "max_connections=300", "-c", "shared_buffers=64MB", "-c", "fsync=off",
-            "-c", "synchronous_commit=on", "-c", "full_page_writes=off", "-c", "log_min_messages=warning",
+            "-c", "max_connections=300", "-c", "shared_buffers=128MB",
+            "-c", f"fsync={'on' if self.durable else 'off'}", "-c", "synchronous_commit=on",
+            "-c", f"full_page_writes={'on' if self.durable else 'off'}", "-c", "log_min_messages=warning",
         ]  # fmt: skip
         if self.user:
             pw = pwd.getpwnam(self.user)

@@ -105,6 +105,21 @@ def start_chatd(port: int, db: str, extra: list[str] | None = None, core: int | 
     return start_server(argv + (extra or []), core=core, name="chatd")
 
 
+def start_postgres() -> Any:
+    """A PostgreSQL server on a free port with fsync on (tests/pgproc.py's, which the test
+    suite uses with fsync off), pinned to core 0 with chatd."""
+    tests = BENCH.parent / "tests"
+    if str(tests) not in sys.path:
+        sys.path.insert(0, str(tests))
+    from pgproc import PgProc
+
+    pg = PgProc(durable=True)
+    pg.start()
+    if shutil.which("taskset"):
+        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pg.proc.pid)], capture_output=True, check=False)
+    return pg
+
+
 class Tokens:
     """Owner tokens for many users without one ``chatd token`` process per user.
 
@@ -203,6 +218,7 @@ class Servers:
         self.redis_port = 0
         self.tmp: tempfile.TemporaryDirectory[str] | None = None
         self.db = ""
+        self.pg: Any = None  # tests/pgproc.PgProc, with start_chatd(store="postgresql")
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -225,12 +241,22 @@ class Servers:
         await wait_healthz(port, 30, self.procs[-1])
 
     async def start_chatd(self, nodes: int = 1, extra: list[str] | None = None, prefix: str = "bench-chatd-",
-                          first: list[str] | None = None) -> None:
-        """``nodes`` chatd processes on one SQLite file in a fresh temporary directory;
-        with more than one, a redis-server they share. All on core 0. ``first``: flags
-        for the first process alone (its admin port, say)."""
+                          first: list[str] | None = None, store: str = "sqlite") -> None:
+        """``nodes`` chatd processes on one SQLite file in a fresh temporary directory
+        (or, ``store="postgresql"``, one database on a PostgreSQL server of their own,
+        fsync on, migrated with ``chatd migrate``); with more than one, a redis-server
+        they share. All on core 0, PostgreSQL too. ``first``: flags for the first
+        process alone (its admin port, say)."""
         self.tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.db = os.path.join(self.tmp.name, "chatd.db")
+        if store == "postgresql":
+            self.pg = start_postgres()
+            self.db = self.pg.create_db()
+            r = await asyncio.to_thread(
+                subprocess.run, [*chatd_argv(), "migrate", "--db", self.db], capture_output=True, text=True, timeout=120
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"chatd migrate failed: {r.stderr}")
         extra = list(extra or [])
         if nodes > 1:
             self.redis, self.redis_port = start_redis(core=0)
@@ -248,6 +274,10 @@ class Servers:
     def all_pids(self) -> list[int]:
         return self.pids() + ([self.redis.pid] if self.redis is not None else [])
 
+    def pg_pid(self) -> int | None:
+        """The postmaster (its live children, the backends, count with it)."""
+        return self.pg.proc.pid if self.pg is not None and self.pg.proc is not None else None
+
     def exited(self) -> subprocess.Popen[bytes] | None:
         return next((p for p in [*self.procs, self.redis] if p is not None and p.poll() is not None), None)
 
@@ -260,6 +290,9 @@ class Servers:
 
     def close(self) -> None:
         self.stop()
+        if self.pg is not None:
+            self.pg.close()
+            self.pg = None
         if self.tmp is not None:
             self.tmp.cleanup()
             self.tmp = None

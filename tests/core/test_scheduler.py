@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import FakeClock, read_db
@@ -15,7 +16,7 @@ from chatd.clock import ManualClock
 from chatd.core.pipeline import Pipeline
 from chatd.core.scheduler import LEASE_MS, Scheduler
 from chatd.metrics import Metrics
-from chatd.store.sqlite import SqliteStore
+from chatd.store import Store, open_store
 
 THIRD = LEASE_MS / 3000  # s: a holder renews this far into its lease
 
@@ -38,9 +39,9 @@ class FakeJob:
 
 
 @pytest.fixture
-async def pipelines(store: SqliteStore, db_path: Path) -> AsyncIterator[list[Pipeline]]:
+async def pipelines(store: Store, db_path: Any) -> AsyncIterator[list[Pipeline]]:
     """One pipeline per node; the second node opens the same file (two processes)."""
-    other = SqliteStore(str(db_path), sync="normal")
+    other = open_store(str(db_path), sync="normal")
     await other.open()
     pipes = [Pipeline(store, Metrics()), Pipeline(other, Metrics())]
     for p in pipes:
