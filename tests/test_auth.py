@@ -213,9 +213,24 @@ def test_non_finite_exp_with_a_clock_is_refused_like_without(exp: float) -> None
     assert info.value.code == Close.AUTH_FAILED
 
 
-@pytest.mark.parametrize("db", ["postgresql://localhost/chatd", "redis://x", "mysql://u@h/db"])
+@pytest.mark.parametrize("db", ["redis://x", "mysql://u@h/db", "postgres-ish://h/db"])
 def test_a_store_url_of_an_engine_this_server_lacks_is_refused(db: str) -> None:
     with pytest.raises(ValueError, match="not supported"):
         Config(db_path=db).check()
     Config(db_path="sqlite:/tmp/chatd.db").check()
     Config(db_path="chatd.db").check()
+    Config(db_path="postgresql://chatd@localhost:5432/chatd").check()
+    Config(db_path="postgres://chatd@db.internal/chatd").check()
+
+
+@pytest.mark.parametrize(
+    ("db", "says"),
+    [
+        ("postgresql:///chatd", "needs a host"),
+        ("postgresql://chatd@localhost:port/chatd", "not a PostgreSQL URL"),
+        ("postgresql://chatd@localhost:99999/chatd", "not a PostgreSQL URL"),
+    ],
+)
+def test_a_malformed_postgresql_url_is_refused_at_config_check(db: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        Config(db_path=db).check()
