@@ -234,6 +234,24 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_store(args: argparse.Namespace) -> int:
+    import sqlite3
+
+    import asyncpg
+
+    from .store import StoreUnavailable
+    from .store.copy import run_copy
+
+    try:
+        copied = run_copy(args.source, args.target)
+    except (ValueError, OSError, sqlite3.Error, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"chatd copy-store: {exc}", file=sys.stderr)
+        return 2
+    busy = ", ".join(f"{t} {n:,}" for t, n in sorted(copied.tables.items()) if n)
+    print(f"chatd copy-store: {copied.rows:,} rows copied ({busy})")
+    return 0
+
+
 def _check_config(args: argparse.Namespace) -> int:
     try:
         values = settings.resolve({}, settings.load_file(args.file))
@@ -292,6 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     m.add_argument("--db", required=True, help="the SQLite file or postgresql:// URL")
     m.set_defaults(fn=_migrate)
+
+    cp = sub.add_parser(
+        "copy-store",
+        help="copy a SQLite store into a migrated, empty PostgreSQL database, every seq, position, "
+        "ledger entry and cursor as it is (stop the servers writing to the file first)",
+    )
+    cp.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    cp.add_argument("--to", dest="target", required=True, help="the postgresql:// URL (run chatd migrate on it first)")
+    cp.set_defaults(fn=_copy_store)
 
     args = parser.parse_args(argv)
     return int(args.fn(args))
