@@ -35,6 +35,7 @@ import asyncpg
 
 from ..base import StoreUnavailable, Write
 from ..sqlite.engine import Tx, run_ops
+from ..sqlite.messages import append
 from .dialect import pg
 from .schema import check_version
 
@@ -126,6 +127,19 @@ class PgTx(Tx):
     def head(self) -> int:
         return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))
 
+    def prefetch(self, ops: Sequence[Write[Any]]) -> None:
+        """Read the seq counters of every conversation the batch's texts go to in one
+        round trip (``alloc`` would read them one statement each): a batch of texts
+        to 200 circles is 200 round trips fewer, each a hop to the server and back."""
+        convs = list({op.args[0] for op in ops if op.fn is append})
+        if len(convs) < 2:
+            return
+        rows = self._run(
+            self._prepared("SELECT id, last_seq, last_pos FROM conversations WHERE id = ANY($1::text[])").fetch(convs)
+        )
+        for conv, seq, pos in rows:
+            self._seqs[conv] = [seq, pos]
+
 
 class PgEngine:
     """A PostgreSQL database: the writer thread and the reader pool."""
@@ -208,6 +222,7 @@ class PgEngine:
         try:
             tx.execute("BEGIN")
             tx._pos = int(tx._run(tx._prepared(POS_LOCK).fetchval()))
+            tx.prefetch(ops)  # after the lock: no other batch moves the counters now
             results = run_ops(tx, ops)
             head = tx.head()
             tx.execute("COMMIT")
