@@ -2,9 +2,9 @@
 delivery guarantees every engine must keep.
 
 chatd's core and ops see only this module and ``records.py``: an engine (SQLite
-today, under ``sqlite/``; PostgreSQL next) implements these Protocols, and the
-contract suite (``tests/store/test_contract.py``) runs the same checks against
-every engine.
+under ``sqlite/``; PostgreSQL under ``postgres/``, which runs the same repositories
+and write ops in its own dialect) implements these Protocols, and the contract suite
+(``tests/store/test_contract.py``) runs the same checks against every engine.
 
 Writes are deferred. A repository's write method does not touch the database:
 it returns a :class:`Write`, which the pipeline (``chatd/core/pipeline.py``)
