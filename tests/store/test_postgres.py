@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pgproc import PgProc
@@ -121,3 +122,24 @@ async def test_a_batch_fails_while_the_server_is_down_and_the_next_one_commits_a
     finally:
         await store.close()
         pg_server.start()
+
+
+async def test_the_writer_keeps_a_bounded_number_of_prepared_statements(pg_server: PgProc) -> None:
+    from chatd.store import Write
+    from chatd.store.postgres.engine import STATEMENTS
+
+    store = open_store(pg_server.create_db(migrated=True))
+    await store.open()
+    try:
+
+        def many(tx: Any) -> int:
+            return sum(int(tx.execute(f"SELECT {i} + ?", (1,)).fetchone()[0]) for i in range(STATEMENTS + 200))
+
+        def prepared(tx: Any) -> int:
+            return int(tx.execute("SELECT count(*) FROM pg_prepared_statements").fetchone()[0])
+
+        assert await one(store, Write(many)) == sum(range(1, STATEMENTS + 201))
+        await one(store, Write(many))  # the statements dropped from the cache are closed on the server by now
+        assert await one(store, Write(prepared)) <= STATEMENTS + 5
+    finally:
+        await store.close()

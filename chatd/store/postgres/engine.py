@@ -42,6 +42,7 @@ from .schema import check_version
 T = TypeVar("T")
 _CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
+STATEMENTS = 512  # prepared statements the writer keeps: some texts vary (IN lists), the server's memory must not
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
 
 
@@ -104,6 +105,8 @@ class PgTx(Tx):
     def _prepared(self, sql: str) -> Any:
         stmt = self._stmts.get(sql)
         if stmt is None:
+            if len(self._stmts) >= STATEMENTS:  # the oldest goes (asyncpg closes it on the server once unused)
+                del self._stmts[next(iter(self._stmts))]
             stmt = self._stmts[sql] = self._run(self.conn.prepare(sql))
         return stmt
 
