@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
 from . import logs, settings
@@ -205,51 +206,47 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_epoch(args: argparse.Namespace) -> int:
-    import asyncpg
-
-    from .store import StoreUnavailable, new_epoch
-
-    try:
-        print(new_epoch(args.db))
-    except (ValueError, OSError, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"chatd new-epoch: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _migrate(args: argparse.Namespace) -> int:
-    import sqlite3
-
-    import asyncpg
-
-    from .store import StoreUnavailable, migrate
-
-    try:
-        version = migrate(args.db)
-    except (ValueError, OSError, sqlite3.Error, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"chatd migrate: {exc}", file=sys.stderr)
-        return 2
-    print(f"chatd migrate: {args.db.split('@')[-1]} is at schema version {version}")
-    return 0
-
-
-def _copy_store(args: argparse.Namespace) -> int:
+def _store_command(name: str, fn: Callable[[], str]) -> int:
+    """Run a store command (``fn`` returns what it prints); what the store or its
+    location refuses is one line on stderr and exit 2."""
     import sqlite3
 
     import asyncpg
 
     from .store import StoreUnavailable
-    from .store.copy import run_copy
 
     try:
-        copied = run_copy(args.source, args.target)
+        print(fn())
     except (ValueError, OSError, sqlite3.Error, StoreUnavailable, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"chatd copy-store: {exc}", file=sys.stderr)
+        print(f"chatd {name}: {exc}", file=sys.stderr)
         return 2
-    busy = ", ".join(f"{t} {n:,}" for t, n in sorted(copied.tables.items()) if n)
-    print(f"chatd copy-store: {copied.rows:,} rows copied ({busy})")
     return 0
+
+
+def _new_epoch(args: argparse.Namespace) -> int:
+    from .store import new_epoch
+
+    return _store_command("new-epoch", lambda: new_epoch(args.db))
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from .store import migrate
+
+    def run() -> str:
+        return f"chatd migrate: {args.db.split('@')[-1]} is at schema version {migrate(args.db)}"
+
+    return _store_command("migrate", run)
+
+
+def _copy_store(args: argparse.Namespace) -> int:
+    from .store.copy import run_copy
+
+    def run() -> str:
+        copied = run_copy(args.source, args.target)
+        busy = ", ".join(f"{t} {n:,}" for t, n in sorted(copied.tables.items()) if n)
+        return f"chatd copy-store: {copied.rows:,} rows copied ({busy})"
+
+    return _store_command("copy-store", run)
 
 
 def _check_config(args: argparse.Namespace) -> int:

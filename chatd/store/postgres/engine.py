@@ -130,6 +130,10 @@ class PgTx(Tx):
     def head(self) -> int:
         return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))
 
+    def lock_positions(self) -> None:
+        """The batch's first statement: the position counter, held to COMMIT."""
+        self._pos = int(self._run(self._prepared(POS_LOCK).fetchval()))
+
     def prefetch(self, ops: Sequence[Write[Any]]) -> None:
         """Read the seq counters of every conversation the batch's texts go to in one
         round trip (``alloc`` would read them one statement each): a batch of texts
@@ -224,7 +228,7 @@ class PgEngine:
         tx = PgTx(conn, loop, self._local.stmts)
         try:
             tx.execute("BEGIN")
-            tx._pos = int(tx._run(tx._prepared(POS_LOCK).fetchval()))
+            tx.lock_positions()
             tx.prefetch(ops)  # after the lock: no other batch moves the counters now
             results = run_ops(tx, ops)
             head = tx.head()

@@ -30,7 +30,7 @@ from ..base import Write
 from .campaigns import SqliteCampaigns
 from .conversations import SqliteBlocks, SqliteConversations, SqliteUsers
 from .desk import SqliteDesk
-from .engine import Engine, Reader, set_wal
+from .engine import Engine, StoreEngine, set_wal
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
 from .live import SqliteLive
@@ -43,10 +43,13 @@ from .service import SqliteService
 
 
 class Repositories:
-    """Every repository, reading through ``reader``; their write ops run in either
-    engine's batch transaction (the PostgreSQL store reuses them: one copy of the SQL)."""
+    """A store: every repository, reading through ``engine``, whose batch transaction
+    runs their write ops (either engine's: the PostgreSQL store reuses them, one copy
+    of the SQL)."""
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, engine: StoreEngine) -> None:
+        self.engine = engine
+        reader = engine
         self.messages = SqliteMessages(reader)
         self.conversations = SqliteConversations(reader)
         self.members = SqliteMembers(reader)
@@ -61,13 +64,6 @@ class Repositories:
         self.campaigns = SqliteCampaigns(reader)
         self.live = SqliteLive(reader)
 
-
-class SqliteStore(Repositories):
-    def __init__(self, path: str, *, sync: str = "full") -> None:
-        self.path = path
-        self.engine = Engine(path, sync=sync)
-        super().__init__(self.engine)
-
     async def open(self) -> None:
         await self.engine.open()
 
@@ -76,6 +72,13 @@ class SqliteStore(Repositories):
 
     async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]:
         return await self.engine.run_batch(ops)
+
+
+class SqliteStore(Repositories):
+    def __init__(self, path: str, *, sync: str = "full") -> None:
+        self.path = path
+        self.engine: Engine = Engine(path, sync=sync)
+        super().__init__(self.engine)
 
 
 def prepare(path: str) -> None:

@@ -53,6 +53,15 @@ class Reader(Protocol):
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any: ...
 
 
+class StoreEngine(Reader, Protocol):
+    """What a store asks of its engine (SQLite's, PostgreSQL's): opening, closing, and
+    running a batch of write ops in one transaction."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]: ...
+
+
 class Tx:
     """One batch transaction as the write ops see it.
 
