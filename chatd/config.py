@@ -102,8 +102,10 @@ class Config:
         trusted_networks(self.trusted_proxies)
         if self.bus_shards < 1:
             raise ValueError("bus shards must be at least 1")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("--redis-url must be a redis://, rediss:// or unix:// URL")
+        if self.redis_url is not None:
+            from .redisurl import check
+
+            check(self.redis_url)
         if self.circles_per_hour < 0 or self.new_dms_per_hour < 0:
             raise ValueError("--circles-per-hour and --new-dms-per-hour take 0 (no limit) or more")
         if self.points_yield_ms < 0:

@@ -147,12 +147,17 @@ class _HotCollector(Collector):
             st = m.bus_stats()
             yield GaugeMetricFamily("chatd_bus_up", "1 while the bus delivers (Redis reachable)", value=st.get("up", 0))
             yield GaugeMetricFamily("chatd_bus_channels", "Bus channels subscribed", value=st.get("channels", 0))
+            yield GaugeMetricFamily(
+                "chatd_bus_links", "Redis servers the bus uses (a cluster's masters)", value=st.get("links", 1)
+            )
+            yield GaugeMetricFamily("chatd_bus_links_up", "Redis servers the bus delivers through", value=st.get("links_up", 0))
             for name, help_ in (
                 ("published", "Envelopes published to other nodes"),
                 ("received", "Envelopes received from other nodes"),
                 ("dropped", "Envelopes not published (bus down or failing)"),
                 ("resets", "Times the bus (re)connected and the node resynchronised"),
                 ("remote_resets", "Resyncs because another node may have lost envelopes"),
+                ("map_changes", "Times a Redis Cluster's slot map changed (a failover, a resharding)"),
                 ("gaps_filled", "Seq gaps in pushes filled from the store"),
                 ("presence_errors", "Presence updates that failed (e.g. Redis down)"),
             ):

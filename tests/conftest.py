@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pgproc import pg_server  # noqa: F401  (the fixture: one real PostgreSQL server per run)
+from redisclusterproc import redis_cluster  # noqa: F401  (the fixture: a real 3+3 Redis Cluster per test)
 from redisproc import redis_proc  # noqa: F401  (the fixture: a real redis-server per test)
 from support import FakeClock, stop_app, token, url
 from wsclient import WsClient

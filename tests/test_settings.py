@@ -151,6 +151,12 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(db: str) -> None:
     [
         (["--workers", "2"], "redis_url"),
         (["--redis-url", "http://x"], "redis"),
+        (["--redis-url", "redis+cluster://"], "cluster seed has no host"),
+        (["--redis-url", "redis+cluster://h:1,:2"], "cluster seed has no host"),
+        (["--redis-url", "redis+cluster://h:port"], "port must be 1-65535"),
+        (["--redis-url", "redis+cluster://h:70000"], "port must be 1-65535"),
+        (["--redis-url", "redis+cluster://" + ",".join(f"h{i}:1" for i in range(65))], "at most 64 cluster seeds"),
+        (["--redis-url", "redis+cluster://h:-1"], "port must be 1-65535"),
         (["--host", "10.1.2.3"], "development secret"),
         (["--port", "70000"], "port"),
         (["--points-stream", "s"], "points-stream needs"),

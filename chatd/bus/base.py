@@ -20,7 +20,8 @@ Semantics every implementation keeps (tests/bus/test_contract.py runs against bo
 - ``interest(key, +1/-1)`` changes the node's subscriptions; ``await ready(key)``
   returns once envelopes for ``key`` published from now on will arrive (or at once
   when the bus is down: the caller relies on catch-up then).
-- ``up`` is False while the bus cannot deliver. Whenever it comes back after a loss
+- ``up`` is False while the bus cannot deliver everywhere (on a cluster: while
+  any shard's master is unreachable; ``health()`` says how many are). Whenever it comes back after a loss
   (and after the first connect), the handler's ``bus_reset()`` runs: envelopes may
   have been lost, so the node resynchronises its caches and tells its clients to
   catch up.
@@ -78,5 +79,11 @@ class Bus(Protocol):
     def reset_all(self, why: str) -> None:
         """Every node (this one included) runs ``bus_reset`` soon: something
         other nodes may have missed happened outside the bus (a node died)."""
+
+    def health(self) -> dict[str, int]:
+        """``links``: the Redis servers the bus uses (a cluster's masters), and
+        ``links_up``: how many of them deliver. Some but not all up: the bus is
+        degraded (a shard failing over), not down."""
+        ...
 
     def stats(self) -> dict[str, int]: ...

@@ -103,5 +103,8 @@ class MemoryBus:
             self.received += 1
             self.handler.bus_message(key, payload)
 
+    def health(self) -> dict[str, int]:
+        return {"links": 1, "links_up": int(self.up)}
+
     def stats(self) -> dict[str, int]:
         return {"channels": len(self.channels), "published": self.published, "received": self.received}

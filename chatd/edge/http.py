@@ -64,15 +64,31 @@ class Routes:
         return None
 
 
+def _bus_state(bus: Bus) -> str:
+    """up, local (one process), down, or degraded: some of a cluster's shards
+    deliver (one is failing over). A degraded node stays ready: its clients
+    resync when the shard is back, and taking every node out of the load
+    balancer for a failover would be the outage the cluster is there to avoid."""
+    if not bus.shared:
+        return "local"
+    if bus.up:
+        return "up"
+    links = bus.health()
+    return "degraded" if 0 < links["links_up"] < links["links"] else "down"
+
+
 def health_routes(life: Lifecycle, bus: Bus, metrics: Metrics, store: Health) -> dict[str, Route]:
     def healthz() -> Response:
         """200 when the node serves; 503 (not ready) while it starts or drains, or
         a dependency is down. The body says each dependency's state, as JSON."""
-        state = {
+        state: dict[str, object] = {
             "store": "ok" if store.running and not store.failing else "failing" if store.running else "stopped",
-            "bus": ("up" if bus.up else "down") if bus.shared else "local",
+            "bus": _bus_state(bus),
             "draining": life.draining,
         }
+        links = bus.health()
+        if links["links"] > 1:  # a Redis Cluster: how many shards' masters deliver
+            state["bus_shards"] = f"{links['links_up']}/{links['links']}"
         ready = life.ready and not life.draining and state["store"] == "ok" and state["bus"] != "down"
         body = orjson.dumps({"status": "ok" if ready else "not ready", **state}) + b"\n"
         return respond(200 if ready else 503, body, "application/json")

@@ -1,5 +1,5 @@
-"""One contract, two buses: the in-memory broker and Redis pub/sub (a real
-redis-server per test). What chatd's fan-out layer relies on (chatd/bus/base.py)."""
+"""One contract, three buses: the in-memory broker, Redis pub/sub (a real
+redis-server per test) and Redis Cluster sharded pub/sub (a real 3+3 cluster per test). What chatd's fan-out layer relies on (chatd/bus/base.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from redisclusterproc import RedisClusterProc
 from redisproc import RedisProc
 
 from chatd.bus import Bus, MemoryBroker, MemoryBus
@@ -99,13 +100,44 @@ class RedisHarness(Harness):
         await asyncio.get_running_loop().run_in_executor(None, self.proc.start)
 
 
-@pytest.fixture(params=["memory", "redis"])
+class ClusterHarness(Harness):
+    """A Redis Cluster of 3 masters and 3 replicas (sharded pub/sub). An outage
+    kills every master (no replica can be elected without a majority of masters);
+    the restore starts them again."""
+
+    kind = "cluster"
+
+    def __init__(self, cluster: RedisClusterProc) -> None:
+        self.cluster = cluster
+        self.killed: list[RedisProc] = []
+
+    async def node(self) -> tuple[Bus, Recorder]:
+        bus = RedisBus(self.cluster.url, shards=16)
+        rec = Recorder()
+        bus.attach(rec)
+        await bus.start()
+        assert bus.up and bus.health() == {"links": 3, "links_up": 3}
+        return bus, rec
+
+    async def outage(self) -> None:
+        self.killed = [self.cluster.node_on(p) for p in self.cluster.master_ports()]
+        for node in self.killed:
+            node.kill()
+
+    async def restore(self) -> None:
+        for node in self.killed:
+            await asyncio.get_running_loop().run_in_executor(None, node.start)
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     h: Harness
     if request.param == "memory":
         h = MemoryHarness()
-    else:
+    elif request.param == "redis":
         h = RedisHarness(request.getfixturevalue("redis_proc"))
+    else:
+        h = ClusterHarness(request.getfixturevalue("redis_cluster"))
     made: list[Bus] = []
     orig = h.node
 

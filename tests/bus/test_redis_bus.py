@@ -15,10 +15,17 @@ import pytest
 import redis.asyncio as aioredis
 from redisproc import RedisProc
 
-from chatd.bus.redis import RedisBus
+from chatd.bus.redis import RedisBus, _Link
 from chatd.bus.resp import RespConnection
 
 from .test_contract import Recorder
+
+
+def link(bus: RedisBus) -> _Link:
+    """The bus's link to its one Redis server."""
+    found = bus.route(bus.channel("c:k"))
+    assert found is not None
+    return found
 
 
 async def node(url: str) -> tuple[RedisBus, Recorder]:
@@ -73,7 +80,7 @@ async def test_interest_regained_while_unsubscribing_is_subscribed_again(pair: P
     await b.ready("c:k")
     b.interest("c:k", -1)
     channel = b.channel("c:k")
-    b._unsubscribe(channel)  # what the sweep does: the UNSUBSCRIBE goes out ...
+    link(b).unsubscribe(channel)  # what the sweep does: the UNSUBSCRIBE goes out ...
     b.interest("c:k", 1)  # ... and interest comes back before its confirmation
     await b.ready("c:k")
     for _ in range(50):
@@ -168,8 +175,8 @@ async def test_publishing_costs_redis_no_replies(pair: Pair) -> None:
         a.publish("c:k", str(i).encode())
     await rb.wait_for(lambda: len(rb.got) == 200)
     assert [p for _, p in rb.got] == [str(i).encode() for i in range(200)]
-    assert a._pub is not None and not a._pub.replies and a._pub.unanswered == 0
-    assert a._pub.written == 200
+    assert link(a).pub is not None and not link(a).pub.replies and link(a).pub.unanswered == 0
+    assert link(a).pub.written == 200
     publishers = [c for c in await admin.client_list() if c.get("cmd") == "publish"]
     assert len(publishers) == 1 and publishers[0]["obl"] == "0"  # nothing queued back to us
 
@@ -205,7 +212,7 @@ async def test_a_publishing_connection_killed_in_use_makes_every_node_resync(
     # it, so it is told to resync
     a.publish("c:k", b"maybe lost")
     await asyncio.sleep(0)
-    assert a._pub is not None and a._pub.unconfirmed > 0
+    assert link(a).pub is not None and link(a).pub.unconfirmed > 0
     assert await kill_publishers(admin) == 1
     await rb.wait_for(lambda: rb.resets > resets)
     assert a.up and b.up
@@ -222,7 +229,7 @@ async def test_a_confirmed_publisher_lost_while_idle_resyncs_nobody(pair: Pair) 
     await b.ready("c:k")
     a.publish("c:k", b"one")
     await rb.wait_for(lambda: ("c:k", b"one") in rb.got)
-    await rb.wait_for(lambda: a._pub is not None and a._pub.unconfirmed == 0, within=3.0)
+    await rb.wait_for(lambda: link(a).pub is not None and link(a).pub.unconfirmed == 0, within=3.0)
     resets_a, resets_b = ra.resets, rb.resets
     assert await kill_publishers(admin) == 1
     await asyncio.sleep(1.5)
@@ -237,8 +244,8 @@ async def test_what_a_node_published_while_its_bus_was_down_makes_the_others_res
     b.interest("c:k", 1)
     await b.ready("c:k")
     resets_b = rb.resets
-    assert a._sub is not None and a._sub.transport is not None
-    host, port = a._sub.transport.get_extra_info("sockname")[:2]
+    assert link(a).sub is not None and link(a).sub.transport is not None
+    host, port = link(a).sub.transport.get_extra_info("sockname")[:2]
     assert await admin.client_kill_filter(addr=f"{host}:{port}") == 1  # only a's subscriber
     await ra.wait_for(lambda: not a.up, within=2.0)
     a.publish("c:k", b"while down")  # dropped: b never sees it ...
