@@ -20,6 +20,7 @@ from . import logs, settings
 from .app import App
 from .auth import Verifier, make_token
 from .config import DEV_SECRET, Config
+from .redisurl import redact
 
 
 def chatd_version() -> str:
@@ -167,7 +168,7 @@ async def _run(app: App, fmt: str, worker: int | None = None) -> int:
         print(f"chatd: cannot start: {_why(exc, config)}", file=sys.stderr, flush=True)
         return START_FAILED if worker is not None else 1
     who = f"worker {worker} (pid {os.getpid()}) " if worker is not None else ""
-    bus = f"bus {config.redis_url}" if config.redis_url else "in-memory bus"
+    bus = f"bus {redact(config.redis_url)}" if config.redis_url else "in-memory bus"
     logs.banner(
         fmt,
         f"chatd {chatd_version()} {who}serving ws://{config.host}:{app.port}/  (healthz, metrics on the same port; {bus})",

@@ -13,7 +13,8 @@ CHATD = ROOT / ".venv" / "bin" / "chatd"
 
 
 class Proc:
-    def __init__(self, db: Path, port: int, log: Path, *args: str) -> None:
+    def __init__(self, db: Path | str, port: int, log: Path, *args: str) -> None:
+        # db: a SQLite file, or a postgresql:// URL
         self.db, self.port, self.log = db, port, log
         self.args = args  # extra ``chatd serve`` arguments
         self.env: dict[str, str] = {}  # extra environment (e.g. PYTHONPATH for test hooks)

@@ -235,7 +235,7 @@ async def sync_all(c: Any, since: int, limit: int | None = None) -> tuple[list[d
 
 
 async def admin_call(
-    app: App,
+    app: App | int,
     op: str,
     body: Any = None,
     *,
@@ -252,7 +252,9 @@ async def admin_call(
     import aiohttp
     import orjson
 
-    issued = app.clock.wall_ms() / 1000  # the server's clock (a test's FakeClock)
+    # the server's clock (a test's FakeClock); a port: a chatd process on the real clock
+    issued = app.clock.wall_ms() / 1000 if isinstance(app, App) else time.time()
+    port = app.admin_port if isinstance(app, App) else app
     tok = make_token("crm", "bot", scopes=["admin"], now=issued) if token_ is None else token_
     hdrs = {"Authorization": f"Bearer {tok}"} if tok else {}
     hdrs.update(headers or {})
@@ -260,7 +262,7 @@ async def admin_call(
     async with (
         aiohttp.ClientSession() as http,
         http.request(
-            method, f"http://127.0.0.1:{app.admin_port}{path or '/v1/' + op}", data=data, headers=hdrs
+            method, f"http://127.0.0.1:{port}{path or '/v1/' + op}", data=data, headers=hdrs
         ) as resp,
     ):
         payload = await resp.read()
