@@ -20,8 +20,15 @@ senders alternate, so every message is fanned out locally on one process and
 crosses Redis to the other. Its server CPU is the sum over both chatd processes;
 Redis' CPU is reported beside it.
 
+``chatd3`` and ``chatd3c`` (``--target bus``, issue 14): three chatd processes (members
+split a third each, senders rotating), over one redis-server (``chatd3``) or over a Redis
+Cluster of 3 masters and 3 replicas (``chatd3c``, sharded pub/sub: SPUBLISH), every Redis
+process on core 0 too; Redis' CPU is summed over the cluster's six processes. The ratio
+lines compare chatd3c with chatd3 (goal: ≤ 1.2 for CPU per delivery).
+
     .venv/bin/python bench/fanout.py               # floor + node + chatd: ~2 min
     .venv/bin/python bench/fanout.py --target all  # floor + node + chatd + chatd2: ~3 min
+    .venv/bin/python bench/fanout.py --target bus  # chatd3 (one Redis) + chatd3c (Redis Cluster): ~2 min
     .venv/bin/python bench/fanout.py --quick       # ~20 s, 500 connections
 """
 
@@ -35,7 +42,7 @@ from typing import Any
 
 import benchlib
 import wsload
-from fanout_targets import FLOORS, NODES, TARGETS, Target, counters, drive, setup_chatd, setup_floor
+from fanout_targets import BUS, FLOORS, NODES, TARGETS, Target, counters, drive, setup_chatd, setup_floor
 
 
 def report_profiles(spies: list[tuple[int, Path, Any]], name: str, rate: int, wait: float) -> None:
@@ -58,9 +65,10 @@ def report_perf(perf: Any, data: Path, t: Target, rate: int, wait: float) -> Non
         perf.wait(wait)
     except Exception:
         perf.kill()
+    redis = t.redis_pids()
     names = ", ".join(
         [f"chatd process {i}: pid {p}" for i, p in enumerate(t.pids())]
-        + ([f"redis: pid {t.redis.pid}"] if t.redis is not None else [])
+        + ([f"redis: pid {redis[0]}"] if len(redis) == 1 else [f"redis node {i}: pid {p}" for i, p in enumerate(redis)])
     )
     text = f"perf {t.name} {rate:,}/s ({names}):\n" + benchlib.perf_summary(data)
     data.with_suffix(".txt").write_text(text + "\n")
@@ -82,8 +90,7 @@ async def phase(
     k0 = counters(t)
     st.reset_window()
     st.recording = True
-    redis = t.redis.pid if t.redis is not None else None
-    w = benchlib.Window(pids, redis, per_process=len(pids) > 1, ctx=True).start()
+    w = benchlib.Window(pids, t.redis_pids(), per_process=len(pids) > 1, ctx=True).start()
     sent0 = sent[0]
     spies: list[tuple[int, Path, Any]] = []
     if args is not None and args.profile and t.name.startswith("chatd"):
@@ -119,7 +126,7 @@ async def phase(
     closes = st.closes - closes0
     errors = st.errors - errors0
     msgs = max(k.get("messages", 0), 1)
-    cluster = t.redis is not None
+    cluster = bool(t.redis_pids())  # several chatd processes over Redis (one server or a Redis Cluster)
     row = {
         "server": t.name,
         "processes": len(t.procs),
@@ -171,6 +178,13 @@ async def phase(
                 "redis_cmds": int(k.get("redis_cmd_calls", 0)),
             }
         )
+    if t.cluster is not None:
+        row.update(
+            {
+                "redis_processes": len(t.redis_pids()),
+                "redis_master_publish_per_msg": round(k.get("redis_master_publish_calls", 0) / msgs, 2),
+            }
+        )
     print(
         f"  {t.name:6} {rate:>7,}/s: achieved {row['achieved_dps']:>7,}/s  p50 {row['p50_ms']} ms  "
         f"p99 {row['p99_ms']} ms  max {row['max_ms']} ms  server {row['server_us_per_delivery']} µs/delivery "
@@ -202,6 +216,12 @@ def details(row: dict[str, Any]) -> str:
             f"; bus: {row['bus_published_per_msg']} envelopes published and {row['bus_received_per_msg']} "
             f"received per message, Redis {row['redis_publish_per_msg']} PUBLISH/message at "
             f"{row['redis_publish_usec']} µs each (in-command time), {row['redis_cmds']} commands in all"
+            + (
+                f" (PUBLISH + SPUBLISH summed over the cluster's {row['redis_processes']} nodes; "
+                f"{row['redis_master_publish_per_msg']}/message on the masters)"
+                if row.get("redis_processes")
+                else ""
+            )
             + (f", dropped {row['bus_dropped']}" if row["bus_dropped"] else "")
             + (f", gaps filled {row['gaps_filled']}" if row["gaps_filled"] else "")
             if cluster
@@ -228,6 +248,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     args.chatd_arg,
                     nodes=NODES[name],
                     split=args.split,
+                    bus=BUS.get(name, "redis"),
                 )
             rss = sum(benchlib.rss_kb(p) for p in t.all_pids()) / 1024
             print(f"  setup {t.setup_s:.1f} s, server RSS {rss:.0f} MiB", flush=True)
@@ -252,7 +273,8 @@ def parse_args() -> argparse.Namespace:
         choices=list(TARGETS),
         default="both",
         help="both = floor + node + chatd; all = floor + node + chatd + chatd2 (2 processes + Redis); "
-        "cluster = chatd + chatd2; floors = floor + node (floor: bare Python websockets, node: Node's ws); "
+        "cluster = chatd + chatd2; bus = chatd3 (3 processes + one Redis) + chatd3c (3 processes + a Redis "
+        "Cluster of 3 masters and 3 replicas); floors = floor + node (floor: bare Python websockets, node: Node's ws); "
         "bound = both + raw (raw: bench/raw_floor.py, the least a Python server on uvloop does per delivery)",
     )
     ap.add_argument("--circles", type=int)
@@ -299,9 +321,10 @@ def parse_args() -> argparse.Namespace:
     if not benchlib.chatd_available():
         print("chatd is not installed yet: floor only")
         args.targets = [n for n in args.targets if n in FLOORS]
-    if "chatd2" in args.targets and "--redis-url" not in benchlib.chatd_help():
-        print("this chatd has no --redis-url: no chatd2")
-        args.targets.remove("chatd2")
+    multi = [n for n in args.targets if NODES.get(n, 1) > 1]
+    if multi and "--redis-url" not in benchlib.chatd_help():
+        print(f"this chatd has no --redis-url: no {', '.join(multi)}")
+        args.targets = [n for n in args.targets if n not in multi]
     return args
 
 
@@ -328,9 +351,41 @@ COLS = [
 ]
 
 
+BUS_ROWS = ("chatd3", "chatd3c")
+
+
+def bus_ratios(rows: list[dict[str, Any]], rate: int) -> list[str]:
+    """chatd3c against chatd3 at ``rate``: chatd's, Redis' and the total CPU per delivery
+    of each, and the ratios (issue 14: ≤ 1.2)."""
+    one = next((r for r in rows if r["server"] == "chatd3" and r["target_dps"] == rate), None)
+    clu = next((r for r in rows if r["server"] == "chatd3c" and r["target_dps"] == rate), None)
+    out = []
+    for r, what in ((one, "chatd3 (one Redis)"), (clu, "chatd3c (Redis Cluster)")):
+        if r:
+            out.append(
+                f"- {rate:,}/s: {what}: chatd {r['server_us_per_delivery']} + Redis {r['redis_us_per_delivery']} "
+                f"= {r['total_us_per_delivery']} µs/delivery; p99 {r['p99_ms']} ms, achieved {r['achieved_dps']:,}/s, "
+                f"core 0 {r['core0_pct']}%"
+            )
+    if one and clu:
+        chatd = clu["server_us_per_delivery"] / max(one["server_us_per_delivery"], 1e-9)
+        total = clu["total_us_per_delivery"] / max(one["total_us_per_delivery"], 1e-9)
+        redis = clu["redis_us_per_delivery"] / max(one["redis_us_per_delivery"], 1e-9)
+        out.append(
+            f"- {rate:,}/s: Redis Cluster / one Redis (3 processes): chatd CPU per delivery = {chatd:.2f} "
+            f"(goal ≤ 1.2), total (chatd + Redis) = {total:.2f} (goal ≤ 1.2); Redis alone {redis:.2f}"
+        )
+    return out
+
+
 def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, list[str], str]:
     """(setup line, ratio lines, the whole text: setup, table, ratios, chatd details)."""
-    table = benchlib.md_table(rows, COLS)
+    bus = any(r["server"] in BUS_ROWS for r in rows)
+    cols = COLS
+    if bus:  # chatd + Redis per delivery, the figure the bus comparison is about
+        at = next(i for i, (_, k) in enumerate(COLS) if k == "redis_us_per_delivery") + 1
+        cols = [*COLS[:at], ("total µs/delivery", "total_us_per_delivery"), *COLS[at:]]
+    table = benchlib.md_table(rows, cols)
     ratios = []
     for rate in args.rates:
         f = next((r for r in rows if r["server"] == "floor" and r["target_dps"] == rate), None)
@@ -365,6 +420,7 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, l
                 + f"; achieved {c2['achieved_dps']:,} vs 1 process {c['achieved_dps']:,}"
                 + f"; core 0 (chatd + redis) {c2['core0_pct']}% vs {c['core0_pct']}%"
             )
+        ratios += bus_ratios(rows, rate)
     setup = (
         f"{args.circles} circles x {args.members} members, {args.size}-byte texts, "
         f"warm-up {args.warmup} s, window {args.window} s, server on core 0, generator on core 1"
@@ -377,6 +433,18 @@ def report(args: argparse.Namespace, rows: list[dict[str, Any]]) -> tuple[str, l
                 "every message is published, none is needed by the other process)"
             )
             if "chatd2" in args.targets
+            else ""
+        )
+        + (
+            "; chatd3 = 3 chatd processes (one SQLite file) + one redis-server, chatd3c = 3 chatd processes + "
+            "a Redis Cluster (3 masters + 3 replicas, sharded pub/sub), every process on core 0, "
+            + (
+                "each circle's members and the senders split a third each"
+                if args.split == "member"
+                else "each circle whole on one process (--split circle)"
+            )
+            + " (redis µs: summed over the cluster's 6 processes)"
+            if bus
             else ""
         )
         + (f"; chatd args: {' '.join(args.chatd_arg)}" if args.chatd_arg else "")

@@ -1,6 +1,6 @@
 """The setups under test of fanout.py and the load they get: the floor or chatd (1 process,
-or 2 over Redis) with 5,000 connections in circles, each circle's sender, the open-loop
-driver, and chatd's and Redis' counters read around a window."""
+2 or 3 over one Redis, 3 over a Redis Cluster) with 5,000 connections in circles, each
+circle's sender, the open-loop driver, and chatd's and Redis' counters read around a window."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import benchlib
 import orjson
 import wsload
 
-NODES = {"floor": 1, "node": 1, "raw": 1, "chatd": 1, "chatd2": 2}  # server processes per target
+NODES = {"floor": 1, "node": 1, "raw": 1, "chatd": 1, "chatd2": 2, "chatd3": 3, "chatd3c": 3}  # server processes
+BUS = {"chatd3c": "cluster"}  # the targets on a Redis Cluster (3 masters + 3 replicas); the others: one redis-server
 FLOORS = ("floor", "node", "raw")  # bare websockets (Python), Node's ws, bare uvloop (raw_floor.py)
 TARGETS = {
     "both": ["floor", "node", "chatd"],
@@ -27,6 +28,9 @@ TARGETS = {
     "bound": ["floor", "node", "raw", "chatd"],  # with the Python lower bound, raw_floor.py
     "chatd": ["chatd"],
     "chatd2": ["chatd2"],
+    "bus": ["chatd3", "chatd3c"],  # 3 processes over one Redis, then over a Redis Cluster (issue 14)
+    "chatd3": ["chatd3"],
+    "chatd3c": ["chatd3c"],
 }
 
 
@@ -42,6 +46,7 @@ class Target(benchlib.Servers):
         self.convs: list[str] = []
         self.send: Callable[[int, int], None] = lambda c, n: None
         self.setup_s = 0.0
+        self.masters: list[int] = []  # a Redis Cluster's master ports, read after setup
 
     def close(self) -> None:
         for circle in self.circles:
@@ -111,13 +116,17 @@ async def setup_chatd(
     extra: list[str],
     nodes: int = 1,
     split: str = "member",
+    bus: str = "redis",
 ) -> None:
-    """``nodes`` > 1: that many chatd processes on one SQLite file and a redis-server;
-    member m of circle c connects to process (c + m) % nodes, so each circle is split
-    evenly and the circles' senders (m = 0) alternate between the processes.
+    """``nodes`` > 1: that many chatd processes on one SQLite file and a redis-server
+    (``bus="cluster"``: a Redis Cluster, 3 masters + 3 replicas); member m of circle c
+    connects to process (c + m) % nodes, so each circle is split evenly and the circles'
+    senders (m = 0) rotate over the processes.
     ``split="circle"`` (analysis): every member of circle c on process c % nodes, so
     messages are still published to Redis but nobody on the other process needs them."""
-    await t.start_chatd(nodes, extra)
+    await t.start_chatd(nodes, extra, bus=bus)
+    if t.cluster is not None:
+        t.masters = await asyncio.to_thread(t.cluster.master_ports)
     t0 = time.monotonic()
     tokens = benchlib.Tokens()
     users = [f"f{i // members}_{i % members}" for i in range(circles * members)]
@@ -176,7 +185,8 @@ async def drive(t: Target, msgs_per_s: float, stop: asyncio.Event, counter: list
 
 
 def counters(t: Target) -> dict[str, float]:
-    """chatd's counters summed over its processes, and Redis' PUBLISH stats."""
+    """chatd's counters summed over its processes, and Redis' PUBLISH stats (PUBLISH and
+    SPUBLISH, summed over every node of a Redis Cluster)."""
     out: Counter[str] = Counter()
     if t.name.startswith("chatd"):
         for port in t.ports:
@@ -197,4 +207,11 @@ def counters(t: Target) -> dict[str, float]:
         out["redis_publish_calls"] = cs.get("publish", {}).get("calls", 0)
         out["redis_publish_usec"] = cs.get("publish", {}).get("usec", 0)
         out["redis_cmd_calls"] = sum(v.get("calls", 0) for v in cs.values())
+    elif t.cluster is not None:
+        every = benchlib.redis_cmdstats_sum(t.redis_ports())
+        out["redis_publish_calls"] = every["calls"]
+        out["redis_publish_usec"] = every["usec"]
+        out["redis_cmd_calls"] = every["cmd_calls"]
+        # the masters' alone: a replica also counts the SPUBLISHes its master propagates to it
+        out["redis_master_publish_calls"] = benchlib.redis_cmdstats_sum(t.masters)["calls"]
     return dict(out)

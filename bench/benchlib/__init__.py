@@ -7,7 +7,7 @@
   a measured ``Window``;
 - ``servers``: the servers under test: which chatd (``BENCH_CHATD_REV``), starting it, tokens,
   clients, /metrics, the floor, a setup's processes together (``Servers``);
-- ``redis_server``: a private redis-server and its INFO;
+- ``redis_server``: a private redis-server (or a Redis Cluster) and its INFO;
 - ``profiles``: py-spy and perf during a window;
 - ``results``: tables, results/<UTC date>.md and results/results.jsonl.
 
@@ -20,6 +20,7 @@ from .procs import (
     free_port,
     install_watchdog,
     log_tail,
+    on_stop_all,
     pin_self,
     print_log_warnings,
     raise_nofile,
@@ -32,7 +33,14 @@ from .procs import (
 )
 from .profiles import perf_summary, profile_summary, py_spy_bin, start_perf, start_profile
 from .readings import OtherLoad, Window, cpu_times, ctx_switches, machine_cpu, proc_tree, rss_kb, wait_quiet
-from .redis_server import redis_cmdstats, redis_command, redis_info, start_redis
+from .redis_server import (
+    redis_cmdstats,
+    redis_cmdstats_sum,
+    redis_command,
+    redis_info,
+    start_redis,
+    start_redis_cluster,
+)
 from .results import fmt, machine, md_table, save_result
 from .servers import (
     Servers,
@@ -75,6 +83,7 @@ __all__ = [
     "machine",
     "machine_cpu",
     "md_table",
+    "on_stop_all",
     "perf_summary",
     "pin_self",
     "print_log_warnings",
@@ -83,6 +92,7 @@ __all__ = [
     "py_spy_bin",
     "raise_nofile",
     "redis_cmdstats",
+    "redis_cmdstats_sum",
     "redis_command",
     "redis_info",
     "rss_kb",
@@ -93,6 +103,7 @@ __all__ = [
     "start_perf",
     "start_profile",
     "start_redis",
+    "start_redis_cluster",
     "start_server",
     "stop_all",
     "stop_server",

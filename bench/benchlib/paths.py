@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent.parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
+# BENCH_RESULTS=DIR writes a run's .md and .jsonl elsewhere (a smoke run that must not land in the record)
+RESULTS = Path(os.environ["BENCH_RESULTS"]) if os.environ.get("BENCH_RESULTS") else BENCH / "results"
 VENV_BIN = Path(sys.executable).parent
 
 

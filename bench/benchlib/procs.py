@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from .readings import proc_tree, start_time
 HOST = "127.0.0.1"
 
 _started: list[subprocess.Popen[bytes]] = []
+_cleanups: list[Callable[[], None]] = []  # servers not started by start_server (a Redis Cluster's nodes)
 
 T = TypeVar("T")
 
@@ -100,9 +101,21 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         _started.remove(proc)
 
 
+def on_stop_all(fn: Callable[[], None]) -> None:
+    """Have ``stop_all`` (the end of a run, the watchdog, Ctrl-C) call ``fn`` too: for
+    servers started by other code (tests/redisclusterproc.py's nodes). ``fn`` must be
+    safe to call after the server was already stopped."""
+    _cleanups.append(fn)
+
+
 def stop_all() -> None:
     for p in list(_started):
         stop_server(p, timeout=2.0)
+    while _cleanups:
+        try:
+            _cleanups.pop()()
+        except Exception as e:  # stopping the rest matters more
+            print(f"  (cleanup failed: {e!r})", file=sys.stderr, flush=True)
 
 
 def install_watchdog(seconds: int) -> None:

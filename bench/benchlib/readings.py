@@ -173,8 +173,9 @@ async def wait_quiet(limit: float = 60.0, threshold: float = 15.0, server_pid: i
 
 class Window:
     """The CPU a measured window cost: the servers' (``pids`` and their live children, all
-    threads; user and system), each server process' if ``per_process``, a redis-server's
-    kept apart, their context switches if ``ctx``, this generator's, and the others' load.
+    threads; user and system), each server process' if ``per_process``, Redis' kept apart
+    (``redis``: one redis-server's pid, or a list of them, a Redis Cluster's nodes, summed),
+    their context switches if ``ctx``, this generator's, and the others' load.
 
     ``start()`` and ``stop()`` take the readings in the same order, so the time between a
     reading and its counterpart is the window for each of them. After ``stop()``: ``user``,
@@ -183,9 +184,11 @@ class Window:
     ``steal_pct``.
     """
 
-    def __init__(self, pids: list[int], redis: int | None = None, per_process: bool = False, ctx: bool = False) -> None:
+    def __init__(
+        self, pids: list[int], redis: int | list[int] | None = None, per_process: bool = False, ctx: bool = False
+    ) -> None:
         self.pids = pids
-        self.redis = redis
+        self.redis = [redis] if isinstance(redis, int) else list(redis or [])
         self.per_process = per_process
         self.ctx = ctx
 
@@ -193,16 +196,16 @@ class Window:
         r: dict[str, Any] = {}
         r["user"], r["sys"] = cpu_times(self.pids)
         r["nodes"] = [sum(cpu_times(p)) for p in self.pids] if self.per_process else []
-        r["redis"] = sum(cpu_times(self.redis)) if self.redis is not None else 0.0
+        r["redis"] = sum(cpu_times(self.redis)) if self.redis else 0.0
         if self.ctx:
             r["ctx"] = sum(ctx_switches(self.pids))
-            r["redis_ctx"] = sum(ctx_switches(self.redis)) if self.redis is not None else 0
+            r["redis_ctx"] = sum(ctx_switches(self.redis)) if self.redis else 0
         r["gen"], r["wall"] = self_cpu(), time.monotonic()
         return r
 
     def start(self) -> Window:
         self.r0 = self._read()
-        self.others = OtherLoad(self.pids + ([self.redis] if self.redis is not None else []))
+        self.others = OtherLoad(self.pids + self.redis)
         return self
 
     def stop(self) -> Window:

@@ -1,4 +1,5 @@
-"""A private redis-server for the multi-process setups, and what its INFO says."""
+"""A private redis-server (or a Redis Cluster of them) for the multi-process setups, and what
+their INFO says."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from typing import Any
 
-from .procs import HOST, free_port, log_tail, start_server, stop_server
+from .paths import BENCH
+from .procs import HOST, free_port, log_tail, on_stop_all, start_server, stop_server
 
 
 def redis_command(port: int, *args: str, timeout: float = 2.0) -> bytes:
@@ -79,4 +83,48 @@ def redis_cmdstats(port: int) -> dict[str, dict[str, float]]:
         if k.startswith("cmdstat_"):
             fields = dict(kv.split("=", 1) for kv in v.split(","))
             out[k[8:]] = {f: float(fields[f]) for f in ("calls", "usec") if f in fields}
+    return out
+
+
+def start_redis_cluster(core: int | None = 0) -> Any:
+    """A Redis Cluster of 3 masters and 3 replicas on free loopback ports, no persistence
+    (tests/redisclusterproc.py's ``RedisClusterProc``, which the test suite uses), every
+    node pinned to ``core`` like a single ``start_redis`` (all threads, ``taskset -a``), so
+    that a comparison with one redis-server on core 0 gives both the same core. Returned
+    started (``.url``, ``.ports``, ``.nodes`` with ``.pid``, ``.master_ports()``); ``stop_all``
+    (the end of the run, the watchdog) closes it too."""
+    tests = BENCH.parent / "tests"
+    if str(tests) not in sys.path:
+        sys.path.insert(0, str(tests))
+    from redisclusterproc import RedisClusterProc
+
+    cluster = RedisClusterProc()
+    on_stop_all(cluster.close)
+    try:
+        cluster.start()
+        if core is not None and shutil.which("taskset"):
+            for node in cluster.nodes:
+                subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(node.pid)], capture_output=True, check=False)
+    except BaseException:
+        cluster.close()
+        raise
+    print(f"  started a Redis Cluster (3 masters + 3 replicas) on ports {cluster.ports}, pids "
+          f"{[n.pid for n in cluster.nodes]}, masters {cluster.master_ports()}", flush=True)
+    return cluster
+
+
+def redis_cmdstats_sum(ports: list[int], commands: tuple[str, ...] = ("publish", "spublish")) -> dict[str, float]:
+    """``commands``' calls and in-command usec summed over several servers (a cluster's
+    nodes), with ``cmd_calls``: every command's calls summed. A node that does not answer
+    counts nothing."""
+    out = {"calls": 0.0, "usec": 0.0, "cmd_calls": 0.0}
+    for port in ports:
+        try:
+            cs = redis_cmdstats(port)
+        except OSError:
+            continue
+        for c in commands:
+            out["calls"] += cs.get(c, {}).get("calls", 0)
+            out["usec"] += cs.get(c, {}).get("usec", 0)
+        out["cmd_calls"] += sum(v.get("calls", 0) for v in cs.values())
     return out

@@ -16,7 +16,7 @@ from typing import Any
 
 from .paths import BENCH, ROOT, VENV_BIN, git_rev
 from .procs import HOST, free_port, start_server, stop_server, wait_healthz
-from .redis_server import start_redis
+from .redis_server import start_redis, start_redis_cluster
 
 # -- which chatd -----------------------------------------------------------------
 
@@ -209,7 +209,8 @@ def node_floor_argv() -> list[str]:
 class Servers:
     """The processes of one setup under test, stopped together: the server processes (the
     floor, or one or more chatd processes on one SQLite file), the redis-server the chatd
-    processes share when there are several, and the temporary directory of the file."""
+    processes share when there are several (or the Redis Cluster, ``bus="cluster"``), and
+    the temporary directory of the file."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []  # the processes whose CPU is "server"
@@ -219,6 +220,7 @@ class Servers:
         self.tmp: tempfile.TemporaryDirectory[str] | None = None
         self.db = ""
         self.pg: Any = None  # tests/pgproc.PgProc, with start_chatd(store="postgresql")
+        self.cluster: Any = None  # tests/redisclusterproc.RedisClusterProc, with start_chatd(bus="cluster")
 
     @property
     def proc(self) -> subprocess.Popen[bytes]:
@@ -241,12 +243,13 @@ class Servers:
         await wait_healthz(port, 30, self.procs[-1])
 
     async def start_chatd(self, nodes: int = 1, extra: list[str] | None = None, prefix: str = "bench-chatd-",
-                          first: list[str] | None = None, store: str = "sqlite") -> None:
+                          first: list[str] | None = None, store: str = "sqlite", bus: str = "redis") -> None:
         """``nodes`` chatd processes on one SQLite file in a fresh temporary directory
         (or, ``store="postgresql"``, one database on a PostgreSQL server of their own,
         fsync on, migrated with ``chatd migrate``); with more than one, a redis-server
-        they share. All on core 0, PostgreSQL too. ``first``: flags for the first
-        process alone (its admin port, say)."""
+        they share (or, ``bus="cluster"``, a Redis Cluster of 3 masters and 3 replicas,
+        its URL ``redis+cluster://`` with every node as a seed). All on core 0, PostgreSQL
+        and Redis too. ``first``: flags for the first process alone (its admin port, say)."""
         self.tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.db = os.path.join(self.tmp.name, "chatd.db")
         if store == "postgresql":
@@ -258,7 +261,10 @@ class Servers:
             if r.returncode != 0:
                 raise RuntimeError(f"chatd migrate failed: {r.stderr}")
         extra = list(extra or [])
-        if nodes > 1:
+        if nodes > 1 and bus == "cluster":
+            self.cluster = await asyncio.to_thread(start_redis_cluster, 0)
+            extra += ["--redis-url", self.cluster.url]
+        elif nodes > 1:
             self.redis, self.redis_port = start_redis(core=0)
             extra += ["--redis-url", f"redis://{HOST}:{self.redis_port}/0"]
         for i in range(nodes):  # one after the other: the first one creates the schema
@@ -271,15 +277,28 @@ class Servers:
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs]
 
+    def redis_pids(self) -> list[int]:
+        """The redis-server's pid, or every node's of the Redis Cluster; [] without Redis."""
+        if self.cluster is not None:
+            return [n.pid for n in self.cluster.nodes if n.pid is not None]
+        return [self.redis.pid] if self.redis is not None else []
+
+    def redis_ports(self) -> list[int]:
+        """The ports of the Redis processes, as ``redis_pids``."""
+        if self.cluster is not None:
+            return list(self.cluster.ports)
+        return [self.redis_port] if self.redis is not None else []
+
     def all_pids(self) -> list[int]:
-        return self.pids() + ([self.redis.pid] if self.redis is not None else [])
+        return self.pids() + self.redis_pids()
 
     def pg_pid(self) -> int | None:
         """The postmaster (its live children, the backends, count with it)."""
         return self.pg.proc.pid if self.pg is not None and self.pg.proc is not None else None
 
     def exited(self) -> subprocess.Popen[bytes] | None:
-        return next((p for p in [*self.procs, self.redis] if p is not None and p.poll() is not None), None)
+        nodes = [n.proc for n in self.cluster.nodes] if self.cluster is not None else []
+        return next((p for p in [*self.procs, self.redis, *nodes] if p is not None and p.poll() is not None), None)
 
     def stop(self) -> None:
         """Stop every process (the SQLite file stays until ``close()``)."""
@@ -287,9 +306,12 @@ class Servers:
             stop_server(p)
         if self.redis is not None:
             stop_server(self.redis)
+        if self.cluster is not None:
+            self.cluster.close()
 
     def close(self) -> None:
         self.stop()
+        self.cluster = None
         if self.pg is not None:
             self.pg.close()
             self.pg = None
