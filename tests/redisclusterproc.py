@@ -159,7 +159,11 @@ class RedisClusterProc:
             node.close()
 
     def __enter__(self) -> RedisClusterProc:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # the nodes started before the failure
+            raise
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -43,7 +43,16 @@ T = TypeVar("T")
 _CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
 STATEMENTS = 512  # prepared statements the writer keeps: some texts vary (IN lists), the server's memory must not
-ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# InternalClientError: what asyncpg raises for a pooled connection whose server was
+# killed while it was idle ("cannot switch to state ...; another operation is in
+# progress"): as lost as the others (seen in the restart test, 1 run in ~8)
+ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 def lost(exc: BaseException) -> bool:
@@ -52,7 +61,7 @@ def lost(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state.startswith(("08", "57"))  # connection exception, operator intervention (shutdown)
-    return isinstance(exc, (asyncpg.InterfaceError, OSError, asyncio.TimeoutError))
+    return isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError, asyncio.TimeoutError))
 
 
 class PgCursor:

