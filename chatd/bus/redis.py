@@ -527,14 +527,19 @@ class RedisBus:
             self._map_wanted.set()
 
     async def _watch_map(self) -> None:
+        failing = False
         while self._running:
             try:
                 ranges = await self._read_map()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("bus: no node of the cluster gave its slot map (%s)", exc)
+                if not failing:  # once per outage, not every 0.25 s
+                    log.warning("bus: no node of the cluster gave its slot map (%s); retrying", exc)
+                failing = True
                 ranges = None
+            else:
+                failing = False
             if ranges is not None:
                 self._apply_map(ranges)
             self._map_wanted.clear()

@@ -6,10 +6,12 @@ test_contract.py (it runs on a cluster too)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from redisclusterproc import RedisClusterProc, command
+from redisproc import RedisProc
 
 from chatd import redisurl
 from chatd.bus.redis import RedisBus
@@ -186,3 +188,19 @@ async def test_no_reachable_seed_serves_without_fan_out_then_joins(redis_cluster
         assert bus.up
     finally:
         await bus.stop()
+
+
+async def test_a_cluster_url_to_a_server_without_cluster_mode_says_so_once(
+    redis_proc: RedisProc, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = RedisBus(f"redis+cluster://127.0.0.1:{redis_proc.port}", shards=16)
+    bus.attach(Recorder())
+    with caplog.at_level(logging.WARNING, logger="chatd.bus"):
+        await bus.start(wait=1.0)
+        try:
+            assert not bus.up
+            bus.publish("c:k", b"x")  # never raises
+        finally:
+            await bus.stop()
+    said = [r.getMessage() for r in caplog.records if "slot map" in r.getMessage()]
+    assert len(said) == 1 and "cluster support disabled" in said[0], said
