@@ -1,4 +1,6 @@
-"""A user's send budget shared by every process on one Redis (issue 10, item 16).
+"""A user's send budget shared by every process on one Redis (issue 10, item 16):
+one server, or a Redis Cluster (a ``redis+cluster://`` URL; the bucket is one key,
+``<prefix>:rl:<user>``, so its script runs on the master of that key's slot).
 
 With per-process buckets, N processes let a user send N times the rate. Here the
 bucket lives in Redis (one hash per user, refilled by a Lua script on Redis's own
@@ -21,8 +23,10 @@ import logging
 import math
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
+from . import redisurl
 from .clock import Clock
 from .limits import SendLimiter
 
@@ -69,7 +73,13 @@ class SharedSendLimiter:
         self.chunk = max(1, min(burst, math.ceil(rate / 2)))  # about half a second of the rate per round trip
         self.local = SendLimiter(rate, burst, clock)
         self.leases: dict[str, _Lease] = {}
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+        # ``url``: one server or a cluster (each user's bucket is one key: a
+        # cluster client sends its script to the master of that key's slot). On a
+        # cluster a failed command is retried once, on a re-read slot map (what
+        # follows a failover); redis-py's 10 would hold a user's sends on credit
+        # for 11 s behind a hung master before this process fell back.
+        opts: dict[str, Any] = {"retry": Retry(NoBackoff(), 1)} if redisurl.is_cluster(url) else {}
+        self.redis: Any = redisurl.client(url, socket_connect_timeout=1.0, socket_timeout=1.0, **opts)
         self._take: Any = self.redis.register_script(TAKE)
         self._down_until = 0.0
         self._tasks: set[asyncio.Task[None]] = set()

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import msgpack
 from chatd_protocol import Err, RequestError
 
+from .. import redisurl
 from ..clock import Clock, Timer
 from ..store import StoreUnavailable
 from ..store.base import LiveSessions
@@ -73,12 +74,13 @@ class LocalCounter:
 
 class RedisCounter:
     """``HSET <prefix>live:<session> <node> <count>`` with a TTL, then the sum of
-    the hash: one pipeline a second for every session with local viewers."""
+    the hash: one pipeline a second for every session with local viewers. On a
+    Redis Cluster (``redis+cluster://``) the client splits it into one pipeline
+    per master; a session's three commands touch its one key, so they stay in
+    order on that key's master."""
 
     def __init__(self, url: str, node: str, prefix: str) -> None:
-        import redis.asyncio as aioredis
-
-        self.redis = aioredis.from_url(url)
+        self.redis: Any = redisurl.client(url)
         self.node = node
         self.prefix = prefix
 

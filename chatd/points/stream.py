@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Any, Self
 
 import orjson
-import redis.asyncio as aioredis
 
+from .. import redisurl
 from .model import Award, Event
 
 
 class StreamHook:
-    def __init__(self, client: aioredis.Redis, stream: str = "chatd:events", maxlen: int = 1_000_000) -> None:
+    def __init__(self, client: Any, stream: str = "chatd:events", maxlen: int = 1_000_000) -> None:
+        """``client``: a redis-py asyncio ``Redis`` or ``RedisCluster``."""
         self.client = client
         self.stream = stream
         self.maxlen = maxlen
@@ -26,7 +27,9 @@ class StreamHook:
 
     @classmethod
     def from_url(cls, url: str, stream: str = "chatd:events") -> Self:
-        return cls(aioredis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0), stream)
+        """``url``: one server or a cluster (the stream is one key, on the master
+        of its slot). ValueError for a cluster URL without usable seeds."""
+        return cls(redisurl.client(url, socket_connect_timeout=1.0, socket_timeout=2.0), stream)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -17,7 +17,8 @@ from .service import Presence
 
 
 def make_backend(url: str | None, node: str, prefix: str = "chatd", lease_ms: int = LEASE_MS) -> PresenceBackend:
-    """``None``: devices kept in this process; ``redis://...``: shared in Redis."""
+    """``None``: devices kept in this process; ``redis://...`` or
+    ``redis+cluster://...``: shared in Redis (one server or a cluster)."""
     if not url:
         return MemoryPresence(node)
     from .redis import RedisPresence

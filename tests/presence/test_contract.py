@@ -1,13 +1,16 @@
-"""One presence contract, two backends: in memory and in Redis (a real
-redis-server per test). What the presence service relies on
-(chatd/presence/base.py). Time is a parameter: every call takes ``now``."""
+"""One presence contract, two backends: in memory and in Redis, on one real
+redis-server per test and on a real Redis Cluster (3 masters, 3 replicas) shared
+by this module's tests, each with keys of its own. What the presence service
+relies on (chatd/presence/base.py). Time is a parameter: every call takes ``now``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redisproc import RedisProc
+from clusterkit import redis_at as redis_at  # the fixtures: a test on one server and on the cluster,
+from clusterkit import shared_cluster as shared_cluster  # one cluster for this module
+from clusterkit import where
 
 from chatd.presence import AWAY, OFFLINE, ONLINE, Device, MemoryPresence, PresenceBackend, State
 from chatd.presence.redis import RedisPresence
@@ -18,20 +21,19 @@ LEASE = 15_000
 Make = Callable[[str], Awaitable[PresenceBackend]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
-    """``await make(node)``: a backend for ``node``; with Redis, all nodes share one server."""
+    """``await make(node)``: a backend for ``node``; with Redis, all nodes share
+    one server (or one cluster)."""
     made: list[PresenceBackend] = []
-    proc: RedisProc | None = None
-    if request.param == "redis":
-        proc = request.getfixturevalue("redis_proc")
+    at = None if request.param == "memory" else where(request, request.param)
 
     async def factory(node: str) -> PresenceBackend:
         backend: PresenceBackend
-        if proc is None:
+        if at is None:
             backend = MemoryPresence(node)
         else:
-            backend = RedisPresence.from_url(proc.url, node, "t", LEASE)
+            backend = RedisPresence.from_url(at[0], node, at[1], LEASE)
             await backend.heartbeat(T0)
         made.append(backend)
         return backend
@@ -104,9 +106,10 @@ async def test_a_live_node_is_not_reaped(make: Make) -> None:
 # -- several nodes: Redis only (a memory backend is one process by definition)
 
 
-async def test_a_dead_nodes_users_go_offline_once_its_lease_runs_out(redis_proc: RedisProc) -> None:
-    a = RedisPresence.from_url(redis_proc.url, "a", "t", LEASE)
-    b = RedisPresence.from_url(redis_proc.url, "b", "t", LEASE)
+async def test_a_dead_nodes_users_go_offline_once_its_lease_runs_out(redis_at: tuple[str, str]) -> None:
+    url, prefix = redis_at
+    a = RedisPresence.from_url(url, "a", prefix, LEASE)
+    b = RedisPresence.from_url(url, "b", prefix, LEASE)
     dead: list[str] = []
     b.on_node_dead = dead.append
     try:
