@@ -103,9 +103,11 @@ class Config:
         if self.bus_shards < 1:
             raise ValueError("bus shards must be at least 1")
         if self.redis_url is not None:
-            from .redisurl import check
+            from .redisurl import check, is_cluster
 
             check(self.redis_url)
+            if is_cluster(self.redis_url) and ("{" in self.bus_prefix or "}" in self.bus_prefix):
+                raise ValueError("bus_prefix must not hold a brace on a Redis Cluster (it would move the keys' hash tag)")
         if self.circles_per_hour < 0 or self.new_dms_per_hour < 0:
             raise ValueError("--circles-per-hour and --new-dms-per-hour take 0 (no limit) or more")
         if self.points_yield_ms < 0:

@@ -172,3 +172,11 @@ def test_a_store_that_cannot_open_exits_at_once_with_one_line(db: str) -> None:
 def test_configuration_that_must_not_start_exits_2(args: list[str], why: str) -> None:
     out = run("serve", *args)
     assert out.returncode == 2 and why in out.stderr, out
+
+
+def test_a_bus_prefix_with_a_brace_is_refused_on_a_cluster_only() -> None:
+    from chatd.config import Config
+
+    with pytest.raises(ValueError, match="brace"):
+        Config(redis_url="redis+cluster://127.0.0.1:7000", bus_prefix="chat{d}").check()
+    Config(redis_url="redis://127.0.0.1:7000", bus_prefix="chat{d}").check()  # one server: any prefix

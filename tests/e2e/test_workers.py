@@ -51,10 +51,11 @@ async def _close_clients() -> AsyncIterator[None]:
         await OPEN.pop().close()
 
 
-async def connect(port: int, user: str, encoding: str = "msgpack") -> WsClient:
+async def connect(port: int, user: str, encoding: str = "msgpack", type_: str = "owner", **claims: Any) -> WsClient:
+    """An authenticated socket to the process on ``port``, closed after the test."""
     c = await WsClient.connect(f"ws://127.0.0.1:{port}/", encoding)
     OPEN.append(c)
-    await c.auth(token(user))
+    await c.auth(token(user, type_, **claims))
     return c
 
 
