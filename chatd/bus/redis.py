@@ -515,7 +515,8 @@ class RedisBus:
             return probe
         found = self._probes.get(link.url)
         if found is None:
-            found = next((f"{probe}:{{{i}}}" for i in range(4096) if self.route(f"{probe}:{{{i}}}") is link), probe)
+            # 65,536 tags reach every slot; a master with none of them keeps the plain name
+            found = next((f"{probe}:{{{i}}}" for i in range(1 << 16) if self.route(f"{probe}:{{{i}}}") is link), probe)
             self._probes[link.url] = found
         return found
 
@@ -586,12 +587,12 @@ class RedisBus:
         if slot_urls == current:
             return
         self.map_changes += 1
+        self._probes.clear()  # a probe whose slot moved would be refused (MOVED) on every reconnect
         before = {c: self.route(c) for c, n in self.counts.items() if n > 0}
         masters = {u for u in slot_urls if u is not None}
         gone = [link for url, link in self.links.items() if url not in masters]
         for link in gone:
             del self.links[link.url]
-            self._probes.pop(link.url, None)
             link.drop()
             self._spawn(link.stop())
         for url in masters - set(self.links):

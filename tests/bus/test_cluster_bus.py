@@ -204,3 +204,27 @@ async def test_a_cluster_url_to_a_server_without_cluster_mode_says_so_once(
             await bus.stop()
     said = [r.getMessage() for r in caplog.records if "slot map" in r.getMessage()]
     assert len(said) == 1 and "cluster support disabled" in said[0], said
+
+
+async def test_the_publish_check_follows_its_slot_when_it_moves(redis_cluster: RedisClusterProc, nodes: Nodes) -> None:
+    """A publishing connection checks its permission with a publish to a channel on
+    its own master. When a resharding moves that channel's slot, the next check must
+    use a channel still on the master: a stale one is refused (MOVED) on every
+    reconnect, and that master's publisher would never connect again."""
+    a, _ = await nodes()
+    link = next(iter(a.links.values()))
+    probe = a.probe_channel(link)
+    assert a.route(probe) is link
+    src = owner_port(redis_cluster, probe)
+    dst = next(p for p in redis_cluster.master_ports() if p != src)
+    dst_id = command(dst, "CLUSTER", "MYID").strip()
+    changes = a.map_changes
+    for port in (dst, src):
+        assert command(port, "CLUSTER", "SETSLOT", str(redisurl.slot(probe)), "NODE", dst_id).strip() == "OK"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while a.map_changes == changes:
+        assert loop.time() < deadline, "the slot map was not read again"
+        await asyncio.sleep(0.05)
+    fresh = a.probe_channel(link)
+    assert fresh != probe and a.route(fresh) is link
