@@ -97,14 +97,28 @@ class Write(Generic[T]):
     :class:`RequestError` before it writes anything (the text-message fast
     path); other writes run inside a savepoint so that a refusal rolls back
     their partial writes alone.
+
+    ``many``, where given, may run a contiguous run of writes of the same ``fn`` at
+    once: ``many(tx, [args, ...])`` gives each write's result, or the RequestError
+    refusing it, exactly as running them one after the other would. It is for
+    ``savepoint=False`` writes only. An engine for which a statement is a round
+    trip (PostgreSQL) then writes a batch's texts with one INSERT, not one each.
     """
 
-    __slots__ = ("args", "fn", "savepoint")
+    __slots__ = ("args", "fn", "many", "savepoint")
 
-    def __init__(self, fn: Callable[..., T], args: tuple[Any, ...] = (), savepoint: bool = True) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...] = (),
+        savepoint: bool = True,
+        many: Callable[[Any, list[tuple[Any, ...]]], list[Any]] | None = None,
+    ) -> None:
+        assert many is None or not savepoint, "a run of writes shares no savepoint"
         self.fn = fn
         self.args = args
         self.savepoint = savepoint
+        self.many = many
 
 
 # A decision a write asks of the conversation's kind inside its transaction,

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..base import StoreUnavailable, Write
+from ..records import Appended
 from ..sqlite.engine import Tx, run_ops
 from ..sqlite.messages import append
 from .dialect import pg
@@ -42,6 +43,16 @@ from .schema import check_version
 T = TypeVar("T")
 _CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
+# a run of texts (messages.append_many): the known cids read, then the new rows
+# written, one statement each however many texts the batch carries
+SENT_MANY = (
+    "SELECT k.sender, k.cid, m.conv, m.seq, m.pos, m.ts FROM unnest($1::text[], $2::text[]) AS k(sender, cid)"
+    " JOIN messages m ON m.sender = k.sender AND m.cid = k.cid"
+)
+INSERT_MANY = (
+    "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) SELECT * FROM"
+    " unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bytea[])"
+)
 STATEMENTS = 512  # prepared statements the writer keeps: some texts vary (IN lists), the server's memory must not
 # InternalClientError: what asyncpg raises for a pooled connection whose server was
 # killed while it was idle ("cannot switch to state ...; another operation is in
@@ -135,6 +146,17 @@ class PgTx(Tx):
         rows = list(rows)
         if rows:
             self._run(self.conn.executemany(pg(sql).sql, rows))
+
+    def sent_before(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Appended]:
+        """One statement for the whole run (sqlite's Tx reads them one by one)."""
+        if not pairs:
+            return {}
+        rows = self._run(self._prepared(SENT_MANY).fetch([s for s, _ in pairs], [c for _, c in pairs]))
+        return {(s, c): Appended(conv, seq, pos, ts, True) for s, c, conv, seq, pos, ts in rows}
+
+    def insert_messages(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """One INSERT of the whole run, its columns as arrays."""
+        self._run(self._prepared(INSERT_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
 
     def head(self) -> int:
         return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))

@@ -28,6 +28,7 @@ import aiosqlite
 from chatd_protocol import Err, RequestError
 
 from ..base import StoreUnavailable, Write
+from ..records import Appended
 from .schema import migrate
 
 T = TypeVar("T")
@@ -62,6 +63,11 @@ class StoreEngine(Reader, Protocol):
     async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]: ...
 
 
+RUNS_MANY = True
+SENT_ONE = "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?"
+INSERT_MESSAGE = "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+
 class Tx:
     """One batch transaction as the write ops see it.
 
@@ -77,6 +83,8 @@ class Tx:
     """
 
     __slots__ = ("_pos", "_pos_dirty", "_reads", "_seqs", "_undo", "conn")
+    # whether run_ops hands a run of writes with ``many`` to it at once (base.Write)
+    RUNS_MANY = RUNS_MANY
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -95,6 +103,20 @@ class Tx:
     def head(self) -> int:
         """The highest message position committed or written in this transaction."""
         return read_pos(self.conn)
+
+    def sent_before(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Appended]:
+        """The stored messages among these (sender, cid) pairs, each as a duplicate."""
+        found = {}
+        for sender, cid in pairs:
+            row = self.execute(SENT_ONE, (sender, cid)).fetchone()
+            if row is not None:
+                found[(sender, cid)] = Appended(row[0], row[1], row[2], row[3], True)
+        return found
+
+    def insert_messages(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """New messages, (pos, conv, seq, sender, cid, ts, kind, data) each; a
+        conflict with a stored one is a bug (the counters are wrong) and fails."""
+        self.executemany(INSERT_MESSAGE, rows)
 
     def alloc(self, conv: str) -> tuple[int, int]:
         """Next (seq, pos) for a message in ``conv``. NOT_FOUND if no such conversation."""
@@ -179,7 +201,17 @@ def run_ops(tx: Tx, ops: Sequence[Write[Any]]) -> list[Any]:
     the exception it raised. An op with a savepoint that fails is rolled back alone;
     a ``savepoint=False`` op may only refuse (RequestError) before writing."""
     results: list[Any] = []
-    for op in ops:
+    i, n = 0, len(ops)
+    while i < n:
+        op = ops[i]
+        i += 1
+        if op.many is not None and tx.RUNS_MANY:  # the run of writes like it that follows, at once
+            j = i
+            while j < n and ops[j].fn is op.fn:
+                j += 1
+            results.extend(op.many(tx, [op.args] + [o.args for o in ops[i:j]]))
+            i = j
+            continue
         if not op.savepoint:
             try:
                 results.append(op.fn(tx, *op.args))

@@ -26,7 +26,7 @@ from ..records import (
     unpack,
 )
 from .clocks import on_text
-from .engine import Reader, Tx
+from .engine import SENT_ONE, Reader, Tx
 
 COLUMNS = "conv, seq, pos, sender, cid, ts, kind, data, recalled"
 
@@ -64,12 +64,49 @@ def append(
         tx.unalloc(conv)
         row = None
         if cid is not None:
-            row = tx.execute(
-                "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
-            ).fetchone()
+            row = tx.execute(SENT_ONE, (sender, cid)).fetchone()
         if row is None:  # a (conv, seq) or pos conflict: the counters are wrong, never a client's retry
             raise RuntimeError(f"message {conv}/{seq} at {pos} conflicts with a stored one")
         return Appended(row[0], row[1], row[2], row[3], True)
+    _effects(tx, conv, sender, seq, ts, effects)
+    return Appended(conv, seq, pos, ts, False)
+
+
+def append_many(tx: Tx, calls: list[tuple[Any, ...]]) -> list[Appended | RequestError]:
+    """``append`` for a run of texts (its args each), with the same results: the
+    retries among them are found with one read, the new ones written with one
+    INSERT, then each one's effects run in order. The batch holds the write lock
+    (BEGIN IMMEDIATE, or PostgreSQL's position row), so no other writer can store
+    one of these cids meanwhile; a retry of a text earlier in the same run is a
+    duplicate of it, as it would be one by one."""
+    sent = tx.sent_before([(call[1], call[2]) for call in calls if call[2] is not None])
+    results: list[Appended | RequestError] = []
+    rows: list[tuple[Any, ...]] = []
+    new: list[tuple[str, str, int, int, tuple[Effect, ...]]] = []
+    for conv, sender, cid, ts, kind, data, *rest in calls:
+        if cid is not None:
+            known = sent.get((sender, cid))
+            if known is not None:
+                results.append(known)
+                continue
+        try:
+            seq, pos = tx.alloc(conv)
+        except RequestError as exc:
+            results.append(exc)
+            continue
+        rows.append((pos, conv, seq, sender, cid, ts, kind, data))
+        if cid is not None:
+            sent[(sender, cid)] = Appended(conv, seq, pos, ts, True)
+        new.append((conv, sender, seq, ts, rest[0] if rest else (SENDER_READS,)))
+        results.append(Appended(conv, seq, pos, ts, False))
+    if rows:
+        tx.insert_messages(rows)
+    for conv, sender, seq, ts, effects in new:
+        _effects(tx, conv, sender, seq, ts, effects)
+    return results
+
+
+def _effects(tx: Tx, conv: str, sender: str, seq: int, ts: int, effects: tuple[Effect, ...]) -> None:
     for effect in effects:
         if effect is SENDER_READS:
             tx.mark_read(conv, sender, seq)  # deferred: one UPDATE per member and batch
@@ -77,7 +114,6 @@ def append(
             on_text(tx, conv, sender, seq, ts, effect.policy)
         else:
             raise ValueError(f"unknown effect {effect.name!r}")
-    return Appended(conv, seq, pos, ts, False)
 
 
 def system(tx: Tx, conv: str, actor: str, author: dict[str, Any], ts: int, event: dict[str, Any]) -> SystemMessage:
@@ -142,7 +178,7 @@ class SqliteMessages:
     def append(
         self, conv: str, sender: str, cid: str | None, ts: int, data: bytes, effects: tuple[Effect, ...]
     ) -> Write[Appended]:
-        return Write(append, (conv, sender, cid, ts, TEXT, data, effects), savepoint=False)
+        return Write(append, (conv, sender, cid, ts, TEXT, data, effects), savepoint=False, many=append_many)
 
     def recall(
         self, conv: str, seq: int, actor: str, author: dict[str, Any], ts: int, check: RecallCheck
