@@ -53,6 +53,15 @@ INSERT_MANY = (
     "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) SELECT * FROM"
     " unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bytea[])"
 )
+# the batch's counters and read cursors (Tx.flush), one statement each
+SEQS_MANY = (
+    "UPDATE conversations c SET last_seq = u.seq, last_pos = u.pos"
+    " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(seq, pos, id) WHERE c.id = u.id"
+)
+READS_MANY = (
+    'UPDATE members mb SET read_seq = GREATEST(mb.read_seq, u.seq)'
+    ' FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(seq, conv, usr) WHERE mb.conv = u.conv AND mb."user" = u.usr'
+)
 STATEMENTS = 512  # prepared statements the writer keeps: some texts vary (IN lists), the server's memory must not
 # InternalClientError: what asyncpg raises for a pooled connection whose server was
 # killed while it was idle ("cannot switch to state ...; another operation is in
@@ -157,6 +166,13 @@ class PgTx(Tx):
     def insert_messages(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """One INSERT of the whole run, its columns as arrays."""
         self._run(self._prepared(INSERT_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
+
+    def write_seqs(self, rows: list[tuple[int, int, str]]) -> None:
+        """One UPDATE for every conversation of the batch (executemany runs one each)."""
+        self._run(self._prepared(SEQS_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
+
+    def write_reads(self, rows: list[tuple[int, str, str]]) -> None:
+        self._run(self._prepared(READS_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
 
     def head(self) -> int:
         return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))
