@@ -122,6 +122,7 @@ class PgTx(Tx):
     """One batch transaction on the writer's connection (see sqlite's Tx for the counters)."""
 
     __slots__ = ("_loop", "_stmts")
+    RUNS_MANY = True  # a statement is a round trip: a batch's texts are one INSERT (messages.append_many)
 
     def __init__(self, conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop, stmts: dict[str, Any]) -> None:
         super().__init__(conn)

@@ -63,7 +63,6 @@ class StoreEngine(Reader, Protocol):
     async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]: ...
 
 
-RUNS_MANY = True
 SENT_ONE = "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?"
 INSERT_MESSAGE = "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -83,8 +82,10 @@ class Tx:
     """
 
     __slots__ = ("_pos", "_pos_dirty", "_reads", "_seqs", "_undo", "conn")
-    # whether run_ops hands a run of writes with ``many`` to it at once (base.Write)
-    RUNS_MANY = RUNS_MANY
+    # whether run_ops hands a run of writes with ``many`` to it at once (base.Write):
+    # not on SQLite, where a statement is a function call and the one-by-one path
+    # (INSERT OR IGNORE, no read before) measured 3-5 % cheaper per ack; PgTx does
+    RUNS_MANY = False
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
