@@ -101,11 +101,11 @@ async def run_mode(
     extra = (["--sync", sync] if sync and not pg else []) + (["--no-points"] if points is False else [])
     conns: list[wsload.WSConn] = []
     label = (
-        (f"postgresql x{nodes}" if pg else f"sqlite x{nodes} sync={sync or 'default'}")
+        (f"postgresql x{nodes}" + (f" (PostgreSQL on core {args.pg_core})" if args.pg_core else "") if pg else f"sqlite x{nodes} sync={sync or 'default'}")
         + ("" if points is None else f" points={'on' if points else 'off'}")
     )
     try:
-        await servers.start_chatd(nodes, extra, prefix="bench-ingest-", store=store)
+        await servers.start_chatd(nodes, extra, prefix="bench-ingest-", store=store, pg_core=args.pg_core)
         proc, db = servers.proc, servers.db
         tokens = benchlib.Tokens()
         users = [f"ing{i}" for i in range(args.conns)]
@@ -185,7 +185,8 @@ async def run_mode(
             "db_cpu_pct": w.pct(pg_cpu) if pg else None,
             "redis_cpu_pct": w.pct(w.redis_cpu) if servers.redis else None,
             "gen_cpu_pct": w.pct(w.gen),
-            "other_pct": w.other_pct,
+            # the machine's load outside chatd, Redis and the generator, less PostgreSQL's own
+            "other_pct": round(max(0.0, w.other_pct - w.pct(pg_cpu)), 1) if pg else w.other_pct,
             "steal_pct": w.steal_pct,
             "in_flight_left": sum(len(c.ctx) for c in conns if not c.closed),
             "errors": dict(ing.errors) or None,
@@ -198,7 +199,7 @@ async def run_mode(
             f"server {row['server_us_per_ack']} µs/ack ({row['server_cpu_pct']}% core)  "
             + (f"PostgreSQL {row['db_us_per_ack']} µs/ack ({row['db_cpu_pct']}%)  " if pg else "")
             + (f"Redis {row['redis_cpu_pct']}%  " if servers.redis else "")
-            + f"generator {row['gen_cpu_pct']}%  others {w.other_pct}%"
+            + f"generator {row['gen_cpu_pct']}%  others {row['other_pct']}%"
             + (f"  errors {row['errors']}" if row["errors"] else "")
             + (f"  closes {row['closes']}" if row["closes"] else ""),
             flush=True,
@@ -249,6 +250,13 @@ def main() -> None:
         help="comma list of sqlite, postgresql (a server of its own on a free port, fsync on, on core 0 with chatd)",
     )
     ap.add_argument("--pg-nodes", default="1,3", help="chatd processes on PostgreSQL, comma list (1,3)")
+    ap.add_argument(
+        "--pg-core",
+        type=int,
+        choices=[0, 1],
+        default=0,
+        help="PostgreSQL's core: 0 with chatd (default), 1 with the generator, as a database on a machine of its own",
+    )
     ap.add_argument("--warmup", type=float)
     ap.add_argument("--window", type=float)
     args = ap.parse_args()

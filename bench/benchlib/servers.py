@@ -105,9 +105,9 @@ def start_chatd(port: int, db: str, extra: list[str] | None = None, core: int | 
     return start_server(argv + (extra or []), core=core, name="chatd")
 
 
-def start_postgres() -> Any:
+def start_postgres(core: int = 0) -> Any:
     """A PostgreSQL server on a free port with fsync on (tests/pgproc.py's, which the test
-    suite uses with fsync off), pinned to core 0 with chatd."""
+    suite uses with fsync off), pinned to ``core`` (0: with chatd)."""
     tests = BENCH.parent / "tests"
     if str(tests) not in sys.path:
         sys.path.insert(0, str(tests))
@@ -116,7 +116,7 @@ def start_postgres() -> Any:
     pg = PgProc(durable=True)
     pg.start()
     if shutil.which("taskset"):
-        subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pg.proc.pid)], capture_output=True, check=False)
+        subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pg.proc.pid)], capture_output=True, check=False)
     return pg
 
 
@@ -243,17 +243,19 @@ class Servers:
         await wait_healthz(port, 30, self.procs[-1])
 
     async def start_chatd(self, nodes: int = 1, extra: list[str] | None = None, prefix: str = "bench-chatd-",
-                          first: list[str] | None = None, store: str = "sqlite", bus: str = "redis") -> None:
+                          first: list[str] | None = None, store: str = "sqlite", bus: str = "redis",
+                          pg_core: int = 0) -> None:
         """``nodes`` chatd processes on one SQLite file in a fresh temporary directory
         (or, ``store="postgresql"``, one database on a PostgreSQL server of their own,
         fsync on, migrated with ``chatd migrate``); with more than one, a redis-server
         they share (or, ``bus="cluster"``, a Redis Cluster of 3 masters and 3 replicas,
         its URL ``redis+cluster://`` with every node as a seed). All on core 0, PostgreSQL
-        and Redis too. ``first``: flags for the first process alone (its admin port, say)."""
+        and Redis too (``pg_core``: PostgreSQL's core). ``first``: flags for the first
+        process alone (its admin port, say)."""
         self.tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.db = os.path.join(self.tmp.name, "chatd.db")
         if store == "postgresql":
-            self.pg = start_postgres()
+            self.pg = start_postgres(pg_core)
             self.db = self.pg.create_db()
             r = await asyncio.to_thread(
                 subprocess.run, [*chatd_argv(), "migrate", "--db", self.db], capture_output=True, text=True, timeout=120
