@@ -209,9 +209,6 @@ class PgEngine:
     # -- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
-        import os, sys  # EXPERIMENT
-        if os.environ.get("CHATD_SWITCH_US"):
-            sys.setswitchinterval(int(os.environ["CHATD_SWITCH_US"]) / 1e6)
         try:
             await self._in_writer(self._open_writer)
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.readers)
