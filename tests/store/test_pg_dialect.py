@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatd.store.postgres.dialect import pg, pg_migration, schema_catalog, statements
+from chatd.store.postgres.dialect import pg, pg_lookup, pg_migration, pg_rows, schema_catalog, statements
 from chatd.store.sqlite.schema import MIGRATIONS
 
 
@@ -80,3 +80,40 @@ def test_statements_split_at_top_level_semicolons_only() -> None:
         "INSERT INTO meta VALUES ('a;b', 1)",
         "SELECT 2",
     ]
+
+
+def test_an_insert_of_many_rows_takes_one_array_per_column() -> None:
+    sql = pg_rows(
+        "INSERT INTO balances(user, currency, amount) VALUES (?, ?, ?)"
+        " ON CONFLICT(user, currency) DO UPDATE SET amount = amount + excluded.amount"
+    )
+    assert sql == (
+        'INSERT INTO balances("user", currency, amount) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])'
+        ' ON CONFLICT("user", currency) DO UPDATE SET amount = balances.amount + excluded.amount'
+    )
+    # a row-id table: no RETURNING (nobody reads a run's ids); BLOB columns are bytea arrays
+    sql = pg_rows("INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    assert "RETURNING" not in sql and sql.endswith("$7::bigint[], $8::bytea[])")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE balances SET amount = ? WHERE user = ?",  # not an INSERT
+        "INSERT INTO daily(user, rule, day, n) VALUES (?, ?, ?, 1)",  # a constant among the values
+        "INSERT INTO balances VALUES (?, ?, ?)",  # no column list
+        "INSERT INTO balances(user, currency, amount) SELECT ?, ?, ?",
+    ],
+)
+def test_an_insert_of_many_rows_refuses_what_it_cannot_turn_into_arrays(sql: str) -> None:
+    with pytest.raises(ValueError):
+        pg_rows(sql)
+
+
+def test_a_lookup_of_many_keys_joins_the_arrays_of_key_columns() -> None:
+    assert pg_lookup("daily", ("user", "rule", "day"), ("n",)) == (
+        'SELECT k."user", k.rule, k.day, t.n FROM unnest($1::text[], $2::text[], $3::text[]) AS k("user", rule, day)'
+        ' JOIN daily t ON t."user" = k."user" AND t.rule = k.rule AND t.day = k.day'
+    )
+    with pytest.raises(KeyError):
+        pg_lookup("daily", ("nosuchcolumn",), ("n",))

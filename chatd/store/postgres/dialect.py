@@ -42,6 +42,7 @@ class Table:
     columns: tuple[str, ...]
     key: tuple[str, ...]
     rowid: str | None  # the INTEGER PRIMARY KEY of a rowid table, or None
+    types: dict[str, str] = field(default_factory=dict)  # column -> PostgreSQL type (for arrays of it)
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class Catalog:
                     col = next(r for r in info if r[1] == key[0])
                     if col[2].upper() == "INTEGER":
                         rowid = key[0]
-                cat.tables[name] = Table(cols, key, rowid)
+                types = {r[1]: TYPES.get(r[2].lower(), "TEXT").lower() for r in info}
+                cat.tables[name] = Table(cols, key, rowid, types)
             return cat
         finally:
             conn.close()
@@ -300,6 +302,44 @@ def schema_catalog() -> Catalog:
 def pg(sql: str) -> Statement:
     """The PostgreSQL form of one repository statement (cached by its text)."""
     return translate(sql, schema_catalog())
+
+
+_VALUES = re.compile(r"^(INSERT INTO (\w+)\(([^)]*)\)) VALUES \(((?:\$\d+, )*\$\d+)\)(.*)$", re.S)
+
+
+@lru_cache(maxsize=256)
+def pg_rows(sql: str) -> str:
+    """``INSERT ... VALUES (?, ...)`` (one ``?`` per column, any ON CONFLICT clause) as
+    one statement for many rows: ``INSERT ... SELECT * FROM unnest($1::type[], ...)``,
+    each parameter an array of one column's values. For rows whose conflict keys are
+    distinct (an upsert may not touch a row twice in one statement)."""
+    st = pg(sql)
+    text = st.sql
+    if st.rowid is not None:  # nobody reads the ids of a run of rows
+        text = text.removesuffix(f" RETURNING {st.rowid}")
+    m = _VALUES.match(text)
+    if m is None:
+        raise ValueError(f"not an INSERT of one ? per column: {sql}")
+    head, table, cols, params, tail = m.groups()
+    columns = [c.strip().strip('"') for c in cols.split(",")]
+    if len(columns) != len(params.split(", ")):
+        raise ValueError(f"not one ? per column: {sql}")
+    types = schema_catalog().tables[table].types
+    arrays = ", ".join(f"${i}::{types[c]}[]" for i, c in enumerate(columns, 1))
+    return f"{head} SELECT * FROM unnest({arrays}){tail}"
+
+
+@lru_cache(maxsize=256)
+def pg_lookup(table: str, keys: tuple[str, ...], values: tuple[str, ...]) -> str:
+    """The rows of ``table`` whose ``keys`` columns match any of a list of key tuples,
+    in one statement: each parameter an array of one key column's values; each row
+    the key, then the ``values`` columns."""
+    types = schema_catalog().tables[table].types
+    arrays = ", ".join(f"${i}::{types[k]}[]" for i, k in enumerate(keys, 1))
+    names = ", ".join(_ident(k) for k in keys)
+    on = " AND ".join(f"t.{_ident(k)} = k.{_ident(k)}" for k in keys)
+    cols = ", ".join([*(f"k.{_ident(k)}" for k in keys), *(f"t.{_ident(v)}" for v in values)])
+    return f"SELECT {cols} FROM unnest({arrays}) AS k({names}) JOIN {table} t ON {on}"
 
 
 def statements(script: str) -> list[str]:

@@ -34,25 +34,14 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..base import StoreUnavailable, Write
-from ..records import Appended
 from ..sqlite.engine import Tx, run_ops
 from ..sqlite.messages import append
-from .dialect import pg
+from .dialect import pg, pg_lookup, pg_rows
 from .schema import check_version
 
 T = TypeVar("T")
 _CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
-# a run of texts (messages.append_many): the known cids read, then the new rows
-# written, one statement each however many texts the batch carries
-SENT_MANY = (
-    "SELECT k.sender, k.cid, m.conv, m.seq, m.pos, m.ts FROM unnest($1::text[], $2::text[]) AS k(sender, cid)"
-    " JOIN messages m ON m.sender = k.sender AND m.cid = k.cid"
-)
-INSERT_MANY = (
-    "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) SELECT * FROM"
-    " unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bytea[])"
-)
 # the batch's counters and read cursors (Tx.flush), one statement each
 SEQS_MANY = (
     "UPDATE conversations c SET last_seq = u.seq, last_pos = u.pos"
@@ -157,23 +146,27 @@ class PgTx(Tx):
         if rows:
             self._run(self.conn.executemany(pg(sql).sql, rows))
 
-    def sent_before(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Appended]:
-        """One statement for the whole run (sqlite's Tx reads them one by one)."""
-        if not pairs:
+    def lookup(
+        self, table: str, keys: tuple[str, ...], values: tuple[str, ...], wanted: Sequence[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        """One statement for every key (sqlite's Tx reads them one by one)."""
+        if not wanted:
             return {}
-        rows = self._run(self._prepared(SENT_MANY).fetch([s for s, _ in pairs], [c for _, c in pairs]))
-        return {(s, c): Appended(conv, seq, pos, ts, True) for s, c, conv, seq, pos, ts in rows}
+        rows = self._run(self._prepared(pg_lookup(table, keys, values)).fetch(*_columns(wanted)))
+        n = len(keys)
+        return {tuple(r[:n]): tuple(r[n:]) for r in rows}
 
-    def insert_messages(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """One INSERT of the whole run, its columns as arrays."""
-        self._run(self._prepared(INSERT_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
+    def insert_rows(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """One INSERT of every row, its columns as arrays (executemany runs one each)."""
+        if rows:
+            self._run(self._prepared(pg_rows(sql)).fetch(*_columns(rows)))
 
     def write_seqs(self, rows: list[tuple[int, int, str]]) -> None:
         """One UPDATE for every conversation of the batch (executemany runs one each)."""
-        self._run(self._prepared(SEQS_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
+        self._run(self._prepared(SEQS_MANY).fetch(*_columns(rows)))
 
     def write_reads(self, rows: list[tuple[int, str, str]]) -> None:
-        self._run(self._prepared(READS_MANY).fetch(*(list(col) for col in zip(*rows, strict=True))))
+        self._run(self._prepared(READS_MANY).fetch(*_columns(rows)))
 
     def head(self) -> int:
         return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))
@@ -314,6 +307,11 @@ class PgEngine:
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any:
         rows = await self.fetchall(sql, args)
         return rows[0] if rows else None
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: the arrays an ``unnest`` statement takes."""
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def _close(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:

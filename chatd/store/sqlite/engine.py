@@ -28,7 +28,6 @@ import aiosqlite
 from chatd_protocol import Err, RequestError
 
 from ..base import StoreUnavailable, Write
-from ..records import Appended
 from .schema import migrate
 
 T = TypeVar("T")
@@ -61,10 +60,6 @@ class StoreEngine(Reader, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def run_batch(self, ops: Sequence[Write[Any]]) -> tuple[list[Any], int]: ...
-
-
-SENT_ONE = "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?"
-INSERT_MESSAGE = "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 class Tx:
@@ -105,19 +100,24 @@ class Tx:
         """The highest message position committed or written in this transaction."""
         return read_pos(self.conn)
 
-    def sent_before(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Appended]:
-        """The stored messages among these (sender, cid) pairs, each as a duplicate."""
+    def lookup(
+        self, table: str, keys: tuple[str, ...], values: tuple[str, ...], wanted: Sequence[tuple[Any, ...]]
+    ) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+        """The rows of ``table`` whose ``keys`` columns equal one of ``wanted``: key -> the
+        ``values`` columns. One indexed read each here; one statement on PostgreSQL."""
+        sql = f"SELECT {', '.join(values)} FROM {table} WHERE " + " AND ".join(f"{k} = ?" for k in keys)
         found = {}
-        for sender, cid in pairs:
-            row = self.execute(SENT_ONE, (sender, cid)).fetchone()
+        for key in wanted:
+            row = self.execute(sql, key).fetchone()
             if row is not None:
-                found[(sender, cid)] = Appended(row[0], row[1], row[2], row[3], True)
+                found[tuple(key)] = tuple(row)
         return found
 
-    def insert_messages(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """New messages, (pos, conv, seq, sender, cid, ts, kind, data) each; a
-        conflict with a stored one is a bug (the counters are wrong) and fails."""
-        self.executemany(INSERT_MESSAGE, rows)
+    def insert_rows(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``sql``, an INSERT of one ``?`` per column (an ON CONFLICT clause allowed), for
+        each row; the rows' conflict keys are distinct. One statement on PostgreSQL."""
+        if rows:
+            self.executemany(sql, rows)
 
     def alloc(self, conv: str) -> tuple[int, int]:
         """Next (seq, pos) for a message in ``conv``. NOT_FOUND if no such conversation."""

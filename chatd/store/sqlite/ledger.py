@@ -10,6 +10,7 @@ in open red packets equals the sum of all awards.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,12 +36,18 @@ def _insert(tx: Tx, e: Entry) -> bool:
     return cur.rowcount == 1
 
 
+CREDIT = (
+    "INSERT INTO balances(user, currency, amount) VALUES (?, ?, ?)"
+    " ON CONFLICT(user, currency) DO UPDATE SET amount = amount + excluded.amount"
+)
+NEW_ENTRY = "INSERT INTO ledger(key, user, currency, amount, rule, ref, note, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+COUNT_DAILY = (
+    "INSERT INTO daily(user, rule, day, n) VALUES (?, ?, ?, ?) ON CONFLICT(user, rule, day) DO UPDATE SET n = n + excluded.n"
+)
+
+
 def _credit(tx: Tx, user: str, currency: str, amount: int) -> None:
-    tx.execute(
-        "INSERT INTO balances(user, currency, amount) VALUES (?, ?, ?)"
-        " ON CONFLICT(user, currency) DO UPDATE SET amount = amount + excluded.amount",
-        (user, currency, amount),
-    )
+    tx.execute(CREDIT, (user, currency, amount))
 
 
 def _debit(tx: Tx, user: str, amount: int) -> None:
@@ -57,43 +64,39 @@ def apply_awards(tx: Tx, awards: Sequence[Any], ts: int) -> list[Entry]:
     key is known and is skipped). An award past its rule's daily cap is
     recorded with amount 0 and a note.
 
-    One call is one worker batch (hundreds of awards, a few per user): the
-    daily counts read are kept for the call, and a key seen earlier in the call
-    (the day's check-in, once per message) is skipped without a statement."""
-    applied = []
-    seen: set[str] = set()
-    counts: dict[tuple[str, str, str], int] = {}  # (user, rule, day) -> awards so far today
+    One call is one worker batch (hundreds of awards, a few per user), written as
+    sets: the known keys and the day's counts are read with one lookup each, the
+    entries inserted, and each (user, currency) credited and each (user, rule,
+    day) counted once with its sum. On PostgreSQL each of those is one statement
+    whatever the number of awards (``Tx.lookup``, ``Tx.insert_rows``). The batch
+    holds the write lock, so no other writer adds a key meanwhile."""
+    fresh: dict[str, Any] = {}
     for a in awards:
         if a.currency not in (POINTS, CV) or a.amount < 0:
             raise ValueError(f"award {a.key}: bad currency or negative amount")
-        if a.key in seen:
-            continue
-        seen.add(a.key)
+        fresh.setdefault(a.key, a)  # a key seen earlier in the call (the day's check-in, once per message)
+    known = tx.lookup("ledger", ("key",), ("id",), [(key,) for key in fresh])
+    todo = [a for key, a in fresh.items() if (key,) not in known]
+    capped = sorted({(a.user, a.rule, a.day) for a in todo if a.daily_cap is not None and a.amount > 0})
+    today = {k: int(v[0]) for k, v in tx.lookup("daily", ("user", "rule", "day"), ("n",), capped).items()}
+    counted: Counter[tuple[str, str, str]] = Counter()
+    credits: Counter[tuple[str, str]] = Counter()
+    applied = []
+    for a in todo:
         amount, note = a.amount, ""
-        capped = a.daily_cap is not None and a.amount > 0
-        if capped:
+        if a.daily_cap is not None and a.amount > 0:
             ck = (a.user, a.rule, a.day)
-            n = counts.get(ck)
-            if n is None:
-                row = tx.execute(
-                    "SELECT n FROM daily WHERE user = ? AND rule = ? AND day = ?", (a.user, a.rule, a.day)
-                ).fetchone()
-                n = counts[ck] = row[0] if row is not None else 0
-            if n >= (a.daily_cap or 0):
+            if today.get(ck, 0) + counted[ck] >= a.daily_cap:
                 amount, note = 0, f"daily cap {a.daily_cap} reached"
+            else:
+                counted[ck] += 1
         entry = Entry(a.key, a.user, a.currency, amount, a.rule, a.ref, note, ts)
-        if not _insert(tx, entry):
-            continue
-        if amount:
-            _credit(tx, a.user, a.currency, amount)
-            if capped:
-                counts[ck] += 1
-                tx.execute(
-                    "INSERT INTO daily(user, rule, day, n) VALUES (?, ?, ?, 1)"
-                    " ON CONFLICT(user, rule, day) DO UPDATE SET n = n + 1",
-                    (a.user, a.rule, a.day),
-                )
         applied.append(entry)
+        if amount:
+            credits[(a.user, a.currency)] += amount
+    tx.insert_rows(NEW_ENTRY, [(e.key, e.user, e.currency, e.amount, e.rule, e.ref, e.note, e.ts) for e in applied])
+    tx.insert_rows(CREDIT, [(user, currency, n) for (user, currency), n in credits.items()])
+    tx.insert_rows(COUNT_DAILY, [(user, rule, day, n) for (user, rule, day), n in counted.items()])
     return applied
 
 

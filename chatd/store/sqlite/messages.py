@@ -26,9 +26,11 @@ from ..records import (
     unpack,
 )
 from .clocks import on_text
-from .engine import SENT_ONE, Reader, Tx
+from .engine import Reader, Tx
 
 COLUMNS = "conv, seq, pos, sender, cid, ts, kind, data, recalled"
+SENT = "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?"
+NEW_MESSAGE = "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def row_to_wire(row: Any) -> dict[str, Any]:
@@ -56,15 +58,14 @@ def append(
     # ON CONFLICT DO NOTHING, not an exception: on PostgreSQL a failed statement
     # aborts the whole batch's transaction, and this op runs without a savepoint
     cur = tx.execute(
-        "INSERT INTO messages(pos, conv, seq, sender, cid, ts, kind, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT DO NOTHING",
+        NEW_MESSAGE + " ON CONFLICT DO NOTHING",
         (pos, conv, seq, sender, cid, ts, kind, data),
     )
     if cur.rowcount == 0:
         tx.unalloc(conv)
         row = None
         if cid is not None:
-            row = tx.execute(SENT_ONE, (sender, cid)).fetchone()
+            row = tx.execute(SENT, (sender, cid)).fetchone()
         if row is None:  # a (conv, seq) or pos conflict: the counters are wrong, never a client's retry
             raise RuntimeError(f"message {conv}/{seq} at {pos} conflicts with a stored one")
         return Appended(row[0], row[1], row[2], row[3], True)
@@ -79,7 +80,11 @@ def append_many(tx: Tx, calls: list[tuple[Any, ...]]) -> list[Appended | Request
     (BEGIN IMMEDIATE, or PostgreSQL's position row), so no other writer can store
     one of these cids meanwhile; a retry of a text earlier in the same run is a
     duplicate of it, as it would be one by one."""
-    sent = tx.sent_before([(call[1], call[2]) for call in calls if call[2] is not None])
+    pairs = [(call[1], call[2]) for call in calls if call[2] is not None]
+    sent = {
+        key: Appended(row[0], row[1], row[2], row[3], True)
+        for key, row in tx.lookup("messages", ("sender", "cid"), ("conv", "seq", "pos", "ts"), pairs).items()
+    }
     results: list[Appended | RequestError] = []
     rows: list[tuple[Any, ...]] = []
     new: list[tuple[str, str, int, int, tuple[Effect, ...]]] = []
@@ -99,8 +104,7 @@ def append_many(tx: Tx, calls: list[tuple[Any, ...]]) -> list[Appended | Request
             sent[(sender, cid)] = Appended(conv, seq, pos, ts, True)
         new.append((conv, sender, seq, ts, rest[0] if rest else (SENDER_READS,)))
         results.append(Appended(conv, seq, pos, ts, False))
-    if rows:
-        tx.insert_messages(rows)
+    tx.insert_rows(NEW_MESSAGE, rows)
     for conv, sender, seq, ts, effects in new:
         _effects(tx, conv, sender, seq, ts, effects)
     return results
@@ -196,9 +200,7 @@ class SqliteMessages:
         return [row_to_wire(r) for r in rows], more
 
     async def find(self, sender: str, cid: str) -> Appended | None:
-        row = await self.db.fetchone(
-            "SELECT conv, seq, pos, ts FROM messages WHERE sender = ? AND cid = ?", (sender, cid)
-        )
+        row = await self.db.fetchone(SENT, (sender, cid))
         return None if row is None else Appended(row[0], row[1], row[2], row[3], True)
 
     async def head(self) -> int:
