@@ -68,8 +68,15 @@ async def store(db_path: Any) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
-async def make_server(db_path: Path) -> AsyncIterator[ServerFactory]:
-    """``await make_server(**config_overrides)``: a started App, stopped at teardown."""
+async def make_server(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[ServerFactory]:
+    """``await make_server(**config_overrides)``: a started App, stopped at teardown.
+
+    The test's own redis-server, when it has one, is started first so that it is
+    stopped last: pytest tears fixtures down in the reverse order of their setup,
+    and servers stopped after their Redis wait out a presence update per socket
+    (``Presence.stop``: up to 1 s each, one after another; 20 sockets were 20 s)."""
+    if "redis_proc" in request.fixturenames:
+        request.getfixturevalue("redis_proc")
     apps: list[App] = []
 
     async def make(**overrides: Any) -> App:
