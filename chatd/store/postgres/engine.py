@@ -42,14 +42,19 @@ from .schema import check_version
 T = TypeVar("T")
 _CONTROL = ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN", "COMMIT")
 POS_LOCK = "SELECT value FROM counters WHERE name = 'pos' FOR UPDATE"
-# the batch's counters and read cursors (Tx.flush), one statement each
-SEQS_MANY = (
-    "UPDATE conversations c SET last_seq = u.seq, last_pos = u.pos"
-    " FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS u(seq, pos, id) WHERE c.id = u.id"
+# Tx.flush in one statement: the position, the conversations' counters and the read
+# cursors the batch moved (data-modifying CTEs run whether or not anything reads them)
+FLUSH = (
+    "WITH p AS (UPDATE counters SET value = $1::bigint WHERE name = 'pos' AND $1::bigint IS NOT NULL),"
+    " r AS (UPDATE members mb SET read_seq = GREATEST(mb.read_seq, u.seq)"
+    ' FROM unnest($5::bigint[], $6::text[], $7::text[]) AS u(seq, conv, usr) WHERE mb.conv = u.conv AND mb."user" = u.usr)'
+    " UPDATE conversations c SET last_seq = u.seq, last_pos = u.pos"
+    " FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS u(seq, pos, id) WHERE c.id = u.id"
 )
-READS_MANY = (
-    'UPDATE members mb SET read_seq = GREATEST(mb.read_seq, u.seq)'
-    ' FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(seq, conv, usr) WHERE mb.conv = u.conv AND mb."user" = u.usr'
+# the seq counters of the batch's conversations and, as the row with no id, the position
+COUNTERS = (
+    "SELECT id, last_seq, last_pos FROM conversations WHERE id = ANY($1::text[])"
+    " UNION ALL SELECT NULL, value, NULL FROM counters WHERE name = 'pos'"
 )
 STATEMENTS = 512  # prepared statements the writer keeps: some texts vary (IN lists), the server's memory must not
 # InternalClientError: what asyncpg raises for a pooled connection whose server was
@@ -152,7 +157,7 @@ class PgTx(Tx):
         """One statement for every key (sqlite's Tx reads them one by one)."""
         if not wanted:
             return {}
-        rows = self._run(self._prepared(pg_lookup(table, keys, values)).fetch(*_columns(wanted)))
+        rows = self._run(self._prepared(pg_lookup(table, keys, values)).fetch(*_columns(wanted, len(keys))))
         n = len(keys)
         return {tuple(r[:n]): tuple(r[n:]) for r in rows}
 
@@ -161,32 +166,36 @@ class PgTx(Tx):
         if rows:
             self._run(self._prepared(pg_rows(sql)).fetch(*_columns(rows)))
 
-    def write_seqs(self, rows: list[tuple[int, int, str]]) -> None:
-        """One UPDATE for every conversation of the batch (executemany runs one each)."""
-        self._run(self._prepared(SEQS_MANY).fetch(*_columns(rows)))
-
-    def write_reads(self, rows: list[tuple[int, str, str]]) -> None:
-        self._run(self._prepared(READS_MANY).fetch(*_columns(rows)))
-
     def head(self) -> int:
+        if self._pos is not None and not self._pos_dirty:
+            return self._pos  # read under the lock at BEGIN and written back since: what the row says
         return int(self._run(self._prepared(pg("SELECT value FROM counters WHERE name = 'pos'").sql).fetchval()))
 
-    def lock_positions(self) -> None:
-        """The batch's first statement: the position counter, held to COMMIT."""
-        self._pos = int(self._run(self._prepared(POS_LOCK).fetchval()))
-
-    def prefetch(self, ops: Sequence[Write[Any]]) -> None:
-        """Read the seq counters of every conversation the batch's texts go to in one
-        round trip (``alloc`` would read them one statement each): a batch of texts
-        to 200 circles is 200 round trips fewer, each a hop to the server and back."""
+    def begin(self, ops: Sequence[Write[Any]]) -> None:
+        """BEGIN, the position counter taken FOR UPDATE and held to COMMIT (the batch's
+        first lock), then its value and the seq counters of every conversation the
+        batch's texts go to: two round trips (``alloc`` would read the counters one
+        statement each; a batch of texts to 200 circles is 200 round trips fewer)."""
+        self._run(self.conn.execute(f"BEGIN; {POS_LOCK}"))
         convs = list({op.args[0] for op in ops if op.fn is append})
-        if len(convs) < 2:
+        for conv, seq, pos in self._run(self._prepared(COUNTERS).fetch(convs)):
+            if conv is None:
+                self._pos = int(seq)
+            else:
+                self._seqs[conv] = [seq, pos]
+
+    def flush(self) -> None:
+        """The batch's counters and read cursors in one statement (Tx.flush writes them
+        with one statement per conversation and per member)."""
+        if not (self._pos_dirty or self._seqs or self._reads):
             return
-        rows = self._run(
-            self._prepared("SELECT id, last_seq, last_pos FROM conversations WHERE id = ANY($1::text[])").fetch(convs)
-        )
-        for conv, seq, pos in rows:
-            self._seqs[conv] = [seq, pos]
+        seqs = [(seq, pos, conv) for conv, (seq, pos) in self._seqs.items()]
+        reads = [(seq, conv, user) for (conv, user), seq in self._reads.items()]
+        pos = self._pos if self._pos_dirty else None
+        self._run(self._prepared(FLUSH).fetch(pos, *_columns(seqs, 3), *_columns(reads, 3)))
+        self._pos_dirty = False
+        self._seqs.clear()
+        self._reads.clear()
 
 
 class PgEngine:
@@ -268,9 +277,7 @@ class PgEngine:
             conn = self._local.conn
         tx = PgTx(conn, loop, self._local.stmts)
         try:
-            tx.execute("BEGIN")
-            tx.lock_positions()
-            tx.prefetch(ops)  # after the lock: no other batch moves the counters now
+            tx.begin(ops)
             results = run_ops(tx, ops)
             head = tx.head()
             tx.execute("COMMIT")
@@ -309,8 +316,11 @@ class PgEngine:
         return rows[0] if rows else None
 
 
-def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
-    """Rows as one list per column: the arrays an ``unnest`` statement takes."""
+def _columns(rows: Sequence[Sequence[Any]], n: int | None = None) -> list[list[Any]]:
+    """Rows as one list per column (``n`` of them: the rows may be none), the arrays an
+    ``unnest`` statement takes."""
+    if not rows:
+        return [[] for _ in range(n or 0)]
     return [list(col) for col in zip(*rows, strict=True)]
 
 

@@ -154,19 +154,17 @@ class Tx:
             self.execute("UPDATE counters SET value = ? WHERE name = 'pos'", (self._pos,))
             self._pos_dirty = False
         if self._seqs:
-            self.write_seqs([(seq, pos, conv) for conv, (seq, pos) in self._seqs.items()])
+            self.executemany(
+                "UPDATE conversations SET last_seq = ?, last_pos = ? WHERE id = ?",
+                [(seq, pos, conv) for conv, (seq, pos) in self._seqs.items()],
+            )
             self._seqs.clear()
         if self._reads:
-            self.write_reads([(seq, conv, user) for (conv, user), seq in self._reads.items()])
+            self.executemany(
+                "UPDATE members SET read_seq = MAX(read_seq, ?) WHERE conv = ? AND user = ?",
+                [(seq, conv, user) for (conv, user), seq in self._reads.items()],
+            )
             self._reads.clear()
-
-    def write_seqs(self, rows: list[tuple[int, int, str]]) -> None:
-        """The conversations' counters, (last_seq, last_pos, conv) each, one per conversation."""
-        self.executemany("UPDATE conversations SET last_seq = ?, last_pos = ? WHERE id = ?", rows)
-
-    def write_reads(self, rows: list[tuple[int, str, str]]) -> None:
-        """Read cursors moved forward, (seq, conv, user) each, one per member."""
-        self.executemany("UPDATE members SET read_seq = MAX(read_seq, ?) WHERE conv = ? AND user = ?", rows)
 
     def forget(self) -> None:
         """After ROLLBACK TO a savepoint taken right after ``flush``: drop the
