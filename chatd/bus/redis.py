@@ -216,14 +216,21 @@ class _Link:
             if pub is not None:
                 pub.close("stopped", flush=True)
             return
+        refused: list[str] = []
         try:
             if pub is None or not pub.is_open:
                 pub = await resp.connect(self.url, CONNECT_TIMEOUT)
+            # a cluster answers every publish: one refused (MOVED) did not arrive
+            pub.on_reply = lambda value: refused.append(str(value)) if isinstance(value, resp.RespError) else None
             if self.out:
                 pub.write(b"".join(self.out), len(self.out))
                 self.bus.published += len(self.out)
                 self.out.clear()
             await asyncio.wait_for(pub.confirm(), 0.5)
+            if refused:
+                log.warning(
+                    "bus: at stop, Redis refused %d envelopes (%s); other nodes were not told", len(refused), refused[0]
+                )
         except (OSError, ConnectionError, ValueError, TimeoutError, resp.RespError) as exc:
             log.warning("bus: at stop, envelopes may not have reached Redis (%r); other nodes were not told", exc)
         finally:
@@ -346,8 +353,9 @@ class _Link:
         bus = self.bus
         if not isinstance(value, list) or not value:
             if isinstance(value, resp.RespError):
-                self.broken = f"Redis: {value}"
-                bus.cluster_error(str(value))
+                if not bus.moved(str(value), self.url):  # a moved slot is not a broken connection
+                    self.broken = f"Redis: {value}"
+                    bus.cluster_error(str(value))
             elif isinstance(value, bytes):  # PING's answer before any subscription
                 self._pong(value)
             return
@@ -367,12 +375,7 @@ class _Link:
         elif kind == bus.unsubscribed_kind:
             self.confirmed.discard(channel)
             if bus.counts.get(channel, 0) > 0:
-                # interest came back while unsubscribing, or (a cluster) the server
-                # dropped it: its slot moved. Subscribed again where it now lives.
-                bus.cluster_error("a channel was unsubscribed by the server")
-                link = bus.route(channel)
-                if link is not None:
-                    link.subscribe_one(channel)
+                bus.resubscribe(channel, self.url)
 
     def _pong(self, data: object) -> None:
         if data == f"up {self.token}".encode() and not self.up and not self.broken:
@@ -410,6 +413,8 @@ class RedisBus:
         self._slot_of: dict[str, int] = {}  # channel -> hash slot (a cache)
         self._probes: dict[str, str] = {}  # link url -> a channel on it nobody subscribes to
         self._map_wanted = asyncio.Event()  # a cluster: read the slot map now
+        self._map_hint: str | None = None  # a cluster: the node to ask first (it just moved a slot away)
+        self._orphans: set[str] = set()  # a cluster: channels the server dropped, subscribed again after the map read
         self._owe_reset = False  # envelopes were lost: tell every node to resync when we can
         self._last_reset = 0.0
         self._reset_timer: asyncio.TimerHandle | None = None
@@ -522,6 +527,49 @@ class RedisBus:
 
     # -- the cluster's slot map ----------------------------------------------------
 
+    def resubscribe(self, channel: str, dropped_by: str) -> None:
+        """A channel still wanted was unsubscribed. On one server, interest came back
+        while it was unsubscribing: subscribed again at once. On a cluster the server
+        dropped it because its slot moved: subscribed again once the slot map is read
+        again, from the node that dropped it first (it knows the new owner). The old
+        route would answer MOVED."""
+        if not self.cluster:
+            link = self.route(channel)
+            if link is not None:
+                link.subscribe_one(channel)
+            return
+        self._orphans.add(channel)
+        self._map_hint = dropped_by
+        self.cluster_error("a channel was unsubscribed by the server")
+
+    def moved(self, error: str, at: str) -> bool:
+        """A subscriber's ``MOVED <slot> <host:port>`` (or ASK): the channels of that
+        slot are subscribed again after the map is read, from that node first; the
+        link's other channels are not disturbed. False for any other error."""
+        parts = error.split()
+        if not self.cluster or len(parts) != 3 or parts[0] not in ("MOVED", "ASK") or not parts[1].isdigit():
+            return False
+        slot = int(parts[1])
+        self._orphans.update(c for c, n in self.counts.items() if n > 0 and redisurl.slot(c) == slot)
+        host, _, port = parts[2].rpartition(":")
+        if port.isdigit():
+            self._map_hint = redisurl.node_url(self.url, host or urlsplit(at).hostname or "localhost", int(port))
+        self.cluster_error(parts[0])
+        return True
+
+    def _adopt_orphans(self) -> None:
+        """After a map read: the channels the server dropped, subscribed where they
+        live. Their link counts as down until that is confirmed, and coming up again
+        resyncs every socket: what was published to them meanwhile reached nobody."""
+        orphans, self._orphans = self._orphans, set()
+        by_link: dict[_Link, list[str]] = {}
+        for channel in orphans:
+            link = self.route(channel) if self.counts.get(channel, 0) > 0 else None
+            if link is not None and channel not in link.confirmed:
+                by_link.setdefault(link, []).append(channel)
+        for link, channels in by_link.items():
+            link.subscribe(channels)
+
     def cluster_error(self, why: str) -> None:
         """A sign the slot map may have changed: read it again now."""
         if self.cluster and (why == "link lost" or why.startswith(CLUSTER_ERRORS) or "unsubscribed" in why):
@@ -543,6 +591,7 @@ class RedisBus:
                 failing = False
             if ranges is not None:
                 self._apply_map(ranges)
+                self._adopt_orphans()
             self._map_wanted.clear()
             healthy = self._up and ranges is not None
             with contextlib.suppress(TimeoutError):
@@ -552,7 +601,8 @@ class RedisBus:
         """``CLUSTER SLOTS`` from the first node that answers: the masters known,
         then the URL's seeds."""
         tried: list[str] = []
-        for url in dict.fromkeys([*self.links, *self.seeds]):
+        hint, self._map_hint = self._map_hint, None
+        for url in dict.fromkeys([*([hint] if hint else []), *self.links, *self.seeds]):
             conn: resp.RespConnection | None = None
             try:
                 conn = await resp.connect(url, CONNECT_TIMEOUT)
