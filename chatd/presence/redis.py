@@ -175,9 +175,11 @@ class RedisPresence:
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
 
-    async def _send(self, batch: list[Pending]) -> tuple[list[Any], Any]:
+    async def _send(self, batch: list[Pending], text: bool = False) -> tuple[list[Any], Any]:
         """One pipeline for ``batch``: each change's result (its script's reply, or
-        the first error among its commands) and the leases (or their error)."""
+        the first error among its commands) and the leases (or their error). With
+        ``text``, the script goes as EVAL with its text (a server without it in its
+        cache runs it, and keeps it for the EVALSHAs after)."""
         pipe = self.r.pipeline(transaction=False)
         for user, _, argv, index, _ in batch:
             if index:
@@ -185,7 +187,7 @@ class RedisPresence:
             # by name: redis-py's cluster pipeline blocks its evalsha() (it cannot
             # load a missing script; _apply does) but routes the command by its
             # keys. EVAL with the text instead cost Redis ~20 % more a change.
-            pipe.execute_command("EVALSHA", CHANGE_SHA, 3, *self._user_keys(user), *argv)
+            pipe.execute_command(*(("EVAL", CHANGE) if text else ("EVALSHA", CHANGE_SHA)), 3, *self._user_keys(user), *argv)
         pipe.zrange(self._k("nodes", "all"), 0, -1, withscores=True)
         # a command that fails fails its own change only, not the 255 beside it
         res = await pipe.execute(raise_on_error=False)
@@ -212,10 +214,11 @@ class RedisPresence:
             again = [i for i, r in enumerate(results) if self._again(r)]
             if not again and not (isinstance(beats, Exception) and self._again(beats)):
                 break
-            # the leases are read again with them (alone, if only they failed)
-            if any(isinstance(results[i], NoScriptError) for i in again):
-                await self.r.script_load(CHANGE)
-            redone, beats = await self._send([batch[i] for i in again])
+            # the leases are read again with them (alone, if only they failed). Not
+            # SCRIPT LOAD: on a cluster it goes to every master, and one master down
+            # (a failover) would fail the whole batch with it
+            text = any(isinstance(results[i], NoScriptError) for i in again)
+            redone, beats = await self._send([batch[i] for i in again], text)
             for i, r in zip(again, redone, strict=True):
                 results[i] = r
         if isinstance(beats, Exception):

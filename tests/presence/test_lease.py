@@ -17,7 +17,7 @@ from support import FakeSink
 from chatd.bus.memory import MemoryBroker, MemoryBus
 from chatd.clock import ManualClock
 from chatd.presence import Device, MemoryPresence
-from chatd.presence.redis import RedisPresence
+from chatd.presence.redis import CHANGE_SHA, RedisPresence
 from chatd.presence.service import Presence
 
 LEASE_MS = 15_000
@@ -119,7 +119,8 @@ async def test_changes_in_one_turn_share_one_pipeline(redis_proc: Any) -> None:
 
 async def test_a_server_that_lost_the_script_gets_it_again(redis_proc: Any) -> None:
     """Redis restarted (or, on a cluster, a replica promoted) has no script cache:
-    the changes that met NOSCRIPT run once more after SCRIPT LOAD, once each."""
+    the changes that met NOSCRIPT run once more with the script's text, once each,
+    and the server has the script again for the next ones."""
     p = RedisPresence.from_url(redis_proc.url, "n1", "t", LEASE_MS)
     try:
         now = 1_763_900_000_000
@@ -129,6 +130,7 @@ async def test_a_server_that_lost_the_script_gets_it_again(redis_proc: Any) -> N
         await p.r.script_flush()
         got = await asyncio.gather(p.put("alice", "d2", dev, now), p.drop("alice", "d1", now + 1))
         assert [v for v, _ in got] == [2, 3] and got[1][1].status == "online"
+        assert await p.r.script_exists(CHANGE_SHA) == [True]
     finally:
         await p.close()
 
