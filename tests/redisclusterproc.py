@@ -21,7 +21,6 @@ from types import TracebackType
 
 import pytest
 from redisproc import MISSING, RedisProc, RedisProcError
-from support import free_port
 
 NODE_TIMEOUT_MS = 1000
 FORM_TIMEOUT = 30.0  # s for the cluster to report ok after create
@@ -61,11 +60,10 @@ class RedisClusterProc:
             "--cluster-replica-validity-factor", "0",  # a replica may always take over
             "--repl-diskless-sync-delay", "0",  # replicas sync at once, not 5 s after the cluster forms
         )  # fmt: skip
-        # the cluster bus on a free port of its own (by default port + 10000, which
-        # may be taken or above 65535)
-        self.nodes = [
-            RedisProc(extra=(*extra, "--cluster-port", str(free_port()))) for _ in range(masters * (1 + replicas))
-        ]
+        # the cluster bus on a free port of its own, picked at the node's start
+        # (picked here, it could be handed to another node as its port meanwhile,
+        # and that node would never start)
+        self.nodes = [RedisProc(extra=extra, cluster_bus=True) for _ in range(masters * (1 + replicas))]
 
     @property
     def ports(self) -> list[int]:

@@ -52,9 +52,17 @@ def ping(port: int, timeout: float = 1.0) -> bool:
 
 class RedisProc:
     """One ``redis-server`` on 127.0.0.1. ``port=None`` picks a free one on the
-    first start and keeps it for every restart."""
+    first start and keeps it for every restart. ``cluster_bus``: cluster mode's
+    bus on a free port of its own too (``--cluster-port``; by default it is
+    port + 10000, which may be taken or above 65535), picked and kept likewise."""
 
-    def __init__(self, port: int | None = None, binary: str | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        binary: str | None = None,
+        extra: tuple[str, ...] = (),
+        cluster_bus: bool = False,
+    ) -> None:
         found = binary or shutil.which("redis-server")
         if found is None:
             raise RedisProcError(MISSING)
@@ -65,6 +73,8 @@ class RedisProc:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.extra = extra  # more redis-server arguments
+        self.cluster_bus = cluster_bus
+        self.cluster_port = 0
 
     @property
     def url(self) -> str:
@@ -91,18 +101,24 @@ class RedisProc:
             raise RedisProcError(f"redis-server already running on port {self.port}")
         if not self.port:
             self.port = free_port()
+        if self.cluster_bus and not self.cluster_port:
+            self.cluster_port = free_port()
         deadline = time.monotonic() + PORT_BUSY_TIMEOUT
         while True:
             outcome = self._try_start()
             if outcome == "ok":
                 self.starts += 1
                 return self
-            # the port was taken between our pick and redis' bind (first start),
-            # or is still held (restart): a new pick, or the same port again
+            # a port was taken between our pick and redis' bind (first start), or
+            # is still held (restart): new picks (both: the log does not say
+            # which), or the same ports again. The kernel hands out the free
+            # ports it picks as the local ports of outgoing connections too.
+            if time.monotonic() > deadline:
+                raise RedisProcError(f"port {self.port} stayed busy for {PORT_BUSY_TIMEOUT:.0f} s:\n{self.log_tail()}")
             if not self._fixed_port and self.starts == 0:
                 self.port = free_port()
-            elif time.monotonic() > deadline:
-                raise RedisProcError(f"port {self.port} stayed busy for {PORT_BUSY_TIMEOUT:.0f} s:\n{self.log_tail()}")
+                if self.cluster_bus:
+                    self.cluster_port = free_port()
             time.sleep(0.05)
 
     def _try_start(self) -> str:
@@ -120,6 +136,7 @@ class RedisProc:
                     "--daemonize", "no",
                     "--dir", str(self.dir),
                     "--logfile", "",  # stdout, which is the log file
+                    *(("--cluster-port", str(self.cluster_port)) if self.cluster_bus else ()),
                     *self.extra,
                 ],
                 stdin=subprocess.DEVNULL,

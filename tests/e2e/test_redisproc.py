@@ -83,6 +83,28 @@ def test_restart_waits_for_a_busy_port(redis_proc: RedisProc) -> None:
     assert redis_proc.ping()
 
 
+def test_a_first_start_whose_cluster_bus_port_was_taken_picks_new_ports() -> None:
+    """A cluster node's bus port, free when picked, was handed to another process
+    (a node's port, an outgoing connection) before redis bound it: a first start
+    picks both ports again instead of retrying the taken one for ever."""
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    proc = RedisProc(extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"), cluster_bus=True)
+    proc.cluster_port = taken  # as if picked just before the squatter got it
+    try:
+        proc.start()
+        assert proc.ping() and proc.cluster_port not in (0, taken)
+        port, cluster_port = proc.port, proc.cluster_port
+        proc.kill()
+        proc.start()  # a restart keeps both
+        assert (proc.port, proc.cluster_port) == (port, cluster_port) and proc.ping()
+    finally:
+        proc.close()
+        squatter.close()
+
+
 async def test_cpu_seconds_grows_with_work(redis_proc: RedisProc) -> None:
     before = redis_proc.cpu_seconds()
     assert before >= 0
