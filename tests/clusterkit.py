@@ -1,6 +1,7 @@
 """Redis Cluster helpers for tests (on ``redisclusterproc.RedisClusterProc``): a
-cluster shared by a module's tests (``shared_cluster``; ``redis_at`` runs a test on
-one redis-server and on that cluster; import the fixtures into the module),
+cluster shared by every test of a run that leaves it as it found it (``shared_cluster``;
+``redis_at`` runs a test on one redis-server and on that cluster; import the
+fixtures into the module),
 the master serving a key, names that land one on each master, and waiting until
 the replicas hold what the masters were sent (before a test kills one)."""
 
@@ -69,11 +70,11 @@ def _caught_up(master: int) -> bool:
     )
 
 
-@pytest.fixture(scope="module")
-def shared_cluster() -> Iterator[RedisClusterProc]:
-    """One cluster for a test module's tests that neither kill nor restart a node
-    (``redis_cluster`` is one per test); each test keeps to keys of its own
-    (``fresh_prefix``)."""
+@pytest.fixture(scope="session")
+def session_cluster() -> Iterator[RedisClusterProc]:
+    """The one cluster of a test run for tests that neither kill nor restart a node
+    nor move a slot (imported by tests/conftest.py; tests take ``shared_cluster``).
+    Started when the first such test needs it (~2 s) and killed at the end of the run."""
     try:
         cluster = RedisClusterProc()
     except RedisProcError as exc:
@@ -88,6 +89,16 @@ def shared_cluster() -> Iterator[RedisClusterProc]:
                 node.kill()
 
 
+@pytest.fixture
+def shared_cluster(session_cluster: RedisClusterProc) -> RedisClusterProc:
+    """The run's cluster (``session_cluster``; ``redis_cluster`` is one of a test's
+    own). Each test keeps to keys and bus channels of its own (``fresh_prefix``);
+    a test that left a node dead fails the next one here, not somewhere obscure."""
+    dead = [n.port for n in session_cluster.nodes if not n.running]
+    assert not dead, f"a test killed node(s) {dead} of the shared cluster: it needs redis_cluster"
+    return session_cluster
+
+
 def fresh_prefix() -> str:
     """A key prefix no other test on a shared cluster uses."""
     return "t" + secrets.token_hex(4)
@@ -95,7 +106,7 @@ def fresh_prefix() -> str:
 
 def where(request: pytest.FixtureRequest, kind: str) -> tuple[str, str]:
     """(URL, key prefix) for ``kind`` "redis" (this test's redis-server, prefix
-    "t") or "cluster" (the module's ``shared_cluster``, a prefix of this test's
+    "t") or "cluster" (the run's ``shared_cluster``, a prefix of this test's
     own)."""
     if kind == "redis":
         return request.getfixturevalue("redis_proc").url, "t"
@@ -104,5 +115,5 @@ def where(request: pytest.FixtureRequest, kind: str) -> tuple[str, str]:
 
 @pytest.fixture(params=["redis", "cluster"])
 def redis_at(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """A test once on one redis-server and once on the module's cluster: ``where``."""
+    """A test once on one redis-server and once on the run's cluster: ``where``."""
     return where(request, request.param)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterkit import session_cluster  # noqa: F401  (the fixture: one real 3+3 Redis Cluster per run, shared)
 from pgproc import pg_server  # noqa: F401  (the fixture: one real PostgreSQL server per run)
 from redisclusterproc import redis_cluster  # noqa: F401  (the fixture: a real 3+3 Redis Cluster per test)
 from redisproc import redis_proc  # noqa: F401  (the fixture: a real redis-server per test)

@@ -1,7 +1,12 @@
 """The bus on a real Redis Cluster (3 masters, 3 replicas): sharded pub/sub spread
 over the masters, a master killed and its replica promoted, a slot moved to
 another master, and seeds that are down. The contract every bus keeps is in
-test_contract.py (it runs on a cluster too)."""
+test_contract.py (it runs on a cluster too).
+
+A test that kills a node or moves a slot has a cluster of its own (``nodes``, on
+``redis_cluster``); the others use the run's shared one, on a bus prefix of their
+own (``shared_nodes``). redis-cli runs in a thread: a failover waited for on the
+event loop would stall the buses under test."""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from clusterkit import fresh_prefix
+from clusterkit import shared_cluster as shared_cluster  # the fixture: the run's one cluster
 from redisclusterproc import RedisClusterProc, command
 from redisproc import RedisProc
 
@@ -24,10 +31,23 @@ Nodes = Callable[..., Awaitable[tuple[RedisBus, Recorder]]]
 
 @pytest.fixture
 async def nodes(redis_cluster: RedisClusterProc) -> AsyncIterator[Nodes]:
+    """``await nodes(url=None, shards=64)``: a started bus on the test's own cluster."""
+    async for node in _nodes(redis_cluster, "chatd"):
+        yield node
+
+
+@pytest.fixture
+async def shared_nodes(shared_cluster: RedisClusterProc) -> AsyncIterator[Nodes]:
+    """Buses on the run's shared cluster, on a channel prefix of this test's own."""
+    async for node in _nodes(shared_cluster, fresh_prefix()):
+        yield node
+
+
+async def _nodes(cluster: RedisClusterProc, prefix: str) -> AsyncIterator[Nodes]:
     made: list[RedisBus] = []
 
     async def node(url: str | None = None, shards: int = 64) -> tuple[RedisBus, Recorder]:
-        bus = RedisBus(url or redis_cluster.url, shards=shards)
+        bus = RedisBus(url or cluster.url, shards=shards, prefix=prefix)
         rec = Recorder()
         bus.attach(rec)
         await bus.start()
@@ -52,22 +72,32 @@ def subscribers_on(port: int, channel: str) -> int:
     return int(out[1]) if len(out) == 2 else 0
 
 
+async def _until(check: Callable[[], bool], within: float = 10.0) -> None:
+    """Until ``check()`` (which may run redis-cli: in a thread) holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await asyncio.to_thread(check):
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
 async def test_channels_spread_over_the_masters_each_subscribed_where_its_slot_lives(
-    redis_cluster: RedisClusterProc, nodes: Nodes
+    shared_cluster: RedisClusterProc, shared_nodes: Nodes
 ) -> None:
-    a, _ = await nodes()
-    b, rb = await nodes()
+    a, _ = await shared_nodes()
+    b, rb = await shared_nodes()
     assert b.up and b.health() == {"links": 3, "links_up": 3}
     keys = [f"c:circle:{i}" for i in range(40)]
     for k in keys:
         b.interest(k, 1)
     for k in keys:
         await b.ready(k)
-    channels = {b.channel(k) for k in keys}
-    owners = {c: owner_port(redis_cluster, c) for c in channels}
+    channels = sorted({b.channel(k) for k in keys})
+    ports = await asyncio.gather(*(asyncio.to_thread(owner_port, shared_cluster, c) for c in channels))
+    owners = dict(zip(channels, ports, strict=True))
     assert len(set(owners.values())) == 3, "40 circles' channels all on fewer than 3 masters"
     for c, port in owners.items():
-        assert subscribers_on(port, c) == 1  # b's subscription, on the master that owns it
+        assert await asyncio.to_thread(subscribers_on, port, c) == 1  # b's subscription, on the master that owns it
     for i, k in enumerate(keys):
         a.publish(k, str(i).encode())
     await rb.wait_for(lambda: len(rb.got) == len(keys))
@@ -83,28 +113,28 @@ async def test_a_master_killed_fails_over_and_the_bus_resubscribes_on_its_replic
     keys = [f"c:circle:{i}" for i in range(64)]
     by_owner: dict[int, str] = {}
     for k in keys:
-        by_owner.setdefault(owner_port(redis_cluster, b.channel(k)), k)
-    victim = redis_cluster.master_ports()[0]
+        by_owner.setdefault(await asyncio.to_thread(owner_port, redis_cluster, b.channel(k)), k)
+    victim = (await asyncio.to_thread(redis_cluster.master_ports))[0]
     doomed = by_owner[victim]
     healthy = next(k for p, k in by_owner.items() if p != victim)
     for k in (doomed, healthy):
         b.interest(k, 1)
         await b.ready(k)
     resets = rb.resets
-    redis_cluster.kill_master(victim, wait=False)
+    await asyncio.to_thread(redis_cluster.kill_master, victim, wait=False)
     await rb.wait_for(lambda: not b.up, within=5)
     assert b.health()["links_up"] == 2  # degraded: the other shards still deliver
     assert _bus_state(b) == "degraded"  # what /healthz says (still ready)
     a.publish(healthy, b"during the failover")
     await rb.wait_for(lambda: (healthy, b"during the failover") in rb.got)
     a.publish(doomed, b"lost with its master")  # nobody can take it: a resyncs b later
-    await asyncio.get_running_loop().run_in_executor(None, redis_cluster.wait_ok)
+    await asyncio.to_thread(redis_cluster.wait_ok)
     await rb.wait_for(lambda: b.up and rb.resets > resets, within=10)
     await ra.wait_for(lambda: a.up, within=10)
-    assert victim not in redis_cluster.master_ports()
+    assert victim not in await asyncio.to_thread(redis_cluster.master_ports)
     assert b.health() == {"links": 3, "links_up": 3} and _bus_state(b) == "up"
-    new_owner = owner_port(redis_cluster, b.channel(doomed))
-    assert new_owner != victim and subscribers_on(new_owner, b.channel(doomed)) == 1
+    new_owner = await asyncio.to_thread(owner_port, redis_cluster, b.channel(doomed))
+    assert new_owner != victim and await asyncio.to_thread(subscribers_on, new_owner, b.channel(doomed)) == 1
     a.publish(doomed, b"after the failover")
     await rb.wait_for(lambda: (doomed, b"after the failover") in rb.got)
     # what a published into the dead shard was counted lost, so b was told to resync
@@ -125,14 +155,14 @@ async def test_a_slot_moved_to_another_master_is_followed(redis_cluster: RedisCl
     await b.ready(key)
     a.publish(key, b"before")
     await rb.wait_for(lambda: (key, b"before") in rb.got)
-    src = owner_port(redis_cluster, channel)
-    dst = next(p for p in redis_cluster.master_ports() if p != src)
-    dst_id = command(dst, "CLUSTER", "MYID").strip()
+    src = await asyncio.to_thread(owner_port, redis_cluster, channel)
+    dst = next(p for p in await asyncio.to_thread(redis_cluster.master_ports) if p != src)
+    dst_id = (await asyncio.to_thread(command, dst, "CLUSTER", "MYID")).strip()
     slot = str(redisurl.slot(channel))
     resets = rb.resets
     for port in (dst, src):  # an empty slot changes hands directly
-        assert command(port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id).strip() == "OK"
-    await rb.wait_for(lambda: subscribers_on(dst, channel) == 1 and b.up and rb.resets > resets, within=10)
+        assert (await asyncio.to_thread(command, port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)).strip() == "OK"
+    await _until(lambda: subscribers_on(dst, channel) == 1 and b.up and rb.resets > resets, within=10)
     for i in range(50):  # a publishes into the old master until it learns the move
         a.publish(key, f"after {i}".encode())
         await asyncio.sleep(0.05)
@@ -148,8 +178,8 @@ async def test_one_seed_is_enough_and_a_dead_seed_is_skipped(redis_cluster: Redi
     a, _ = await nodes(redis_cluster.seed_url(3))
     dead = redis_cluster.nodes[0]
     dead_port = dead.port
-    if dead_port in redis_cluster.master_ports():
-        redis_cluster.kill_master(dead_port)  # and its replica takes over
+    if dead_port in await asyncio.to_thread(redis_cluster.master_ports):
+        await asyncio.to_thread(redis_cluster.kill_master, dead_port)  # and its replica takes over
     else:
         dead.kill()
     url = f"redis+cluster://127.0.0.1:{dead_port},127.0.0.1:{redis_cluster.nodes[4].port}"
@@ -170,9 +200,10 @@ async def _until_up(bus: RedisBus, within: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_no_reachable_seed_serves_without_fan_out_then_joins(redis_cluster: RedisClusterProc) -> None:
-    ports = redis_cluster.ports
-    bus = RedisBus("redis+cluster://127.0.0.1:1", shards=16)  # nothing listens on port 1
+async def test_no_reachable_seed_serves_without_fan_out_then_joins(shared_cluster: RedisClusterProc) -> None:
+    ports = shared_cluster.ports
+    prefix = fresh_prefix()  # the cluster is shared
+    bus = RedisBus("redis+cluster://127.0.0.1:1", shards=16, prefix=prefix)  # nothing listens on port 1
     bus.attach(Recorder())
     await bus.start(wait=0.5)
     try:
@@ -181,7 +212,7 @@ async def test_no_reachable_seed_serves_without_fan_out_then_joins(redis_cluster
         assert bus.stats()["dropped"] == 1
     finally:
         await bus.stop()
-    bus = RedisBus(f"redis+cluster://127.0.0.1:1,127.0.0.1:{ports[2]}", shards=16)
+    bus = RedisBus(f"redis+cluster://127.0.0.1:1,127.0.0.1:{ports[2]}", shards=16, prefix=prefix)
     bus.attach(Recorder())
     await bus.start()
     try:
@@ -215,12 +246,13 @@ async def test_the_publish_check_follows_its_slot_when_it_moves(redis_cluster: R
     link = next(iter(a.links.values()))
     probe = a.probe_channel(link)
     assert a.route(probe) is link
-    src = owner_port(redis_cluster, probe)
-    dst = next(p for p in redis_cluster.master_ports() if p != src)
-    dst_id = command(dst, "CLUSTER", "MYID").strip()
+    src = await asyncio.to_thread(owner_port, redis_cluster, probe)
+    dst = next(p for p in await asyncio.to_thread(redis_cluster.master_ports) if p != src)
+    dst_id = (await asyncio.to_thread(command, dst, "CLUSTER", "MYID")).strip()
     changes = a.map_changes
+    slot = str(redisurl.slot(probe))
     for port in (dst, src):
-        assert command(port, "CLUSTER", "SETSLOT", str(redisurl.slot(probe)), "NODE", dst_id).strip() == "OK"
+        assert (await asyncio.to_thread(command, port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)).strip() == "OK"
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
     while a.map_changes == changes:

@@ -1,5 +1,8 @@
 """One contract, three buses: the in-memory broker, Redis pub/sub (a real
-redis-server per test) and Redis Cluster sharded pub/sub (a real 3+3 cluster per test). What chatd's fan-out layer relies on (chatd/bus/base.py)."""
+redis-server per test) and Redis Cluster sharded pub/sub (a real 3+3 cluster: the
+run's shared one, on a bus prefix of the test's own, or one of its own for the
+tests that take the transport away: ``outage_harness``). What chatd's fan-out layer
+relies on (chatd/bus/base.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from clusterkit import fresh_prefix
+from clusterkit import shared_cluster as shared_cluster  # the fixture: the run's one cluster
 from redisclusterproc import RedisClusterProc
 from redisproc import RedisProc
 
@@ -48,6 +53,7 @@ class Harness:
     """Makes connected buses of one kind, and can take their transport away."""
 
     kind = ""
+    prefix = "chatd"  # of the buses' channels (the default but on the shared cluster)
 
     async def node(self) -> tuple[Bus, Recorder]:
         raise NotImplementedError
@@ -103,16 +109,20 @@ class RedisHarness(Harness):
 class ClusterHarness(Harness):
     """A Redis Cluster of 3 masters and 3 replicas (sharded pub/sub). An outage
     kills every master (no replica can be elected without a majority of masters);
-    the restore starts them again."""
+    the restore starts them again. A shared cluster (other tests use it after
+    this one) has no outage, and its buses publish on a prefix of their own."""
 
     kind = "cluster"
 
-    def __init__(self, cluster: RedisClusterProc) -> None:
+    def __init__(self, cluster: RedisClusterProc, shared: bool) -> None:
         self.cluster = cluster
+        self.shared = shared
+        if shared:
+            self.prefix = fresh_prefix()
         self.killed: list[RedisProc] = []
 
     async def node(self) -> tuple[Bus, Recorder]:
-        bus = RedisBus(self.cluster.url, shards=16)
+        bus = RedisBus(self.cluster.url, shards=16, prefix=self.prefix)
         rec = Recorder()
         bus.attach(rec)
         await bus.start()
@@ -120,7 +130,8 @@ class ClusterHarness(Harness):
         return bus, rec
 
     async def outage(self) -> None:
-        self.killed = [self.cluster.node_on(p) for p in self.cluster.master_ports()]
+        assert not self.shared, "an outage of the shared cluster: the test takes outage_harness"
+        self.killed = [self.cluster.node_on(p) for p in await asyncio.to_thread(self.cluster.master_ports)]
         for node in self.killed:
             node.kill()
 
@@ -131,13 +142,28 @@ class ClusterHarness(Harness):
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """A harness whose transport stays up: on a cluster, the run's shared one."""
+    async for h in _harness(request, own_cluster=False):
+        yield h
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def outage_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """A harness that may take its transport away: on a cluster, one of the test's own."""
+    async for h in _harness(request, own_cluster=True):
+        yield h
+
+
+async def _harness(request: pytest.FixtureRequest, own_cluster: bool) -> AsyncIterator[Harness]:
     h: Harness
     if request.param == "memory":
         h = MemoryHarness()
     elif request.param == "redis":
         h = RedisHarness(request.getfixturevalue("redis_proc"))
+    elif own_cluster:
+        h = ClusterHarness(request.getfixturevalue("redis_cluster"), shared=False)
     else:
-        h = ClusterHarness(request.getfixturevalue("redis_cluster"))
+        h = ClusterHarness(request.getfixturevalue("shared_cluster"), shared=True)
     made: list[Bus] = []
     orig = h.node
 
@@ -198,7 +224,8 @@ async def test_interest_is_reference_counted(harness: Harness) -> None:
     a.publish("c:k", b"1")
     await rb.wait_for(lambda: len(rb.got) == 1)
     assert b.channel("c:k") == a.channel("c:k")
-    assert b.channel("c:k").startswith("chatd:c:") and b.channel("u:k").startswith("chatd:u:")
+    p = harness.prefix  # the default, "chatd", but on the shared cluster (a prefix of the test's own)
+    assert b.channel("c:k").startswith(f"{p}:c:") and b.channel("u:k").startswith(f"{p}:u:")
 
 
 async def test_channels_are_bounded_by_shards(harness: Harness) -> None:
@@ -210,7 +237,8 @@ async def test_channels_are_bounded_by_shards(harness: Harness) -> None:
     assert bus.stats()["channels"] <= 16 + 2  # + the node's control and the all-nodes channel (Redis)
 
 
-async def test_outage_loses_envelopes_then_resets_and_resumes(harness: Harness) -> None:
+async def test_outage_loses_envelopes_then_resets_and_resumes(outage_harness: Harness) -> None:
+    harness = outage_harness
     a, ra = await harness.node()
     b, rb = await harness.node()
     b.interest("c:room", 1)
@@ -230,7 +258,8 @@ async def test_outage_loses_envelopes_then_resets_and_resumes(harness: Harness) 
     assert ("c:room", b"lost") not in rb.got
 
 
-async def test_publish_while_down_never_raises(harness: Harness) -> None:
+async def test_publish_while_down_never_raises(outage_harness: Harness) -> None:
+    harness = outage_harness
     a, _ = await harness.node()
     await harness.outage()
     for _ in range(100):

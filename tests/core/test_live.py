@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from clusterkit import one_per_master
 from clusterkit import redis_at as redis_at  # the fixtures: a test on one server and on the cluster,
-from clusterkit import shared_cluster as shared_cluster  # one cluster for this module
+from clusterkit import shared_cluster as shared_cluster  # the run's one cluster
 
 from chatd.core.live import COUNT_TTL_MS, RedisCounter
 from chatd.redisurl import client, is_cluster

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from clusterkit import redis_at as redis_at  # the fixtures: a test on one server and on the cluster,
-from clusterkit import shared_cluster as shared_cluster  # one cluster for this module
+from clusterkit import shared_cluster as shared_cluster  # the run's one cluster
 
 from chatd.notify.stream import NotifyStreamHook
 from chatd.points.stream import StreamHook

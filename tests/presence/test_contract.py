@@ -1,6 +1,6 @@
 """One presence contract, two backends: in memory and in Redis, on one real
 redis-server per test and on a real Redis Cluster (3 masters, 3 replicas) shared
-by this module's tests, each with keys of its own. What the presence service
+by the run's tests, each with keys of its own. What the presence service
 relies on (chatd/presence/base.py). Time is a parameter: every call takes ``now``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from clusterkit import redis_at as redis_at  # the fixtures: a test on one server and on the cluster,
-from clusterkit import shared_cluster as shared_cluster  # one cluster for this module
+from clusterkit import shared_cluster as shared_cluster  # the run's one cluster
 from clusterkit import where
 
 from chatd.presence import AWAY, OFFLINE, ONLINE, Device, MemoryPresence, PresenceBackend, State

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 from clusterkit import fresh_prefix, one_per_master, owner, replicated
-from clusterkit import shared_cluster as shared_cluster  # the fixture: one cluster for this module
+from clusterkit import shared_cluster as shared_cluster  # the fixture: the run's one cluster
 from redisclusterproc import RedisClusterProc
 
 from chatd.presence import AWAY, OFFLINE, ONLINE
@@ -45,7 +45,7 @@ async def test_one_batch_spans_every_master_and_both_nodes_agree_on_versions(
         # each user's keys on the master of its own slot, named with the hash tag
         for port, u in users.items():
             for kind in ("pd", "pv"):
-                assert owner(shared_cluster, f"{prefix}:{kind}:{{{u}}}") == port
+                assert await asyncio.to_thread(owner, shared_cluster, f"{prefix}:{kind}:{{{u}}}") == port
             assert await raw.exists(f"{prefix}:pd:{{{u}}}") and not await raw.exists(f"{prefix}:pd:{u}")
         assert await raw.exists(f"{prefix}:pls:{{{u0}}}")
         # a node leaving takes its devices with it, on every master
@@ -71,9 +71,10 @@ async def test_presence_keeps_working_after_a_master_fails_over(redis_cluster: R
         await b.heartbeat(T0)
         await asyncio.gather(*(a.put(u, "d1", dev("a"), T0) for u in users.values()))
         before = await b.get_many(list(users.values()), T0 + 1)
-        replicated(redis_cluster)
-        leases = owner(redis_cluster, "t:nodes:all")
-        redis_cluster.kill_master(leases)
+        # redis-cli in a thread: the clients' connections stay served meanwhile
+        await asyncio.to_thread(replicated, redis_cluster)
+        leases = await asyncio.to_thread(owner, redis_cluster, "t:nodes:all")
+        await asyncio.to_thread(redis_cluster.kill_master, leases)
         victim = users[leases]
 
         await a.heartbeat(T0 + 5000)  # on the lease's new master
