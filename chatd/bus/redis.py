@@ -430,6 +430,7 @@ class RedisBus:
         self.resets = 0
         self.malformed = 0
         self.map_changes = 0
+        self.moved_answers = 0  # MOVED/ASK answered to a subscriber (a cluster)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -550,6 +551,7 @@ class RedisBus:
         if not self.cluster or len(parts) != 3 or parts[0] not in ("MOVED", "ASK") or not parts[1].isdigit():
             return False
         slot = int(parts[1])
+        self.moved_answers += 1
         self._orphans.update(c for c, n in self.counts.items() if n > 0 and redisurl.slot(c) == slot)
         host, _, port = parts[2].rpartition(":")
         if port.isdigit():

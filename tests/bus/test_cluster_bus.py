@@ -260,3 +260,38 @@ async def test_the_publish_check_follows_its_slot_when_it_moves(redis_cluster: R
         await asyncio.sleep(0.05)
     fresh = a.probe_channel(link)
     assert fresh != probe and a.route(fresh) is link
+
+
+async def test_a_subscribe_answered_moved_resubscribes_that_slot_and_keeps_the_link(
+    redis_cluster: RedisClusterProc, nodes: Nodes
+) -> None:
+    """Interest arrives between a resharding and the node's next map read: its
+    SSUBSCRIBE goes to the old master, which answers MOVED. The node reads the map
+    again and subscribes where the slot now lives; the old master's link keeps its
+    connection (its other channels are not disturbed)."""
+    a, _ = await nodes()
+    b, rb = await nodes()
+    key = "c:circle:late"
+    channel = b.channel(key)
+    src = await asyncio.to_thread(owner_port, redis_cluster, channel)
+    dst = next(p for p in await asyncio.to_thread(redis_cluster.master_ports) if p != src)
+    dst_id = (await asyncio.to_thread(command, dst, "CLUSTER", "MYID")).strip()
+    old = b.route(channel)
+    assert old is not None and old.sub is not None
+    sub_before = old.sub
+    slot = str(redisurl.slot(channel))
+    for port in (dst, src):
+        assert (await asyncio.to_thread(command, port, "CLUSTER", "SETSLOT", slot, "NODE", dst_id)).strip() == "OK"
+    b.interest(key, 1)  # b's map still says src
+    await asyncio.wait_for(b.ready(key), 10)
+    assert b.moved_answers >= 1 or b.route(channel) is not old  # MOVED seen (or the 5 s map read came first)
+    await _until(lambda: subscribers_on(dst, channel) == 1, within=10)
+    await asyncio.sleep(1.0)  # a broken link is noticed within 0.5 s by its listener
+    assert old.sub is sub_before and not old.broken and b.health()["links_up"] == 3  # not reconnected
+    await _until_up(a)
+    for i in range(50):  # a publishes until it learns the move too
+        a.publish(key, f"late {i}".encode())
+        await asyncio.sleep(0.05)
+        if any(k == key for k, _ in rb.got):
+            break
+    assert any(k == key and p.startswith(b"late") for k, p in rb.got), "nothing arrived through the new master"
