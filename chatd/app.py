@@ -25,6 +25,7 @@ from .core.scheduler import Scheduler
 from .core.users import UserBook
 from .edge import wsframe
 from .edge.admin import AdminServer
+from .edge.console import console_routes
 from .edge.http import Routes, health_routes
 from .edge.session import Env, Lifecycle
 from .edge.sink import Output
@@ -162,7 +163,11 @@ class App:
         auth_failures = Throttled(logging.getLogger("chatd.auth"), clock)
         env = Env(config, clock, self.ops, hub, fanout, presence, store.members, store.messages, pipeline, bus,
                   metrics, output, life, users, auth_failures, verifier, Deadlines(clock))
-        self.server = SocketServer(env, Routes(health_routes(life, bus, metrics, pipeline), life))
+        routes = {
+            **health_routes(life, bus, metrics, pipeline),
+            **console_routes(config.signing_secret == DEV_SECRET, clock.wall_ms),
+        }
+        self.server = SocketServer(env, Routes(routes, life))
         self.admin = (
             AdminServer(
                 self.ops, verifier, users, clock, config.admin_host, config.admin_port, config.admin_max_body,

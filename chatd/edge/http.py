@@ -1,6 +1,6 @@
 """Plain HTTP on the WebSocket port: a small route table instead of an
-``if path ==`` chain. ``/healthz`` and ``/metrics`` now; ``/admin/...`` (on its
-own listener) and ``/console/...`` come next and add their routes here.
+``if path ==`` chain: ``/healthz``, ``/metrics`` and the web console's
+``/console/...`` (console.py). The admin API has a listener of its own (admin.py).
 
 websockets calls the table for every request before the upgrade: a route
 answers with a response; a path without one goes on to the WebSocket
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import http
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from ..bus import Bus
 from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from .session import Lifecycle
 
-Route = Callable[[], Response]
+Route = Callable[[str], Response]  # called with the query string ("" for none)
 
 
 class Health(Protocol):
@@ -36,7 +36,12 @@ class Health(Protocol):
     def failing(self) -> bool: ...
 
 
-def respond(status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> Response:
+def respond(
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain; charset=utf-8",
+    extra: Sequence[tuple[str, str]] = (),
+) -> Response:
     """A complete HTTP response; the connection closes after it (as websockets' own rejections)."""
     headers = Headers(
         [
@@ -44,6 +49,7 @@ def respond(status: int, body: bytes, content_type: str = "text/plain; charset=u
             ("Connection", "close"),
             ("Content-Length", str(len(body))),
             ("Content-Type", content_type),
+            *extra,
         ]
     )
     return Response(status, http.HTTPStatus(status).phrase, headers, body)
@@ -56,9 +62,10 @@ class Routes:
 
     def match(self, path: str) -> Response | None:
         """The response for ``path``, or None: the request is a WebSocket upgrade."""
-        route = self.table.get(path.split("?", 1)[0])
+        path, _, query = path.partition("?")
+        route = self.table.get(path)
         if route is not None:
-            return route()
+            return route(query)
         if self.life.draining:
             return respond(503, b"draining\n")
         return None
@@ -78,7 +85,7 @@ def _bus_state(bus: Bus) -> str:
 
 
 def health_routes(life: Lifecycle, bus: Bus, metrics: Metrics, store: Health) -> dict[str, Route]:
-    def healthz() -> Response:
+    def healthz(_query: str) -> Response:
         """200 when the node serves; 503 (not ready) while it starts or drains, or
         a dependency is down. The body says each dependency's state, as JSON."""
         state: dict[str, object] = {
@@ -93,7 +100,7 @@ def health_routes(life: Lifecycle, bus: Bus, metrics: Metrics, store: Health) ->
         body = orjson.dumps({"status": "ok" if ready else "not ready", **state}) + b"\n"
         return respond(200 if ready else 503, body, "application/json")
 
-    def prometheus() -> Response:
+    def prometheus(_query: str) -> Response:
         return respond(200, metrics.render(), CONTENT_TYPE_LATEST)
 
     return {"/healthz": healthz, "/metrics": prometheus}
