@@ -9,7 +9,8 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute:
 const state = {
   token: null,
   ws: null,
-  me: null,
+  me: null, // my user id
+  myName: null,
   nextId: 1,
   waiting: new Map(), // request id -> {resolve, reject}
   convs: new Map(), // conv id -> conversation (with unread, read_seq)
@@ -73,8 +74,9 @@ function connect() {
 
 async function authenticate() {
   const auth = await request("auth", { token: state.token });
-  state.me = auth.user;
-  $("me").textContent = auth.user;
+  state.me = auth.user.id;
+  state.myName = auth.user.name || auth.user.id;
+  $("me").textContent = state.myName === state.me ? state.me : `${state.myName} (${state.me})`;
   state.backoff = 500;
   if (state.pos === null || state.epoch !== auth.epoch) {
     state.pos = auth.pos;
@@ -298,7 +300,7 @@ function renderMessages() {
   const stored = new Set([...seqs.values()].map((m) => m.cid).filter(Boolean));
   for (const [cid, item] of state.outbox) {
     if (item.conv === state.current && !stored.has(cid)) {
-      items.push(messageItem({ from: state.me, author: { name: state.me }, text: item.text }, item));
+      items.push(messageItem({ from: state.me, author: { name: state.myName }, text: item.text }, item));
     }
   }
   list.replaceChildren(...items);
@@ -312,7 +314,7 @@ function sendOnce(cid, item) {
     const seqs = state.messages.get(item.conv);
     if (seqs && !seqs.has(ack.seq)) {
       seqs.set(ack.seq, { conv: item.conv, seq: ack.seq, pos: ack.pos, ts: ack.ts, from: state.me,
-        author: { name: state.me }, kind: "text", text: item.text, cid });
+        author: { name: state.myName }, kind: "text", text: item.text, cid });
     }
     if (item.conv === state.current) renderMessages();
   }).catch((err) => {
