@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (the community writes Chinese: full-width punctuation is what it types)
 """The web console in a real headless Chromium against a real chatd (issue 15):
 what two people see when they chat, and across a dropped connection."""
 
