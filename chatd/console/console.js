@@ -17,6 +17,9 @@ const state = {
   messages: new Map(), // conv id -> Map(seq -> message)
   outbox: new Map(), // cid -> {conv, text}: sent, not acknowledged yet (sent again after a reconnect)
   current: null,
+  reads: new Map(), // conv id -> Map(user -> read seq): the receipts pushed since the page loaded
+  typing: new Map(), // conv id -> Map(user -> until, ms)
+  typedAt: 0,
   pos: null, // the catch-up position: every message up to it is here
   epoch: null,
   backoff: 500,
@@ -101,6 +104,7 @@ function onFrame(frame) {
   const d = frame.d || {};
   if (frame.push === "msg") onMessage(d);
   else if (frame.push === "read") onRead(d);
+  else if (frame.push === "typing") onTyping(d);
   else if (frame.push === "resync") catchUp().catch(() => {});
 }
 
@@ -163,10 +167,83 @@ function onMessage(m, render = true) {
 }
 
 function onRead(d) {
+  if (!state.reads.has(d.conv)) state.reads.set(d.conv, new Map());
+  const reads = state.reads.get(d.conv);
+  if (d.user !== state.me && d.seq > (reads.get(d.user) || 0)) {
+    reads.set(d.user, d.seq);
+    if (d.conv === state.current) renderMessages();
+  }
   if (d.user === state.me) {
     const c = state.convs.get(d.conv);
     if (c) { c.read_seq = d.seq; c.unread = Math.max(0, (c.last_seq || 0) - d.seq); renderConvs(); }
   }
+}
+
+function onTyping(d) {
+  if (d.user === state.me) return;
+  if (!state.typing.has(d.conv)) state.typing.set(d.conv, new Map());
+  state.typing.get(d.conv).set(d.user, Date.now() + 4000);
+  renderTyping();
+  setTimeout(renderTyping, 4100);
+}
+
+function renderTyping() {
+  const now = Date.now();
+  const users = [...(state.typing.get(state.current) || new Map())].filter(([, until]) => until > now).map(([u]) => u);
+  $("typing").textContent = users.length ? `${users.join(", ")} ${users.length > 1 ? "are" : "is"} typing…` : "";
+}
+
+function noteTyping() {
+  const now = Date.now();
+  if (!state.current || now - state.typedAt < 3000) return; // the server pushes one per 3 s anyway
+  state.typedAt = now;
+  request("typing", { conv: state.current }).catch(() => {});
+}
+
+async function discover(category) {
+  const page = await request("circle.list", category ? { category, limit: 50 } : { limit: 50 });
+  const list = $("circles");
+  list.replaceChildren();
+  for (const c of page.convs) {
+    if (state.convs.has(c.conv)) continue;
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = `${c.name} (${c.members})`;
+    const join = document.createElement("button");
+    join.type = "button";
+    join.textContent = "Join";
+    join.setAttribute("aria-label", `Join ${c.name}`);
+    join.onclick = async () => {
+      try {
+        const joined = await request("circle.join", { conv: c.conv });
+        state.convs.set(joined.conv, { unread: 0, ...joined });
+        li.remove();
+        await openConv(joined.conv);
+      } catch (err) {
+        $("conv-error").textContent = `${err.code || "error"}: ${err.message}`;
+      }
+    };
+    li.append(name, join);
+    list.append(li);
+  }
+}
+
+async function leaveCurrent() {
+  const conv = state.current;
+  try {
+    await request("circle.leave", { conv });
+  } catch (err) {
+    $("conv-error").textContent = `${err.code || "error"}: ${err.message}`;
+    return;
+  }
+  state.convs.delete(conv);
+  state.messages.delete(conv);
+  state.current = null;
+  $("conv-title").textContent = "Pick a conversation";
+  $("composer").hidden = true;
+  $("leave").hidden = true;
+  $("messages").replaceChildren();
+  renderConvs();
 }
 
 function convName(c) {
@@ -205,6 +282,8 @@ async function openConv(conv) {
   const c = state.convs.get(conv);
   $("conv-title").textContent = c ? convName(c) : conv;
   $("composer").hidden = false;
+  $("leave").hidden = !(c && c.kind === "circle" && c.role !== "owner");
+  renderTyping();
   $("conv-error").textContent = "";
   if (!state.messages.has(conv)) {
     state.messages.set(conv, new Map());
@@ -264,11 +343,18 @@ function messageItem(m, pending) {
     s.className = "state";
     s.textContent = pending.state === "failed" ? `not sent: ${pending.error}` : "sending…";
     head.append(s);
-  } else if (m.from === state.me) {
+  } else if (m.from === state.me && m.kind !== "system") {
     const s = document.createElement("span");
     s.className = "state";
     s.textContent = "sent";
     head.append(s);
+    const readers = [...(state.reads.get(m.conv) || new Map())].filter(([, seq]) => seq >= m.seq).map(([u]) => u);
+    if (readers.length) {
+      const r = document.createElement("span");
+      r.className = "receipt";
+      r.textContent = `read by ${readers.sort().join(", ")}`;
+      head.append(r);
+    }
   }
   const body = document.createElement("p");
   body.className = "msg-text";
@@ -389,6 +475,12 @@ function start() {
     const item = { conv: state.current, text, state: "pending" };
     state.outbox.set(cid, item);
     sendOnce(cid, item);
+  };
+  $("text").oninput = noteTyping;
+  $("leave").onclick = () => leaveCurrent();
+  $("discover-form").onsubmit = (event) => {
+    event.preventDefault();
+    discover($("category").value).catch((err) => { $("conv-error").textContent = `${err.code || "error"}: ${err.message}`; });
   };
   $("text").onkeydown = (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) { event.preventDefault(); $("composer").requestSubmit(); }

@@ -122,3 +122,35 @@ async def test_with_a_real_key_the_console_offers_only_the_token_form(browser: B
     # the server closes with 4101: back to the sign-in form, saying why
     await expect(page.locator("#signin-error")).to_contain_text("4101", timeout=TIMEOUT)
     await expect(page.get_by_label("Token")).to_be_visible()
+
+
+async def test_circles_are_discovered_and_joined_and_show_typing_and_receipts(
+    browser: Browser, server: App, clients: Any, tmp_path: Path
+) -> None:
+    carol = await clients(server, "carol", name="陈晨", encoding="json")
+    made = await carol.request("circle.create", name="上海 ES8 车主", category="city")
+    conv = made.d["conv"]
+    await carol.request("circle.create", name="露营", category="interest")  # not in the city list
+    alice = await sign_in(browser, server, "alice", "韩梅梅")
+    bob = await sign_in(browser, server, "bob", "李雷")
+    for page in (alice, bob):
+        await page.get_by_label("Discover circles").select_option("city")
+        await page.get_by_role("button", name="Find circles").click()
+        await expect(page.locator("#circles li")).to_have_count(1, timeout=TIMEOUT)
+        await page.get_by_role("button", name="Join 上海 ES8 车主").click()
+        await expect(page.locator("#conv-title")).to_have_text("上海 ES8 车主", timeout=TIMEOUT)
+    await expect(message(alice, "bob joined")).to_have_count(1, timeout=TIMEOUT)
+    # typing shows on the other side, then the message, then bob's read of it on alice's
+    await alice.get_by_label("Message", exact=True).press_sequentially("周末")
+    await expect(bob.locator("#typing")).to_have_text("alice is typing…", timeout=TIMEOUT)
+    await alice.get_by_label("Message", exact=True).press_sequentially("去崇明岛吗")
+    await alice.get_by_label("Message", exact=True).press("Enter")
+    await expect(message(bob, "周末去崇明岛吗").locator(".author")).to_have_text("韩梅梅", timeout=TIMEOUT)
+    await expect(message(alice, "周末去崇明岛吗").locator(".receipt")).to_have_text("read by bob", timeout=TIMEOUT)
+    await screenshot(alice, "circle", tmp_path)
+    # bob leaves: the circle goes from his list, and the circle says so
+    await bob.get_by_role("button", name="Leave circle").click()
+    await expect(bob.locator("#convs button", has_text="上海 ES8 车主")).to_have_count(0, timeout=TIMEOUT)
+    await expect(message(alice, "bob left")).to_have_count(1, timeout=TIMEOUT)
+    members = await carol.request("members", conv=conv)
+    assert sorted(m["user"] for m in members.d["members"]) == ["alice", "carol"]
